@@ -1,0 +1,50 @@
+//! # jetsource-bench
+//!
+//! Benchmarks that print our figure beside a raw JetStream baseline measured in the same run on
+//! the same server, as a ratio. Each suite starts its own nats-server (the pinned one).
+//!
+//! `cargo run --release -p jetsource-bench -- core` (or `make bench` for every suite).
+
+mod core;
+mod measure;
+mod model;
+
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+// The same allocator as the `factory` binary: JSON and NATS headers allocate per message.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Benchmarks of jetsource against raw JetStream baselines from the same run.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Seconds each throughput figure is measured for.
+    #[arg(long, env = "BENCH_SECONDS", default_value_t = 3.0)]
+    seconds: f64,
+    /// Which suite to run.
+    #[command(subcommand)]
+    suite: Option<Suite>,
+}
+
+#[derive(Debug, Clone, Copy, Subcommand)]
+enum Suite {
+    /// Event store: appends vs raw OCC publishes at concurrency 1/16/64; loading a 10,000-event
+    /// aggregate with and without a snapshot.
+    Core,
+    /// Every suite in turn.
+    All,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let window = Duration::from_secs_f64(cli.seconds);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async {
+        match cli.suite.unwrap_or(Suite::All) {
+            Suite::Core | Suite::All => core::run(window).await,
+        }
+    })
+}

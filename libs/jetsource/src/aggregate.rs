@@ -1,0 +1,50 @@
+//! The aggregate contract: pure, synchronous decisions over a state folded from events.
+
+use std::fmt::Debug;
+
+use serde::{Serialize, de::DeserializeOwned};
+
+use crate::event::DomainEvent;
+
+/// An event-sourced aggregate: a state that decides on commands and folds its own events.
+///
+/// The trait is synchronous on purpose: an aggregate has no I/O and no clock. Whatever it needs
+/// from outside is looked up before and put into the command. `apply` holds no rule and cannot
+/// fail, so replaying history always works.
+pub trait Aggregate: Default + Clone + Debug + Serialize + DeserializeOwned + Send + Sync + 'static {
+    /// The aggregate type name: a subject token (`evt.<TYPE>.<id>`) and a `ce-type` segment.
+    /// Changing it orphans every event already stored under the old name.
+    const TYPE: &'static str;
+
+    /// Version of the serialised state kept in snapshots. Bump it whenever the state's shape
+    /// changes: older snapshots are then ignored, the aggregate is replayed and re-snapshotted.
+    const STATE_VERSION: u32 = 1;
+
+    /// What the aggregate can be asked to do. Cloned when a conflict makes the framework retry.
+    type Command: Clone + Send + Sync + 'static;
+    /// What it records.
+    type Event: DomainEvent;
+    /// Why it refuses a command.
+    type Error: DomainError;
+
+    /// Decides on a command against the current state: the events to record, or a refusal.
+    ///
+    /// # Errors
+    /// The domain's refusal, returned to the caller as `rejected` (or `not_found`).
+    fn handle(&self, command: Self::Command) -> Result<Vec<Self::Event>, Self::Error>;
+
+    /// Folds one event into the state.
+    fn apply(&mut self, event: &Self::Event);
+}
+
+/// A domain refusal with a stable, machine-readable reason (`insufficient_stock`).
+pub trait DomainError: std::error::Error + Send + Sync + 'static {
+    /// The stable reason code clients match on.
+    fn reason(&self) -> &'static str;
+
+    /// True when the refusal means "no such aggregate", answered as `not_found` instead of
+    /// `rejected`.
+    fn is_not_found(&self) -> bool {
+        false
+    }
+}

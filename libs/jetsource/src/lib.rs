@@ -1,0 +1,91 @@
+//! # jetsource
+//!
+//! CQRS and event sourcing on NATS JetStream, with no database beside the message bus.
+//!
+//! - **Aggregates** are pure and synchronous ([`Aggregate`]): `handle` decides, `apply` folds.
+//! - **Events** are CloudEvents in NATS binary mode ([`cloudevents`]), one subject per
+//!   aggregate (`evt.<type>.<id>`), with schema versions and an upcasting chain ([`event`]).
+//! - **Appends** use optimistic concurrency on the aggregate's last stream sequence; several
+//!   events of one command commit as one atomic batch; `Nats-Msg-Id` makes retries write once
+//!   ([`store`]).
+//! - **Loads** start from a KV snapshot and read the rest with Direct Get batch ([`snapshot`],
+//!   [`Repository::load`]).
+//! - **Commands** run through [`Repository::execute`]: load, handle, append, retry on conflict.
+//! - **Topology** (streams, buckets, consumers) is declared in TOML and provisioned
+//!   idempotently ([`topology`]).
+//!
+//! ## Layout
+//! `aggregate`, `event`, `metadata`, `cloudevents` define the model; `store` and `snapshot`
+//! talk to JetStream; `repository` is the command pipeline; `topology` and `connect` set up.
+//!
+//! ## Example
+//! ```no_run
+//! # use jetsource::{Aggregate, DomainError, DomainEvent, Repository, RepositoryConfig, EventStore,
+//! #     StoreConfig, SnapshotStore, AggregateId, CommandContext};
+//! # use serde::{Deserialize, Serialize};
+//! #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+//! struct Counter { total: u64 }
+//!
+//! #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+//! #[serde(tag = "type", content = "data")]
+//! enum CounterEvent { Added { n: u64 } }
+//!
+//! impl DomainEvent for CounterEvent {
+//!     const SCHEMAS: &'static [(&'static str, u32)] = &[("Added", 1)];
+//!     fn event_type(&self) -> &'static str { "Added" }
+//! }
+//!
+//! #[derive(Debug, thiserror::Error)]
+//! #[error("zero is not a number to add")]
+//! struct Zero;
+//! impl DomainError for Zero { fn reason(&self) -> &'static str { "zero" } }
+//!
+//! impl Aggregate for Counter {
+//!     const TYPE: &'static str = "counter";
+//!     type Command = u64;
+//!     type Event = CounterEvent;
+//!     type Error = Zero;
+//!     fn handle(&self, n: u64) -> Result<Vec<CounterEvent>, Zero> {
+//!         if n == 0 { Err(Zero) } else { Ok(vec![CounterEvent::Added { n }]) }
+//!     }
+//!     fn apply(&mut self, CounterEvent::Added { n }: &CounterEvent) { self.total += n; }
+//! }
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let client = jetsource::connect("nats://127.0.0.1:4222", "example").await?;
+//! let store = EventStore::new(client, StoreConfig::default());
+//! let snapshots = SnapshotStore::open(store.jetstream(), "snapshots").await?;
+//! let counters = Repository::<Counter>::new(store, Some(snapshots), RepositoryConfig::default());
+//! let outcome = counters.execute(&AggregateId::new("c1")?, 5, &CommandContext::new()).await?;
+//! println!("version {} at stream seq {}", outcome.version, outcome.stream_seq);
+//! # Ok(()) }
+//! ```
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![warn(clippy::unwrap_used)]
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+pub mod aggregate;
+pub mod cloudevents;
+pub mod connect;
+pub mod error;
+pub mod event;
+pub mod id;
+pub mod metadata;
+pub mod recent;
+pub mod repository;
+pub mod server;
+pub mod snapshot;
+pub mod store;
+pub mod topology;
+
+pub use aggregate::{Aggregate, DomainError};
+pub use connect::{ConnectError, connect};
+pub use error::{CommandError, ErrorCode, StoreError};
+pub use event::{DomainEvent, Upcasters};
+pub use id::{AggregateId, IdError};
+pub use metadata::{CommandContext, Metadata, TraceContext};
+pub use recent::EventRef;
+pub use repository::{CommandOutcome, Envelope, Loaded, Repository, RepositoryConfig, Until};
+pub use snapshot::SnapshotStore;
+pub use store::{EventStore, StoreConfig, StoredEvent};

@@ -1,0 +1,260 @@
+//! The command pipeline: load (snapshot + tail), handle, append with the expected sequence,
+//! answer. Conflicts reload and retry a bounded number of times.
+
+mod load;
+mod loaded;
+mod slots;
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use tracing::Instrument;
+
+pub use load::Until;
+pub use loaded::{Envelope, Loaded};
+
+use crate::aggregate::Aggregate;
+use crate::cloudevents::Attributes;
+use crate::error::{CommandError, StoreError};
+use crate::event::{DomainEvent, Upcasters, encode_data};
+use crate::id::AggregateId;
+use crate::metadata::{CommandContext, validate_command_id};
+use crate::recent::{CommandRecord, EventRef};
+use crate::snapshot::SnapshotStore;
+use crate::store::{EventStore, NewEvent};
+use slots::Slots;
+
+/// How the repository retries, caches and snapshots.
+#[derive(Debug, Clone)]
+pub struct RepositoryConfig {
+    /// Appends tried before answering `conflict`.
+    pub max_attempts: u32,
+    /// Write a snapshot whenever the version crosses a multiple of this (0: never).
+    pub snapshot_every: u64,
+    /// Aggregates whose state stays cached in memory (their OCC token keeps it honest).
+    pub cache_capacity: usize,
+    /// Commands remembered per aggregate for idempotent retries.
+    pub recent_commands: usize,
+}
+
+impl Default for RepositoryConfig {
+    fn default() -> Self {
+        Self { max_attempts: 10, snapshot_every: 100, cache_capacity: 10_000, recent_commands: 32 }
+    }
+}
+
+/// What a command did: the reply of DESIGN §5 minus the status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandOutcome {
+    /// The command id.
+    pub command_id: String,
+    /// Aggregate type.
+    pub aggregate_type: String,
+    /// Aggregate id.
+    pub aggregate_id: String,
+    /// Dense version after the command.
+    pub version: u64,
+    /// Stream sequence of the aggregate's last event: the consistency token.
+    pub stream_seq: u64,
+    /// The events recorded.
+    pub events: Vec<EventRef>,
+    /// True when the command had run before and this is its first outcome, replayed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub duplicate: bool,
+}
+
+/// Loads and runs commands against aggregates of type `A`.
+pub struct Repository<A: Aggregate> {
+    store: EventStore,
+    snapshots: Option<SnapshotStore>,
+    config: RepositoryConfig,
+    upcasters: Upcasters,
+    slots: Slots<Loaded<A>>,
+}
+
+impl<A: Aggregate> Repository<A> {
+    /// A repository over `store`, with snapshots if a snapshot store is given.
+    pub fn new(store: EventStore, snapshots: Option<SnapshotStore>, config: RepositoryConfig) -> Self {
+        let slots = Slots::new(config.cache_capacity);
+        Self { store, snapshots, config, upcasters: A::Event::upcasters(), slots }
+    }
+
+    /// The event store underneath.
+    pub fn store(&self) -> &EventStore {
+        &self.store
+    }
+
+    /// Drops the cached states (tests and operators use it to force reloads).
+    pub fn clear_cache(&self) {
+        self.slots.clear_idle();
+    }
+
+    /// Runs `command` against aggregate `id`.
+    ///
+    /// A command id seen among the aggregate's recent commands answers its first outcome
+    /// without running again; the server's `Nats-Msg-Id` dedupe covers the race of two
+    /// deliveries of the same command.
+    ///
+    /// # Errors
+    /// See [`CommandError`]: each variant says who must act.
+    pub async fn execute(
+        &self,
+        id: &AggregateId,
+        command: A::Command,
+        ctx: &CommandContext,
+    ) -> Result<CommandOutcome, CommandError<A::Error>> {
+        validate_command_id(&ctx.command_id).map_err(CommandError::Invalid)?;
+        let span = tracing::debug_span!("jetsource.execute", aggregate_type = A::TYPE, aggregate_id = %id, command_id = %ctx.command_id);
+        self.execute_locked(id, command, ctx).instrument(span).await
+    }
+
+    async fn execute_locked(
+        &self,
+        id: &AggregateId,
+        command: A::Command,
+        ctx: &CommandContext,
+    ) -> Result<CommandOutcome, CommandError<A::Error>> {
+        let subject = self.store.subject(A::TYPE, id);
+        let slot = self.slots.get(id);
+        let mut cached = slot.lock().await;
+        for attempt in 1..=self.config.max_attempts {
+            let (mut current, fresh) = match cached.take() {
+                Some(state) => (state, false),
+                None => (self.load(id).await?, true),
+            };
+            if let Some(prior) = current.recent.find(&ctx.command_id) {
+                let outcome = self.outcome(id, ctx, prior, true);
+                *cached = self.keep(current);
+                return Ok(outcome);
+            }
+            // Any answer that is not confirmed by an append must come from current state.
+            let decision = match ctx.expected_version {
+                Some(expected) if expected != current.version => {
+                    Err(CommandError::PreconditionFailed { expected, actual: current.version })
+                }
+                _ => current.state.handle(command.clone()).map_err(CommandError::Rejected),
+            };
+            let events = match decision {
+                Ok(events) if !events.is_empty() => events,
+                answer => {
+                    if !fresh && self.store.last_seq(&subject).await? != current.last_seq {
+                        continue; // the cache was stale: decide again on reloaded state
+                    }
+                    let outcome = answer.map(|_| CommandOutcome {
+                        command_id: ctx.command_id.clone(),
+                        aggregate_type: A::TYPE.to_owned(),
+                        aggregate_id: id.to_string(),
+                        version: current.version,
+                        stream_seq: current.last_seq,
+                        events: Vec::new(),
+                        duplicate: false,
+                    });
+                    *cached = self.keep(current);
+                    return outcome;
+                }
+            };
+            let new_events = self.encode(id, &current, &events, ctx)?;
+            match self.store.append(&subject, current.last_seq, new_events).await {
+                Ok(appended) if !appended.duplicate => {
+                    let before = current.version;
+                    for (offset, event) in events.iter().enumerate() {
+                        let seq = appended.first_seq + offset as u64;
+                        current.fold(
+                            event,
+                            event.event_type(),
+                            &ctx.command_id,
+                            seq,
+                            None,
+                            self.config.recent_commands,
+                        );
+                    }
+                    let outcome = match current.recent.find(&ctx.command_id) {
+                        Some(record) => self.outcome(id, ctx, record, false),
+                        None => {
+                            return Err(CommandError::Internal(
+                                "recorded events are not in the recent commands".into(),
+                            ));
+                        }
+                    };
+                    if self.crossed_snapshot_mark(before, current.version) {
+                        self.snapshot(id, &current);
+                    }
+                    *cached = self.keep(current);
+                    return Ok(outcome);
+                }
+                // Stored before (R3 dedupe), or moved on (OCC; on R1 also a retried command):
+                // reload, which finds either the earlier outcome or the newer state.
+                Ok(_) | Err(StoreError::Conflict { .. } | StoreError::Duplicate { .. }) => {
+                    tracing::debug!(attempt, "append conflict; reloading");
+                    backoff(attempt).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(CommandError::Conflict { attempts: self.config.max_attempts })
+    }
+
+    fn keep(&self, loaded: Loaded<A>) -> Option<Loaded<A>> {
+        (self.config.cache_capacity > 0).then_some(loaded)
+    }
+
+    fn encode(
+        &self,
+        id: &AggregateId,
+        current: &Loaded<A>,
+        events: &[A::Event],
+        ctx: &CommandContext,
+    ) -> Result<Vec<NewEvent>, CommandError<A::Error>> {
+        let time = OffsetDateTime::now_utc().format(&Rfc3339).map_err(|e| CommandError::Internal(e.to_string()))?;
+        let metadata = ctx.metadata();
+        let source = self.store.source();
+        events
+            .iter()
+            .enumerate()
+            .map(|(index, event)| {
+                let data = encode_data(event).map_err(CommandError::Internal)?;
+                let attributes = Attributes {
+                    id: format!("{}:{index}", ctx.command_id),
+                    source: source.clone(),
+                    event_type: self.store.event_type(A::TYPE, event.event_type()),
+                    subject: id.to_string(),
+                    time: time.clone(),
+                    schema_version: event.schema_version(),
+                    aggregate_version: Some(current.version + 1 + index as u64),
+                    metadata: metadata.clone(),
+                };
+                Ok(NewEvent::new(attributes, data.into()))
+            })
+            .collect()
+    }
+
+    fn outcome(
+        &self,
+        id: &AggregateId,
+        ctx: &CommandContext,
+        record: &CommandRecord,
+        duplicate: bool,
+    ) -> CommandOutcome {
+        CommandOutcome {
+            command_id: ctx.command_id.clone(),
+            aggregate_type: A::TYPE.to_owned(),
+            aggregate_id: id.to_string(),
+            version: record.last_version(),
+            stream_seq: record.last_seq(),
+            events: record.events(),
+            duplicate,
+        }
+    }
+
+    fn crossed_snapshot_mark(&self, before: u64, after: u64) -> bool {
+        let every = self.config.snapshot_every;
+        every > 0 && after / every > before / every
+    }
+}
+
+async fn backoff(attempt: u32) {
+    let ceiling = 200_u64 << attempt.min(6);
+    tokio::time::sleep(Duration::from_micros(fastrand::u64(0..ceiling))).await;
+}

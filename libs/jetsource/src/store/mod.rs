@@ -1,0 +1,135 @@
+//! The event store: one JetStream stream, one subject per aggregate (`evt.<type>.<id>`).
+//!
+//! Appends carry `Nats-Expected-Last-Subject-Sequence` (the OCC token is the stream sequence of
+//! the aggregate's last event) and a `Nats-Msg-Id` per event; several events of one command go
+//! in one atomic batch. Reads use Direct Get batch (`next_by_subj`), which needs no consumer.
+
+mod append;
+mod read;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::{Client, HeaderMap, jetstream};
+use bytes::Bytes;
+
+pub use read::StoredEvent;
+
+use crate::cloudevents::Attributes;
+use crate::id::AggregateId;
+
+/// Where and how events are stored.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// Stream holding the events (`EVENTS`).
+    pub stream: String,
+    /// First subject token of every event subject (`evt`).
+    pub subject_prefix: String,
+    /// Application name: `ce-type` prefix and `ce-source` root (`factory`).
+    pub app: String,
+    /// Service writing the events: `ce-source` = `/<app>/<service>`.
+    pub service: String,
+    /// Messages asked for per Direct Get batch request.
+    pub read_batch: usize,
+    /// How long to wait for each part of a read.
+    pub read_timeout: Duration,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            stream: "EVENTS".into(),
+            subject_prefix: "evt".into(),
+            app: "factory".into(),
+            service: "app".into(),
+            read_batch: 10_000,
+            read_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// One event ready to append: its CloudEvents headers and JSON body. The `ce-id` doubles as
+/// `Nats-Msg-Id`, so a retried command is deduplicated by the server.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub(crate) msg_id: String,
+    pub(crate) headers: HeaderMap,
+    pub(crate) data: Bytes,
+}
+
+impl NewEvent {
+    /// An event with these attributes and JSON `data`.
+    pub fn new(attributes: Attributes, data: Bytes) -> Self {
+        let msg_id = attributes.id.clone();
+        Self { msg_id, headers: attributes.into_headers(), data }
+    }
+
+    /// The message id (`ce-id`).
+    pub fn msg_id(&self) -> &str {
+        &self.msg_id
+    }
+}
+
+/// Where an append landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// Stream sequence of the first event appended.
+    pub first_seq: u64,
+    /// Stream sequence of the last event appended: the aggregate's new OCC token.
+    pub last_seq: u64,
+    /// The server recognised the message id: the events were stored before, at these sequences.
+    pub duplicate: bool,
+}
+
+/// Handle to the event store; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct EventStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    client: Client,
+    js: jetstream::Context,
+    config: StoreConfig,
+    direct_get: String,
+}
+
+impl EventStore {
+    /// A store over `client` with `config`.
+    pub fn new(client: Client, config: StoreConfig) -> Self {
+        let js = jetstream::new(client.clone());
+        let direct_get = format!("$JS.API.DIRECT.GET.{}", config.stream);
+        Self { inner: Arc::new(Inner { client, js, config, direct_get }) }
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &StoreConfig {
+        &self.inner.config
+    }
+
+    /// The NATS client.
+    pub fn client(&self) -> &Client {
+        &self.inner.client
+    }
+
+    /// The JetStream context.
+    pub fn jetstream(&self) -> &jetstream::Context {
+        &self.inner.js
+    }
+
+    /// The subject of one aggregate: `<prefix>.<type>.<id>`. The id is validated by its type.
+    pub fn subject(&self, aggregate_type: &str, id: &AggregateId) -> String {
+        format!("{}.{aggregate_type}.{id}", self.inner.config.subject_prefix)
+    }
+
+    /// The full `ce-type` of an event of an aggregate type.
+    pub fn event_type(&self, aggregate_type: &str, event_name: &str) -> String {
+        format!("{}.{aggregate_type}.{event_name}", self.inner.config.app)
+    }
+
+    /// The `ce-source` of events this store writes.
+    pub fn source(&self) -> String {
+        format!("/{}/{}", self.inner.config.app, self.inner.config.service)
+    }
+}

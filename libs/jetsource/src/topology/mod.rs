@@ -1,0 +1,310 @@
+//! The declared NATS topology: streams, KV buckets and durable consumers in one TOML file
+//! (`nats/topology.toml`), provisioned idempotently by [`provision`] and turned into Kubernetes
+//! resources by the app.
+
+mod duration;
+mod fields;
+mod provision;
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+pub use duration::{format_duration, parse_duration};
+pub use fields::Risk;
+pub use provision::{Action, Difference, Item, ProvisionError, ProvisionOptions, Report, provision};
+
+/// Everything the application needs on the server.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Topology {
+    /// Streams (`[[stream]]`).
+    #[serde(default, rename = "stream")]
+    pub streams: Vec<StreamSpec>,
+    /// KV buckets (`[[kv]]`).
+    #[serde(default, rename = "kv")]
+    pub buckets: Vec<KvSpec>,
+    /// Durable pull consumers (`[[consumer]]`).
+    #[serde(default, rename = "consumer")]
+    pub consumers: Vec<ConsumerSpec>,
+}
+
+/// Storage backend.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Storage {
+    /// On disk.
+    #[default]
+    File,
+    /// In memory.
+    Memory,
+}
+
+/// Retention policy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Retention {
+    /// Keep until limits say otherwise.
+    #[default]
+    Limits,
+    /// Keep while consumers are interested.
+    Interest,
+    /// Remove once acknowledged.
+    Workqueue,
+}
+
+/// What happens at a limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Discard {
+    /// Drop the oldest messages.
+    #[default]
+    Old,
+    /// Refuse new messages (an event log must never lose old events).
+    New,
+}
+
+/// One stream.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamSpec {
+    /// Stream name.
+    pub name: String,
+    /// What it is for.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Subjects it captures.
+    pub subjects: Vec<String>,
+    /// File or memory.
+    #[serde(default)]
+    pub storage: Storage,
+    /// Retention policy.
+    #[serde(default)]
+    pub retention: Retention,
+    /// Discard policy.
+    #[serde(default)]
+    pub discard: Discard,
+    /// Maximum age of messages (`24h`); none means forever.
+    #[serde(default)]
+    pub max_age: Option<String>,
+    /// Maximum bytes; none means unlimited.
+    #[serde(default)]
+    pub max_bytes: Option<i64>,
+    /// Maximum messages; none means unlimited.
+    #[serde(default)]
+    pub max_msgs: Option<i64>,
+    /// Maximum messages per subject; none means unlimited.
+    #[serde(default)]
+    pub max_msgs_per_subject: Option<i64>,
+    /// Message-id dedupe window (`2m`).
+    #[serde(default)]
+    pub duplicate_window: Option<String>,
+    /// Serve Direct Get from any replica.
+    #[serde(default)]
+    pub allow_direct: bool,
+    /// Allow atomic batch publish (ADR-50).
+    #[serde(default)]
+    pub allow_atomic: bool,
+    /// Allow rollups (replacing a subject's history).
+    #[serde(default)]
+    pub allow_rollup: bool,
+    /// Allow per-message TTL (irreversible).
+    #[serde(default)]
+    pub allow_msg_ttl: bool,
+    /// Refuse message deletion.
+    #[serde(default)]
+    pub deny_delete: bool,
+    /// Refuse purges.
+    #[serde(default)]
+    pub deny_purge: bool,
+    /// Replicas (1 dev, 3 prod); the provisioner may override it.
+    #[serde(default)]
+    pub replicas: Option<usize>,
+}
+
+/// One KV bucket.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KvSpec {
+    /// Bucket name.
+    pub bucket: String,
+    /// What it is for.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Values kept per key.
+    #[serde(default = "one")]
+    pub history: i64,
+    /// Maximum age of values (`24h`); none means forever.
+    #[serde(default)]
+    pub max_age: Option<String>,
+    /// Maximum bytes; none means unlimited.
+    #[serde(default)]
+    pub max_bytes: Option<i64>,
+    /// File or memory.
+    #[serde(default)]
+    pub storage: Storage,
+    /// Replicas; the provisioner may override it.
+    #[serde(default)]
+    pub replicas: Option<usize>,
+}
+
+fn one() -> i64 {
+    1
+}
+
+/// Where a new consumer starts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliverFrom {
+    /// From the first message.
+    #[default]
+    All,
+    /// Only messages stored after creation.
+    New,
+}
+
+/// One durable pull consumer with explicit acks.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsumerSpec {
+    /// Stream it reads.
+    pub stream: String,
+    /// Durable name.
+    pub durable: String,
+    /// What it is for.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Subjects it receives (all of the stream when empty).
+    #[serde(default)]
+    pub filter_subjects: Vec<String>,
+    /// Where it starts.
+    #[serde(default)]
+    pub deliver: DeliverFrom,
+    /// How long a delivery may stay unacknowledged (`30s`).
+    #[serde(default)]
+    pub ack_wait: Option<String>,
+    /// Deliveries before the server gives up on a message (none: unlimited).
+    #[serde(default)]
+    pub max_deliver: Option<i64>,
+    /// Unacknowledged messages in flight.
+    #[serde(default)]
+    pub max_ack_pending: Option<i64>,
+}
+
+/// Why a topology file could not be used.
+#[derive(Debug, Error)]
+pub enum TopologyError {
+    /// The file could not be read.
+    #[error("cannot read topology {path}: {source}")]
+    Read {
+        /// The path tried.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not a valid topology.
+    #[error("invalid topology: {0}")]
+    Invalid(String),
+}
+
+impl Topology {
+    /// Parses a topology from TOML and checks it.
+    ///
+    /// # Errors
+    /// [`TopologyError::Invalid`] with the parser's message or the failed check.
+    pub fn parse(text: &str) -> Result<Self, TopologyError> {
+        let topology: Topology = toml::from_str(text).map_err(|e| TopologyError::Invalid(e.to_string()))?;
+        topology.check()?;
+        Ok(topology)
+    }
+
+    /// Reads and parses a topology file.
+    ///
+    /// # Errors
+    /// [`TopologyError`].
+    pub fn load(path: &Path) -> Result<Self, TopologyError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| TopologyError::Read { path: path.display().to_string(), source })?;
+        Self::parse(&text)
+    }
+
+    /// The stream named `name`.
+    pub fn stream(&self, name: &str) -> Option<&StreamSpec> {
+        self.streams.iter().find(|s| s.name == name)
+    }
+
+    /// The bucket named `bucket`.
+    pub fn bucket(&self, bucket: &str) -> Option<&KvSpec> {
+        self.buckets.iter().find(|b| b.bucket == bucket)
+    }
+
+    fn check(&self) -> Result<(), TopologyError> {
+        let invalid = |m: String| Err(TopologyError::Invalid(m));
+        for s in &self.streams {
+            if s.name.is_empty() || s.subjects.is_empty() {
+                return invalid(format!("stream {:?} needs a name and subjects", s.name));
+            }
+            for d in [&s.max_age, &s.duplicate_window].into_iter().flatten() {
+                parse_duration(d).map_err(|e| TopologyError::Invalid(format!("stream {}: {e}", s.name)))?;
+            }
+        }
+        for b in &self.buckets {
+            if !(1..=64).contains(&b.history) {
+                return invalid(format!("kv {}: history must be 1..=64, not {}", b.bucket, b.history));
+            }
+            if let Some(d) = &b.max_age {
+                parse_duration(d).map_err(|e| TopologyError::Invalid(format!("kv {}: {e}", b.bucket)))?;
+            }
+        }
+        for c in &self.consumers {
+            if self.stream(&c.stream).is_none() {
+                return invalid(format!("consumer {} reads undeclared stream {}", c.durable, c.stream));
+            }
+            if let Some(d) = &c.ack_wait {
+                parse_duration(d).map_err(|e| TopologyError::Invalid(format!("consumer {}: {e}", c.durable)))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_streams_buckets_and_consumers() {
+        let topology = Topology::parse(
+            r#"
+            [[stream]]
+            name = "EVENTS"
+            subjects = ["evt.>"]
+            discard = "new"
+            duplicate_window = "2m"
+            allow_direct = true
+
+            [[kv]]
+            bucket = "snapshots"
+
+            [[consumer]]
+            stream = "EVENTS"
+            durable = "saga"
+            filter_subjects = ["evt.order.>"]
+            ack_wait = "30s"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(topology.stream("EVENTS").unwrap().discard, Discard::New);
+        assert_eq!(topology.bucket("snapshots").unwrap().history, 1);
+        assert_eq!(topology.consumers[0].filter_subjects, ["evt.order.>"]);
+    }
+
+    #[test]
+    fn refuses_unknown_fields_bad_durations_and_dangling_consumers() {
+        assert!(Topology::parse("[[stream]]\nname='A'\nsubjects=['a']\nmax_agee='1h'").is_err());
+        assert!(Topology::parse("[[stream]]\nname='A'\nsubjects=['a']\nmax_age='forever'").is_err());
+        assert!(Topology::parse("[[consumer]]\nstream='NOPE'\ndurable='x'").is_err());
+        assert!(Topology::parse("[[kv]]\nbucket='b'\nhistory=65").is_err());
+    }
+}

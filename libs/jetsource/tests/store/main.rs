@@ -1,0 +1,10 @@
+//! Integration tests of the event-sourcing core against real nats-servers (one per test).
+
+mod append;
+mod batch;
+mod errors;
+mod idempotency;
+mod load;
+mod provision;
+mod support;
+mod upcast;

@@ -1,0 +1,160 @@
+//! A small aggregate for the tests and a provisioned server per test.
+
+use async_nats::Client;
+use jetsource::topology::{ProvisionOptions, Topology, provision};
+use jetsource::{
+    Aggregate, AggregateId, DomainError, DomainEvent, EventStore, Repository, RepositoryConfig, SnapshotStore,
+    StoreConfig, Upcasters,
+};
+use jetsource_testkit::NatsServer;
+use serde::{Deserialize, Serialize};
+
+/// The project's real topology declaration.
+pub const TOPOLOGY: &str = include_str!("../../../../nats/topology.toml");
+
+/// A bin of parts: received, taken, never below zero.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Bin {
+    pub on_hand: u64,
+    pub receipts: u64,
+    pub sources: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "data")]
+pub enum BinEvent {
+    /// v1 was `{"quantity": n}`; v2 is `{"qty": n, "source": s}`.
+    Received {
+        qty: u64,
+        source: String,
+    },
+    Taken {
+        qty: u64,
+    },
+}
+
+impl DomainEvent for BinEvent {
+    const SCHEMAS: &'static [(&'static str, u32)] = &[("Received", 2), ("Taken", 1)];
+    fn event_type(&self) -> &'static str {
+        match self {
+            BinEvent::Received { .. } => "Received",
+            BinEvent::Taken { .. } => "Taken",
+        }
+    }
+    fn upcasters() -> Upcasters {
+        Upcasters::default().with("Received", 1, |v| {
+            let qty = v.get("quantity").cloned().ok_or("v1 Received has no quantity")?;
+            Ok(serde_json::json!({ "qty": qty, "source": "unknown" }))
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum BinCommand {
+    Receive {
+        qty: u64,
+    },
+    /// Receives each quantity as its own event: one atomic batch.
+    ReceiveMany(Vec<u64>),
+    Take {
+        qty: u64,
+    },
+    Touch,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BinError {
+    #[error("only {available} on hand")]
+    Insufficient { available: u64 },
+    #[error("quantities must be positive")]
+    Zero,
+}
+
+impl DomainError for BinError {
+    fn reason(&self) -> &'static str {
+        match self {
+            BinError::Insufficient { .. } => "insufficient_stock",
+            BinError::Zero => "invalid_quantity",
+        }
+    }
+}
+
+impl Aggregate for Bin {
+    const TYPE: &'static str = "bin";
+    type Command = BinCommand;
+    type Event = BinEvent;
+    type Error = BinError;
+
+    fn handle(&self, command: BinCommand) -> Result<Vec<BinEvent>, BinError> {
+        let received = |qty| BinEvent::Received { qty, source: "test".into() };
+        match command {
+            BinCommand::Receive { qty: 0 } | BinCommand::Take { qty: 0 } => Err(BinError::Zero),
+            BinCommand::Receive { qty } => Ok(vec![received(qty)]),
+            BinCommand::ReceiveMany(qtys) if qtys.contains(&0) => Err(BinError::Zero),
+            BinCommand::ReceiveMany(qtys) => Ok(qtys.into_iter().map(received).collect()),
+            BinCommand::Take { qty } if qty > self.on_hand => Err(BinError::Insufficient { available: self.on_hand }),
+            BinCommand::Take { qty } => Ok(vec![BinEvent::Taken { qty }]),
+            BinCommand::Touch => Ok(vec![]),
+        }
+    }
+
+    fn apply(&mut self, event: &BinEvent) {
+        match event {
+            BinEvent::Received { qty, source } => {
+                self.on_hand += qty;
+                self.receipts += 1;
+                if !self.sources.contains(source) {
+                    self.sources.push(source.clone());
+                }
+            }
+            BinEvent::Taken { qty } => self.on_hand -= qty,
+        }
+    }
+}
+
+/// A server with the project's topology provisioned (R1).
+pub struct Env {
+    pub _server: NatsServer,
+    pub client: Client,
+    pub store: EventStore,
+    pub snapshots: SnapshotStore,
+}
+
+impl Env {
+    pub async fn start() -> Self {
+        let server = NatsServer::start();
+        let (client, store, snapshots) = connect_provisioned(&server.url(), 1).await;
+        Env { _server: server, client, store, snapshots }
+    }
+
+    pub fn repository(&self, config: RepositoryConfig) -> Repository<Bin> {
+        Repository::new(self.store.clone(), Some(self.snapshots.clone()), config)
+    }
+}
+
+pub async fn connect_provisioned(url: &str, replicas: usize) -> (Client, EventStore, SnapshotStore) {
+    let client = jetsource::connect(url, "jetsource-tests").await.expect("connect");
+    let js = async_nats::jetstream::new(client.clone());
+    let topology = Topology::parse(TOPOLOGY).expect("topology parses");
+    let options = ProvisionOptions { replicas: Some(replicas), ..Default::default() };
+    provision(&js, &topology, options).await.expect("provision");
+    let store = EventStore::new(client.clone(), StoreConfig { service: "tests".into(), ..Default::default() });
+    let snapshots = SnapshotStore::open(&js, "snapshots").await.expect("snapshot bucket");
+    (client, store, snapshots)
+}
+
+pub fn id(text: &str) -> AggregateId {
+    AggregateId::new(text).expect("valid id")
+}
+
+/// Every event stored for `subject`, straight from the stream.
+pub async fn stored(store: &EventStore, subject: &str) -> Vec<jetsource::StoredEvent> {
+    store.read(subject, 1, usize::MAX).await.expect("read")
+}
+
+/// Messages in the EVENTS stream.
+pub async fn stream_messages(client: &Client) -> u64 {
+    let js = async_nats::jetstream::new(client.clone());
+    let mut stream = js.get_stream("EVENTS").await.expect("EVENTS");
+    stream.info().await.expect("info").state.messages
+}

@@ -1,0 +1,91 @@
+//! A 3-node JetStream cluster on loopback, for R3 streams and fault tests.
+
+use jetsource::server::{ClusterConfig, ServerConfig, ServerError, ServerProcess, find_server_binary, free_port};
+use tempfile::TempDir;
+
+use crate::READY_WITHIN;
+
+/// Three nats-servers routed to each other. Every node is killed and the stores removed on
+/// drop.
+#[derive(Debug)]
+pub struct NatsCluster {
+    nodes: Vec<ServerProcess>,
+    _dir: TempDir,
+}
+
+impl NatsCluster {
+    /// Starts a 3-node cluster and waits until every node is healthy (meta leader elected).
+    ///
+    /// # Panics
+    /// With the server log when a node does not come up.
+    pub fn start() -> Self {
+        match Self::try_start(3) {
+            Ok(cluster) => cluster,
+            Err(e) => panic!("cannot start a test nats cluster: {e}"),
+        }
+    }
+
+    /// Starts a cluster of `size` nodes.
+    ///
+    /// # Errors
+    /// [`ServerError`] when a node does not come up.
+    pub fn try_start(size: usize) -> Result<Self, ServerError> {
+        let binary = find_server_binary()?;
+        let dir = tempfile::Builder::new().prefix("jetsource-cluster-").tempdir()?;
+        let routes: Vec<u16> = (0..size).map(|_| free_port()).collect::<Result<_, _>>()?;
+        let mut nodes = Vec::with_capacity(size);
+        for (i, &route) in routes.iter().enumerate() {
+            let node_dir = dir.path().join(format!("n{i}"));
+            let config = ServerConfig {
+                name: format!("n{i}"),
+                port: free_port()?,
+                monitor_port: free_port()?,
+                store_dir: node_dir.join("jetstream"),
+                work_dir: node_dir,
+                cluster: Some(ClusterConfig { name: "jetsource-test".into(), port: route, routes: routes.clone() }),
+                max_file_store: "2G".into(),
+            };
+            // Launch all before waiting on any: a node is healthy only once it sees a quorum.
+            nodes.push(ServerProcess::launch(&binary, config)?);
+        }
+        for node in &mut nodes {
+            node.wait_ready(READY_WITHIN)?;
+        }
+        Ok(Self { nodes, _dir: dir })
+    }
+
+    /// Client URLs of all nodes, comma-separated, as `async_nats::connect` accepts them.
+    pub fn urls(&self) -> String {
+        self.nodes.iter().map(ServerProcess::url).collect::<Vec<_>>().join(",")
+    }
+
+    /// Client URL of node `i`.
+    pub fn node_url(&self, i: usize) -> String {
+        self.nodes[i].url()
+    }
+
+    /// Number of nodes.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// True for a cluster of no nodes.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// Kills node `i` (a crash), keeping its store.
+    pub fn kill_node(&mut self, i: usize) {
+        self.nodes[i].kill();
+    }
+
+    /// Restarts node `i` on the same ports and store and waits until it is healthy again.
+    ///
+    /// # Panics
+    /// When it does not come back.
+    pub fn restart_node(&mut self, i: usize) {
+        if let Err(e) = self.nodes[i].restart(READY_WITHIN) {
+            panic!("cluster node n{i} did not restart: {e}");
+        }
+    }
+}

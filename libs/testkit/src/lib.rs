@@ -1,0 +1,30 @@
+//! # jetsource-testkit
+//!
+//! Real parts for tests: a nats-server started on free ports with a temporary store (removed
+//! when dropped), a 3-node JetStream cluster on loopback whose nodes can be killed and
+//! restarted, and a synchronous given/when/then fixture for aggregates.
+//!
+//! ## Layout
+//! - [`NatsServer`] — one node, JetStream on.
+//! - [`NatsCluster`] — three nodes with routes between them, for R3 streams and fault tests.
+//! - [`AggregateFixture`] — `given(events).when(command).then_expect_events(..)`.
+//!
+//! ## Example
+//! ```no_run
+//! let server = jetsource_testkit::NatsServer::start();
+//! println!("connect to {}", server.url());
+//! // dropped at the end of the test: process killed, store removed
+//! ```
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod cluster;
+mod fixture;
+mod single;
+
+pub use cluster::NatsCluster;
+pub use fixture::{AggregateFixture, Then};
+pub use single::NatsServer;
+
+/// How long a server may take to report healthy.
+pub const READY_WITHIN: std::time::Duration = std::time::Duration::from_secs(20);
