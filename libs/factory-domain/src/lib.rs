@@ -1,0 +1,34 @@
+//! # factory-domain
+//!
+//! The reference application's model, shared by every service and the gateway (one model, no
+//! drift): products with bills of materials, stock per warehouse, production orders. Pure and
+//! synchronous: no I/O, no clock, no async.
+//!
+//! ## Layout
+//! - [`product`], [`stock`], [`order`]: one aggregate each, with its commands, events and rules.
+//! - [`command`]: parsing a command from its name and JSON body (strict: unknown fields and
+//!   wrong types are named), and the catalogue of aggregate types and commands.
+//! - [`values`]: validated values: positive quantities, SKUs, warehouses, stock ids.
+//!
+//! ## Example
+//! ```
+//! use factory_domain::stock::{Stock, StockCommand, StockEvent};
+//! use jetsource::Aggregate;
+//!
+//! let stock = Stock::default();
+//! let events = stock.handle(StockCommand::parse("receive", br#"{"qty": 5}"#).unwrap()).unwrap();
+//! assert!(matches!(&events[0], StockEvent::StockReceived { qty: 5, .. }));
+//! ```
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![warn(clippy::unwrap_used)]
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+pub mod command;
+pub mod order;
+pub mod product;
+pub mod stock;
+pub mod values;
+
+pub use command::{AggregateKind, CommandError, CommandSpec};
+pub use values::{BomLine, Qty, Sku, StockId, Warehouse};

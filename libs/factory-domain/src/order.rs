@@ -1,0 +1,332 @@
+//! Production orders: planned for a defined product, started (the saga then reserves the bill
+//! of materials), completed or cancelled; failed when resources are short.
+
+use jetsource::{Aggregate, AggregateId, DomainError, DomainEvent};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::command::{AggregateKind, CommandError, Empty, parse_body};
+use crate::values::{BomLine, Qty, Sku, Warehouse};
+
+/// Where an order is in its life.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderStatus {
+    /// Not planned yet.
+    #[default]
+    None,
+    /// Planned, not started.
+    Planned,
+    /// Started; the saga is reserving resources.
+    Started,
+    /// Every resource is reserved.
+    Reserved,
+    /// Reservation failed; what was taken was released.
+    Failed,
+    /// Produced.
+    Completed,
+    /// Cancelled.
+    Cancelled,
+}
+
+impl OrderStatus {
+    /// The status as written in views and errors.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderStatus::None => "none",
+            OrderStatus::Planned => "planned",
+            OrderStatus::Started => "started",
+            OrderStatus::Reserved => "reserved",
+            OrderStatus::Failed => "failed",
+            OrderStatus::Completed => "completed",
+            OrderStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// What was reserved of one resource, in total for the order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReservedLine {
+    /// The resource.
+    pub sku: Sku,
+    /// Units reserved (`order qty × bom qty`).
+    pub qty: u64,
+}
+
+/// The order aggregate's state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Order {
+    /// Life-cycle status.
+    pub status: OrderStatus,
+    /// What to produce.
+    pub product_id: String,
+    /// How many.
+    pub qty: u64,
+    /// Where resources are taken and the product is put.
+    pub warehouse: String,
+    /// The product's bill of materials when the order was planned (per unit).
+    pub bom: Vec<BomLine>,
+    /// What the saga reserved.
+    pub reserved: Vec<ReservedLine>,
+    /// Why it failed or was cancelled.
+    pub reason: Option<String>,
+}
+
+impl Order {
+    /// The resources one order needs: `qty × bom`, per SKU.
+    pub fn requirements(&self) -> Vec<ReservedLine> {
+        self.bom.iter().map(|line| ReservedLine { sku: line.sku.clone(), qty: line.qty.get() * self.qty }).collect()
+    }
+}
+
+/// The product as the service found it when planning (looked up before `handle`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProductInfo {
+    /// Retired products cannot be planned.
+    pub retired: bool,
+    /// Its bill of materials.
+    pub bom: Vec<BomLine>,
+}
+
+/// What an order can be asked to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OrderCommand {
+    /// `plan`: `{product_id, qty, warehouse}`, plus the product looked up by the service.
+    Plan {
+        /// Product to produce.
+        product_id: String,
+        /// How many.
+        qty: Qty,
+        /// Where.
+        warehouse: Warehouse,
+        /// The product, if it is defined.
+        product: Option<ProductInfo>,
+    },
+    /// `start`: `{}` (accepted at once; the saga continues).
+    Start,
+    /// `complete`: `{}`.
+    Complete,
+    /// `cancel`: `{reason}`.
+    Cancel {
+        /// Why.
+        reason: String,
+    },
+    /// Saga only: every line is reserved.
+    ConfirmReserved {
+        /// What was reserved.
+        lines: Vec<ReservedLine>,
+    },
+    /// Saga only: the order cannot be produced.
+    Fail {
+        /// Stable reason (`insufficient_stock`).
+        reason: String,
+        /// What happened.
+        message: String,
+    },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlanBody {
+    product_id: String,
+    qty: Qty,
+    warehouse: Warehouse,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CancelBody {
+    reason: String,
+}
+
+impl OrderCommand {
+    /// Parses public command `name` with JSON `body` (the saga's commands are not public).
+    ///
+    /// # Errors
+    /// [`CommandError`]: unknown command, or a body that does not fit.
+    pub fn parse(name: &str, body: &[u8]) -> Result<Self, CommandError> {
+        Ok(match AggregateKind::Order.command(name)?.name {
+            "plan" => {
+                let PlanBody { product_id, qty, warehouse } = parse_body(body)?;
+                AggregateId::new(product_id.as_str()).map_err(|e| CommandError::InvalidBody(format!("product_id: {e}")))?;
+                OrderCommand::Plan { product_id, qty, warehouse, product: None }
+            }
+            "cancel" => {
+                let CancelBody { reason } = parse_body(body)?;
+                if reason.trim().is_empty() || reason.len() > 200 {
+                    return Err(CommandError::InvalidBody("reason: must be 1 to 200 characters".into()));
+                }
+                OrderCommand::Cancel { reason }
+            }
+            other => {
+                parse_body::<Empty>(body)?;
+                if other == "start" { OrderCommand::Start } else { OrderCommand::Complete }
+            }
+        })
+    }
+}
+
+/// What happened to an order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "data")]
+pub enum OrderEvent {
+    /// Planned.
+    OrderPlanned {
+        /// Product to produce.
+        product_id: String,
+        /// How many.
+        qty: u64,
+        /// Where.
+        warehouse: String,
+        /// The product's bill of materials at planning time (per unit).
+        bom: Vec<BomLine>,
+    },
+    /// Started: the saga reserves the resources now.
+    OrderStarted {},
+    /// Every resource is reserved.
+    ResourcesReserved {
+        /// What was reserved.
+        lines: Vec<ReservedLine>,
+    },
+    /// The order cannot be produced (what was reserved has been released).
+    OrderFailed {
+        /// Stable reason (`insufficient_stock`).
+        reason: String,
+        /// What happened.
+        message: String,
+    },
+    /// Produced: the saga consumes the reservations and receives the product.
+    OrderCompleted {},
+    /// Cancelled: the saga releases the reservations.
+    OrderCancelled {
+        /// Why.
+        reason: String,
+    },
+}
+
+impl DomainEvent for OrderEvent {
+    const SCHEMAS: &'static [(&'static str, u32)] = &[
+        ("OrderPlanned", 1),
+        ("OrderStarted", 1),
+        ("ResourcesReserved", 1),
+        ("OrderFailed", 1),
+        ("OrderCompleted", 1),
+        ("OrderCancelled", 1),
+    ];
+
+    fn event_type(&self) -> &'static str {
+        match self {
+            OrderEvent::OrderPlanned { .. } => "OrderPlanned",
+            OrderEvent::OrderStarted {} => "OrderStarted",
+            OrderEvent::ResourcesReserved { .. } => "ResourcesReserved",
+            OrderEvent::OrderFailed { .. } => "OrderFailed",
+            OrderEvent::OrderCompleted {} => "OrderCompleted",
+            OrderEvent::OrderCancelled { .. } => "OrderCancelled",
+        }
+    }
+}
+
+/// Why an order refused a command.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum OrderError {
+    /// Any command but `plan` on an order that was never planned.
+    #[error("no such order")]
+    NotFound,
+    /// `plan` twice.
+    #[error("the order is already planned")]
+    AlreadyPlanned,
+    /// `plan` for a product that is not defined.
+    #[error("product {0} is not defined")]
+    UnknownProduct(String),
+    /// `plan` for a retired product.
+    #[error("product {0} is retired")]
+    ProductRetired(String),
+    /// A command the order's status does not allow.
+    #[error("cannot {command} an order that is {status}")]
+    InvalidStatus {
+        /// The command.
+        command: &'static str,
+        /// The status.
+        status: &'static str,
+    },
+}
+
+impl DomainError for OrderError {
+    fn reason(&self) -> &'static str {
+        match self {
+            OrderError::NotFound => "not_found",
+            OrderError::AlreadyPlanned => "already_planned",
+            OrderError::UnknownProduct(_) => "unknown_product",
+            OrderError::ProductRetired(_) => "product_retired",
+            OrderError::InvalidStatus { .. } => "invalid_status",
+        }
+    }
+
+    fn is_not_found(&self) -> bool {
+        matches!(self, OrderError::NotFound)
+    }
+}
+
+impl Aggregate for Order {
+    const TYPE: &'static str = "order";
+    type Command = OrderCommand;
+    type Event = OrderEvent;
+    type Error = OrderError;
+
+    fn handle(&self, command: OrderCommand) -> Result<Vec<OrderEvent>, OrderError> {
+        use OrderStatus as S;
+        let refuse = |command| Err(OrderError::InvalidStatus { command, status: self.status.as_str() });
+        let event = match (command, self.status) {
+            (OrderCommand::Plan { .. }, status) if status != S::None => return Err(OrderError::AlreadyPlanned),
+            (OrderCommand::Plan { product_id, product: None, .. }, _) => return Err(OrderError::UnknownProduct(product_id)),
+            (OrderCommand::Plan { product_id, product: Some(p), .. }, _) if p.retired => {
+                return Err(OrderError::ProductRetired(product_id));
+            }
+            (OrderCommand::Plan { product_id, qty, warehouse, product: Some(p) }, _) => OrderEvent::OrderPlanned {
+                product_id,
+                qty: qty.get(),
+                warehouse: warehouse.as_str().to_owned(),
+                bom: p.bom,
+            },
+            (_, S::None) => return Err(OrderError::NotFound),
+            (OrderCommand::Start, S::Planned) => OrderEvent::OrderStarted {},
+            (OrderCommand::Start, _) => return refuse("start"),
+            (OrderCommand::Complete, S::Reserved) => OrderEvent::OrderCompleted {},
+            (OrderCommand::Complete, _) => return refuse("complete"),
+            (OrderCommand::Cancel { reason }, S::Planned | S::Started | S::Reserved) => OrderEvent::OrderCancelled { reason },
+            (OrderCommand::Cancel { .. }, _) => return refuse("cancel"),
+            (OrderCommand::ConfirmReserved { lines }, S::Started) => OrderEvent::ResourcesReserved { lines },
+            (OrderCommand::ConfirmReserved { .. }, _) => return refuse("confirm reservations of"),
+            (OrderCommand::Fail { reason, message }, S::Started) => OrderEvent::OrderFailed { reason, message },
+            (OrderCommand::Fail { .. }, _) => return refuse("fail"),
+        };
+        Ok(vec![event])
+    }
+
+    fn apply(&mut self, event: &OrderEvent) {
+        match event {
+            OrderEvent::OrderPlanned { product_id, qty, warehouse, bom } => {
+                self.status = OrderStatus::Planned;
+                self.product_id = product_id.clone();
+                self.qty = *qty;
+                self.warehouse = warehouse.clone();
+                self.bom = bom.clone();
+            }
+            OrderEvent::OrderStarted {} => self.status = OrderStatus::Started,
+            OrderEvent::ResourcesReserved { lines } => {
+                self.status = OrderStatus::Reserved;
+                self.reserved = lines.clone();
+            }
+            OrderEvent::OrderFailed { reason, .. } => {
+                self.status = OrderStatus::Failed;
+                self.reason = Some(reason.clone());
+            }
+            OrderEvent::OrderCompleted {} => self.status = OrderStatus::Completed,
+            OrderEvent::OrderCancelled { reason } => {
+                self.status = OrderStatus::Cancelled;
+                self.reason = Some(reason.clone());
+            }
+        }
+    }
+}
