@@ -209,7 +209,9 @@ mod tests {
 
     #[test]
     fn errors_name_the_failing_field() {
-        assert!(err(r#"{"name": "w", "bom": [{"sku": "a", "qty": 0}]}"#).contains("bom[0].qty: must be a positive integer"));
+        assert!(
+            err(r#"{"name": "w", "bom": [{"sku": "a", "qty": 0}]}"#).contains("bom[0].qty: must be a positive integer")
+        );
         assert!(err(r#"{"name": 7, "bom": []}"#).contains("name: invalid type: integer `7`, expected a string"));
         assert!(err(r#"{"name": "w", "bom": [], "colour": "red"}"#).contains("unknown field `colour`"));
         assert!(err(r#"{"name": "w"}"#).contains("missing field `bom`"));

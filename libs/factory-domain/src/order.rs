@@ -149,7 +149,8 @@ impl OrderCommand {
         Ok(match AggregateKind::Order.command(name)?.name {
             "plan" => {
                 let PlanBody { product_id, qty, warehouse } = parse_body(body)?;
-                AggregateId::new(product_id.as_str()).map_err(|e| CommandError::InvalidBody(format!("product_id: {e}")))?;
+                AggregateId::new(product_id.as_str())
+                    .map_err(|e| CommandError::InvalidBody(format!("product_id: {e}")))?;
                 OrderCommand::Plan { product_id, qty, warehouse, product: None }
             }
             "cancel" => {
@@ -279,7 +280,9 @@ impl Aggregate for Order {
         let refuse = |command| Err(OrderError::InvalidStatus { command, status: self.status.as_str() });
         let event = match (command, self.status) {
             (OrderCommand::Plan { .. }, status) if status != S::None => return Err(OrderError::AlreadyPlanned),
-            (OrderCommand::Plan { product_id, product: None, .. }, _) => return Err(OrderError::UnknownProduct(product_id)),
+            (OrderCommand::Plan { product_id, product: None, .. }, _) => {
+                return Err(OrderError::UnknownProduct(product_id));
+            }
             (OrderCommand::Plan { product_id, product: Some(p), .. }, _) if p.retired => {
                 return Err(OrderError::ProductRetired(product_id));
             }
@@ -294,7 +297,9 @@ impl Aggregate for Order {
             (OrderCommand::Start, _) => return refuse("start"),
             (OrderCommand::Complete, S::Reserved) => OrderEvent::OrderCompleted {},
             (OrderCommand::Complete, _) => return refuse("complete"),
-            (OrderCommand::Cancel { reason }, S::Planned | S::Started | S::Reserved) => OrderEvent::OrderCancelled { reason },
+            (OrderCommand::Cancel { reason }, S::Planned | S::Started | S::Reserved) => {
+                OrderEvent::OrderCancelled { reason }
+            }
             (OrderCommand::Cancel { .. }, _) => return refuse("cancel"),
             (OrderCommand::ConfirmReserved { lines }, S::Started) => OrderEvent::ResourcesReserved { lines },
             (OrderCommand::ConfirmReserved { .. }, _) => return refuse("confirm reservations of"),

@@ -220,7 +220,8 @@ impl DomainEvent for StockEvent {
 }
 
 fn upcast_stock_received_v1(v1: serde_json::Value) -> Result<serde_json::Value, String> {
-    let quantity = v1.get("quantity").and_then(serde_json::Value::as_u64).ok_or("v1 StockReceived needs an integer quantity")?;
+    let quantity =
+        v1.get("quantity").and_then(serde_json::Value::as_u64).ok_or("v1 StockReceived needs an integer quantity")?;
     Ok(serde_json::json!({ "qty": quantity, "source": "unknown" }))
 }
 
@@ -276,7 +277,9 @@ impl Aggregate for Stock {
                 Ok(())
             }
         };
-        let held = |order_id: &str| self.reservations.get(order_id).copied().ok_or_else(|| StockError::NotReserved(order_id.to_owned()));
+        let held = |order_id: &str| {
+            self.reservations.get(order_id).copied().ok_or_else(|| StockError::NotReserved(order_id.to_owned()))
+        };
         let event = match command {
             StockCommand::Receive { qty, source } => StockEvent::StockReceived { qty: qty.get(), source },
             StockCommand::Ship { qty } => {
@@ -295,7 +298,9 @@ impl Aggregate for Stock {
             StockCommand::Adjust { on_hand, .. } if on_hand < self.reserved() => {
                 return Err(StockError::BelowReserved { on_hand, reserved: self.reserved() });
             }
-            StockCommand::Adjust { on_hand, reason } => StockEvent::StockAdjusted { on_hand, previous: self.on_hand, reason },
+            StockCommand::Adjust { on_hand, reason } => {
+                StockEvent::StockAdjusted { on_hand, previous: self.on_hand, reason }
+            }
         };
         Ok(vec![event])
     }

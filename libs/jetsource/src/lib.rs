@@ -86,6 +86,6 @@ pub use event::{DomainEvent, Upcasters};
 pub use id::{AggregateId, IdError};
 pub use metadata::{CommandContext, Metadata, TraceContext};
 pub use recent::EventRef;
-pub use repository::{CommandOutcome, Envelope, Loaded, Repository, RepositoryConfig, Until};
+pub use repository::{CommandOutcome, Envelope, Loaded, Observer, Repository, RepositoryConfig, Until};
 pub use snapshot::SnapshotStore;
 pub use store::{EventStore, StoreConfig, StoredEvent};

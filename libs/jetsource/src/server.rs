@@ -142,9 +142,12 @@ impl ServerConfig {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
+    /// The server configuration. `max_payload` is 4 MB so that an oversized command (the
+    /// services accept 256 KiB) still reaches its service and is answered `invalid`, rather
+    /// than being refused by the client library or the server.
     fn render(&self) -> String {
         let mut conf = format!(
-            "server_name: {name}\nlisten: 127.0.0.1:{port}\nhttp: 127.0.0.1:{mon}\nmax_payload: 1MB\n\
+            "server_name: {name}\nlisten: 127.0.0.1:{port}\nhttp: 127.0.0.1:{mon}\nmax_payload: 4MB\n\
              jetstream {{\n  store_dir: {dir:?}\n  max_memory_store: 256MB\n  max_file_store: {file}\n}}\n",
             name = self.name,
             port = self.port,

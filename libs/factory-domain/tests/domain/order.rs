@@ -34,7 +34,9 @@ fn start_moves_a_planned_order_on() {
     let state = AggregateFixture::<Order>::given([planned()]).when(C::Start).then_expect_events([E::OrderStarted {}]);
     assert_eq!(state.status, OrderStatus::Started);
     AggregateFixture::<Order>::given_no_events().when(C::Start).then_expect_rejection("not_found");
-    AggregateFixture::<Order>::given([planned(), E::OrderStarted {}]).when(C::Start).then_expect_rejection("invalid_status");
+    AggregateFixture::<Order>::given([planned(), E::OrderStarted {}])
+        .when(C::Start)
+        .then_expect_rejection("invalid_status");
 }
 
 #[test]
@@ -46,7 +48,9 @@ fn the_saga_confirms_reservations_or_fails_a_started_order() {
         .when(C::Fail { reason: "insufficient_stock".into(), message: "bolt: 3 of 8".into() })
         .then_expect_events([E::OrderFailed { reason: "insufficient_stock".into(), message: "bolt: 3 of 8".into() }]);
     assert_eq!((failed.status, failed.reason.as_deref()), (OrderStatus::Failed, Some("insufficient_stock")));
-    AggregateFixture::<Order>::given([planned()]).when(C::ConfirmReserved { lines: vec![] }).then_expect_rejection("invalid_status");
+    AggregateFixture::<Order>::given([planned()])
+        .when(C::ConfirmReserved { lines: vec![] })
+        .then_expect_rejection("invalid_status");
     AggregateFixture::<Order>::given([planned()])
         .when(C::Fail { reason: "x".into(), message: "y".into() })
         .then_expect_rejection("invalid_status");
@@ -57,13 +61,19 @@ fn complete_needs_reserved_resources() {
     AggregateFixture::<Order>::given([planned(), E::OrderStarted {}, E::ResourcesReserved { lines: bolts(8) }])
         .when(C::Complete)
         .then_expect_events([E::OrderCompleted {}]);
-    AggregateFixture::<Order>::given([planned(), E::OrderStarted {}]).when(C::Complete).then_expect_rejection("invalid_status");
+    AggregateFixture::<Order>::given([planned(), E::OrderStarted {}])
+        .when(C::Complete)
+        .then_expect_rejection("invalid_status");
     AggregateFixture::<Order>::given_no_events().when(C::Complete).then_expect_rejection("not_found");
 }
 
 #[test]
 fn cancel_works_until_the_order_is_finished() {
-    for history in [vec![planned()], vec![planned(), E::OrderStarted {}], vec![planned(), E::OrderStarted {}, E::ResourcesReserved { lines: bolts(8) }]] {
+    for history in [
+        vec![planned()],
+        vec![planned(), E::OrderStarted {}],
+        vec![planned(), E::OrderStarted {}, E::ResourcesReserved { lines: bolts(8) }],
+    ] {
         AggregateFixture::<Order>::given(history)
             .when(C::Cancel { reason: "no longer needed".into() })
             .then_expect_events([E::OrderCancelled { reason: "no longer needed".into() }]);
@@ -71,7 +81,9 @@ fn cancel_works_until_the_order_is_finished() {
     AggregateFixture::<Order>::given([planned(), E::OrderCancelled { reason: "x".into() }])
         .when(C::Cancel { reason: "again".into() })
         .then_expect_rejection("invalid_status");
-    AggregateFixture::<Order>::given_no_events().when(C::Cancel { reason: "x".into() }).then_expect_rejection("not_found");
+    AggregateFixture::<Order>::given_no_events()
+        .when(C::Cancel { reason: "x".into() })
+        .then_expect_rejection("not_found");
 }
 
 #[test]

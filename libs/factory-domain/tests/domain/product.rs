@@ -31,7 +31,9 @@ fn change_bom_replaces_the_bill_of_materials() {
 
 #[test]
 fn change_bom_of_an_undefined_or_retired_product_is_rejected() {
-    AggregateFixture::<Product>::given_no_events().when(C::ChangeBom { bom: vec![] }).then_expect_rejection("not_found");
+    AggregateFixture::<Product>::given_no_events()
+        .when(C::ChangeBom { bom: vec![] })
+        .then_expect_rejection("not_found");
     AggregateFixture::<Product>::given([defined(), E::ProductRetired {}])
         .when(C::ChangeBom { bom: vec![] })
         .then_expect_rejection("retired");
@@ -40,7 +42,9 @@ fn change_bom_of_an_undefined_or_retired_product_is_rejected() {
 #[test]
 fn retire_retires_once() {
     AggregateFixture::<Product>::given([defined()]).when(C::Retire).then_expect_events([E::ProductRetired {}]);
-    AggregateFixture::<Product>::given([defined(), E::ProductRetired {}]).when(C::Retire).then_expect_rejection("already_retired");
+    AggregateFixture::<Product>::given([defined(), E::ProductRetired {}])
+        .when(C::Retire)
+        .then_expect_rejection("already_retired");
     AggregateFixture::<Product>::given_no_events().when(C::Retire).then_expect_rejection("not_found");
 }
 

@@ -23,7 +23,9 @@ fn receive_adds_to_on_hand() {
 
 #[test]
 fn ship_takes_from_available_and_never_below_zero() {
-    AggregateFixture::<Stock>::given([received(10)]).when(C::Ship { qty: qty(4) }).then_expect_events([E::StockShipped { qty: 4 }]);
+    AggregateFixture::<Stock>::given([received(10)])
+        .when(C::Ship { qty: qty(4) })
+        .then_expect_events([E::StockShipped { qty: 4 }]);
     AggregateFixture::<Stock>::given([received(10), reserved("o1", 8)])
         .when(C::Ship { qty: qty(3) })
         .then_expect_rejection("insufficient_stock");
@@ -49,7 +51,9 @@ fn release_frees_a_reservation() {
         .when(C::Release { order_id: "o1".into() })
         .then_expect_events([E::ReservationReleased { order_id: "o1".into(), qty: 7 }]);
     assert_eq!(state.available(), 10);
-    AggregateFixture::<Stock>::given([received(10)]).when(C::Release { order_id: "o1".into() }).then_expect_rejection("not_reserved");
+    AggregateFixture::<Stock>::given([received(10)])
+        .when(C::Release { order_id: "o1".into() })
+        .then_expect_rejection("not_reserved");
 }
 
 #[test]
@@ -58,7 +62,9 @@ fn consume_uses_a_reservation_up() {
         .when(C::Consume { order_id: "o1".into() })
         .then_expect_events([E::ReservationConsumed { order_id: "o1".into(), qty: 7 }]);
     assert_eq!((state.on_hand, state.reserved()), (3, 0));
-    AggregateFixture::<Stock>::given([received(10)]).when(C::Consume { order_id: "o9".into() }).then_expect_rejection("not_reserved");
+    AggregateFixture::<Stock>::given([received(10)])
+        .when(C::Consume { order_id: "o9".into() })
+        .then_expect_rejection("not_reserved");
 }
 
 #[test]
@@ -82,7 +88,10 @@ fn stock_received_v1_is_upcast_to_v2() {
 #[test]
 fn stock_commands_parse_strictly() {
     assert_eq!(C::parse("receive", br#"{"qty": 5}"#).unwrap(), C::Receive { qty: qty(5), source: "receipt".into() });
-    assert_eq!(C::parse("adjust", br#"{"on_hand": 0, "reason": "lost"}"#).unwrap(), C::Adjust { on_hand: 0, reason: "lost".into() });
+    assert_eq!(
+        C::parse("adjust", br#"{"on_hand": 0, "reason": "lost"}"#).unwrap(),
+        C::Adjust { on_hand: 0, reason: "lost".into() }
+    );
     for (name, body, needle) in [
         ("receive", r#"{"qty": 0}"#, "qty: must be a positive integer"),
         ("receive", r#"{"qty": "5"}"#, "qty: invalid type"),

@@ -44,7 +44,9 @@ impl<A: Aggregate> Repository<A> {
     /// [`StoreError::Unavailable`], or an undecodable / unknown stored event naming its
     /// subject and sequence.
     pub async fn load(&self, id: &AggregateId) -> Result<Loaded<A>, StoreError> {
+        let started = std::time::Instant::now();
         let (loaded, replayed) = self.load_until(id, Until::End).await?;
+        self.observer.loaded(A::TYPE, replayed, started.elapsed());
         if self.config.snapshot_every > 0 && replayed >= self.config.snapshot_every {
             self.snapshot(id, &loaded);
         }

@@ -5,7 +5,8 @@ mod load;
 mod loaded;
 mod slots;
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -65,6 +66,29 @@ pub struct CommandOutcome {
     pub duplicate: bool,
 }
 
+/// Hears what the command pipeline does, for metrics. Every method defaults to nothing.
+pub trait Observer: Send + Sync {
+    /// A command's events were appended in `elapsed`.
+    fn appended(&self, aggregate_type: &str, events: usize, elapsed: Duration) {
+        let _ = (aggregate_type, events, elapsed);
+    }
+    /// An append met an optimistic-concurrency conflict (the command is retried).
+    fn conflict(&self, aggregate_type: &str) {
+        let _ = aggregate_type;
+    }
+    /// A command id seen before answered its first outcome.
+    fn replayed(&self, aggregate_type: &str) {
+        let _ = aggregate_type;
+    }
+    /// An aggregate was loaded from the store (not the cache), replaying `events` events.
+    fn loaded(&self, aggregate_type: &str, events: u64, elapsed: Duration) {
+        let _ = (aggregate_type, events, elapsed);
+    }
+}
+
+struct NoObserver;
+impl Observer for NoObserver {}
+
 /// Loads and runs commands against aggregates of type `A`.
 pub struct Repository<A: Aggregate> {
     store: EventStore,
@@ -72,13 +96,21 @@ pub struct Repository<A: Aggregate> {
     config: RepositoryConfig,
     upcasters: Upcasters,
     slots: Slots<Loaded<A>>,
+    observer: Arc<dyn Observer>,
 }
 
 impl<A: Aggregate> Repository<A> {
     /// A repository over `store`, with snapshots if a snapshot store is given.
     pub fn new(store: EventStore, snapshots: Option<SnapshotStore>, config: RepositoryConfig) -> Self {
         let slots = Slots::new(config.cache_capacity);
-        Self { store, snapshots, config, upcasters: A::Event::upcasters(), slots }
+        Self { store, snapshots, config, upcasters: A::Event::upcasters(), slots, observer: Arc::new(NoObserver) }
+    }
+
+    /// Reports appends, conflicts, replays and loads to `observer`.
+    #[must_use]
+    pub fn with_observer(mut self, observer: Arc<dyn Observer>) -> Self {
+        self.observer = observer;
+        self
     }
 
     /// The event store underneath.
@@ -125,6 +157,7 @@ impl<A: Aggregate> Repository<A> {
                 None => (self.load(id).await?, true),
             };
             if let Some(prior) = current.recent.find(&ctx.command_id) {
+                self.observer.replayed(A::TYPE);
                 let outcome = self.outcome(id, ctx, prior, true);
                 *cached = self.keep(current);
                 return Ok(outcome);
@@ -156,8 +189,11 @@ impl<A: Aggregate> Repository<A> {
                 }
             };
             let new_events = self.encode(id, &current, &events, ctx)?;
-            match self.store.append(&subject, current.last_seq, new_events).await {
+            let started = Instant::now();
+            let appended = self.store.append(&subject, current.last_seq, new_events).await;
+            match appended {
                 Ok(appended) if !appended.duplicate => {
+                    self.observer.appended(A::TYPE, events.len(), started.elapsed());
                     let before = current.version;
                     for (offset, event) in events.iter().enumerate() {
                         let seq = appended.first_seq + offset as u64;
@@ -188,6 +224,7 @@ impl<A: Aggregate> Repository<A> {
                 // reload, which finds either the earlier outcome or the newer state.
                 Ok(_) | Err(StoreError::Conflict { .. } | StoreError::Duplicate { .. }) => {
                     tracing::debug!(attempt, "append conflict; reloading");
+                    self.observer.conflict(A::TYPE);
                     backoff(attempt).await;
                 }
                 Err(e) => return Err(e.into()),

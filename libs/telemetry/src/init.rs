@@ -1,0 +1,130 @@
+//! Setting up tracing once per process: JSON logs to stdout, OpenTelemetry spans with W3C
+//! propagation, and OTLP export when the standard `OTEL_EXPORTER_OTLP_*` variables ask for it.
+
+use opentelemetry::KeyValue;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::{Protocol, WithExportConfig as _};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::runtime;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor;
+use tracing::Level;
+use tracing_subscriber::filter::filter_fn;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{EnvFilter, Layer as _};
+
+use crate::json::{JsonLines, ServiceFields};
+
+/// What to set up.
+#[derive(Debug, Clone)]
+pub struct TelemetryConfig {
+    /// The process's service name (`factory` for all services in one process).
+    pub service: String,
+    /// This instance (`$HOSTNAME-<pid>`).
+    pub instance: String,
+    /// Log filter (`info`, `factory_commands=debug`); `FACTORY_LOG`, then `RUST_LOG`, then `info`.
+    pub filter: Option<String>,
+}
+
+/// Why telemetry could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    /// The OTLP exporter configuration is invalid.
+    #[error("OTLP exporter: {0}")]
+    Exporter(String),
+    /// A global subscriber is already installed.
+    #[error("tracing is already initialised in this process")]
+    AlreadyInitialised,
+    /// The log filter does not parse.
+    #[error("log filter: {0}")]
+    Filter(String),
+}
+
+/// The running telemetry; call [`Telemetry::shutdown`] at exit to flush spans.
+#[derive(Debug)]
+pub struct Telemetry {
+    provider: SdkTracerProvider,
+    exporting: bool,
+}
+
+fn env_set(name: &str) -> bool {
+    std::env::var(name).is_ok_and(|v| !v.trim().is_empty())
+}
+
+impl Telemetry {
+    /// True when OTLP export is configured by the environment (`OTEL_EXPORTER_OTLP_ENDPOINT` or
+    /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`).
+    pub fn export_configured() -> bool {
+        env_set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") || env_set("OTEL_EXPORTER_OTLP_ENDPOINT")
+    }
+
+    /// Installs the global subscriber. Must run inside a multi-threaded Tokio runtime (the span
+    /// batch processor is a Tokio task).
+    ///
+    /// Without an OTLP endpoint nothing is exported: spans still get W3C ids (logs, replies and
+    /// events carry the trace) but no span data is kept.
+    ///
+    /// # Errors
+    /// [`TelemetryError`].
+    pub fn init(config: &TelemetryConfig) -> Result<Self, TelemetryError> {
+        opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+        let service_name =
+            std::env::var("OTEL_SERVICE_NAME").ok().filter(|s| !s.is_empty()).unwrap_or_else(|| config.service.clone());
+        let resource = Resource::builder()
+            .with_service_name(service_name)
+            .with_attribute(KeyValue::new("service.instance.id", config.instance.clone()))
+            .build();
+        let mut builder = SdkTracerProvider::builder().with_resource(resource);
+        let exporting = Self::export_configured();
+        if exporting {
+            let mut exporter = opentelemetry_otlp::SpanExporter::builder().with_http();
+            if !env_set("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") && !env_set("OTEL_EXPORTER_OTLP_PROTOCOL") {
+                exporter = exporter.with_protocol(Protocol::HttpBinary);
+            }
+            let exporter = exporter.build().map_err(|e| TelemetryError::Exporter(e.to_string()))?;
+            builder = builder.with_span_processor(BatchSpanProcessor::builder(exporter, runtime::Tokio).build());
+        }
+        let provider = builder.build();
+
+        let filter = config
+            .filter
+            .clone()
+            .or_else(|| std::env::var("FACTORY_LOG").ok())
+            .or_else(|| std::env::var("RUST_LOG").ok())
+            .unwrap_or_else(|| "info".to_owned());
+        let filter = EnvFilter::try_new(format!("{filter},async_nats=warn,hyper=warn,warp=warn"))
+            .map_err(|e| TelemetryError::Filter(e.to_string()))?;
+        // The OTel layer sees spans and warnings/errors only (these mark the span as failed);
+        // turning every debug event into a span event would cost more than it tells.
+        let otel = tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer("factory"))
+            .with_threads(false)
+            .with_tracked_inactivity(false)
+            .with_location(false)
+            .with_filter(filter_fn(|meta| meta.is_span() || *meta.level() <= Level::WARN));
+        let stdout = tracing_subscriber::fmt::layer()
+            .event_format(JsonLines { service: config.service.clone(), instance: config.instance.clone() })
+            .with_writer(std::io::stdout);
+        tracing_subscriber::registry()
+            .with(filter)
+            .with(ServiceFields)
+            .with(otel)
+            .with(stdout)
+            .try_init()
+            .map_err(|_| TelemetryError::AlreadyInitialised)?;
+        Ok(Self { provider, exporting })
+    }
+
+    /// True when spans are exported.
+    pub fn exporting(&self) -> bool {
+        self.exporting
+    }
+
+    /// Flushes and stops span export.
+    pub async fn shutdown(self) {
+        let provider = self.provider;
+        let _ = tokio::task::spawn_blocking(move || provider.shutdown()).await;
+    }
+}

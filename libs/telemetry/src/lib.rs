@@ -1,0 +1,35 @@
+//! # jetsource-telemetry
+//!
+//! Telemetry set up once, in one crate, for every factory service:
+//!
+//! - [`Telemetry::init`]: JSON log lines on stdout (service, instance, level, target, message,
+//!   trace and span ids), OpenTelemetry spans, W3C propagation, OTLP export driven by the
+//!   standard `OTEL_*` variables and free when they are unset;
+//! - [`propagation`]: `traceparent` in and out of NATS headers and stored events;
+//! - [`metrics`]: the Prometheus registry behind `/metrics`.
+//!
+//! ## Example
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use jetsource_telemetry::{Telemetry, TelemetryConfig};
+//! let telemetry = Telemetry::init(&TelemetryConfig {
+//!     service: "stock".into(),
+//!     instance: "stock-1".into(),
+//!     filter: None,
+//! })?;
+//! tracing::info!(service = "stock", "ready");
+//! telemetry.shutdown().await;
+//! # Ok(()) }
+//! ```
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![warn(clippy::unwrap_used)]
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+mod init;
+mod json;
+pub mod metrics;
+pub mod propagation;
+
+pub use init::{Telemetry, TelemetryConfig, TelemetryError};
+pub use metrics::Metrics;

@@ -1,0 +1,207 @@
+//! Prometheus metrics of the factory services, one registry per process, rendered at
+//! `/metrics`. Names are the contract of the dashboards and alert rules in `observability/`.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+type Labels<const N: usize> = [(&'static str, String); N];
+
+fn latency() -> Histogram {
+    // 100 µs .. ~13 s
+    Histogram::new(exponential_buckets(0.0001, 2.0, 18))
+}
+
+/// Every metric a factory process exposes.
+pub struct Metrics {
+    registry: Mutex<Registry>,
+    /// `factory_commands_total{aggregate_type, command, code}`: answered commands by outcome
+    /// (`succeeded`, `accepted`, or the error code).
+    pub commands: Family<Labels<3>, Counter>,
+    /// `factory_command_duration_seconds{aggregate_type, command}`.
+    pub command_seconds: Family<Labels<2>, Histogram, fn() -> Histogram>,
+    /// `factory_occ_conflicts_total{aggregate_type}`: appends refused by optimistic concurrency.
+    pub conflicts: Family<Labels<1>, Counter>,
+    /// `factory_idempotent_replays_total{aggregate_type, source}`: retried commands answered with
+    /// their first outcome (`source` = `stream` or `ledger`).
+    pub replays: Family<Labels<2>, Counter>,
+    /// `factory_append_duration_seconds{aggregate_type}`.
+    pub append_seconds: Family<Labels<1>, Histogram, fn() -> Histogram>,
+    /// `factory_aggregate_load_duration_seconds{aggregate_type}`: loads from the store.
+    pub load_seconds: Family<Labels<1>, Histogram, fn() -> Histogram>,
+    /// `factory_projection_events_total{view}`: events applied to a view.
+    pub projection_events: Family<Labels<1>, Counter>,
+    /// `factory_projection_lag{view}`: events in the stream not yet applied.
+    pub projection_lag: Family<Labels<1>, Gauge>,
+    /// `factory_projection_last_seq{view}`: stream sequence last applied.
+    pub projection_last_seq: Family<Labels<1>, Gauge>,
+    /// `factory_projection_parked{view}`: events parked (poison) awaiting a retry.
+    pub projection_parked: Family<Labels<1>, Gauge>,
+    /// `factory_projection_rebuilds_total{view}`.
+    pub projection_rebuilds: Family<Labels<1>, Counter>,
+    /// `factory_saga_orders_total{outcome}`: orders the saga finished (`reserved`, `failed`,
+    /// `completed`, `cancelled`).
+    pub saga_orders: Family<Labels<1>, Counter>,
+    /// `factory_saga_failures_total{reason}`.
+    pub saga_failures: Family<Labels<1>, Counter>,
+    /// `factory_saga_time_to_failure_seconds`: from `OrderStarted` to `OrderFailed`.
+    pub saga_time_to_failure: Histogram,
+    /// `factory_notifications_total{status}`.
+    pub notifications: Family<Labels<1>, Counter>,
+    /// `factory_http_requests_total{route, status}`.
+    pub http_requests: Family<Labels<2>, Counter>,
+    /// `factory_http_request_duration_seconds{route}`.
+    pub http_seconds: Family<Labels<1>, Histogram, fn() -> Histogram>,
+    /// `factory_nats_connected`: 1 while the NATS connection is up.
+    pub nats_connected: Gauge,
+    /// `factory_logs_shipped_total{level}`.
+    pub logs_shipped: Family<Labels<1>, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A fresh registry with every metric registered.
+    pub fn new() -> Self {
+        let metrics = Self {
+            registry: Mutex::new(Registry::with_prefix("factory")),
+            commands: Family::default(),
+            command_seconds: Family::new_with_constructor(latency),
+            conflicts: Family::default(),
+            replays: Family::default(),
+            append_seconds: Family::new_with_constructor(latency),
+            load_seconds: Family::new_with_constructor(latency),
+            projection_events: Family::default(),
+            projection_lag: Family::default(),
+            projection_last_seq: Family::default(),
+            projection_parked: Family::default(),
+            projection_rebuilds: Family::default(),
+            saga_orders: Family::default(),
+            saga_failures: Family::default(),
+            saga_time_to_failure: latency(),
+            notifications: Family::default(),
+            http_requests: Family::default(),
+            http_seconds: Family::new_with_constructor(latency),
+            nats_connected: Gauge::default(),
+            logs_shipped: Family::default(),
+        };
+        {
+            let mut r = metrics.registry.lock().unwrap_or_else(PoisonError::into_inner);
+            r.register("commands", "Commands answered, by outcome code", metrics.commands.clone());
+            r.register("command_duration_seconds", "Command handling time", metrics.command_seconds.clone());
+            r.register("occ_conflicts", "Appends refused by optimistic concurrency", metrics.conflicts.clone());
+            r.register(
+                "idempotent_replays",
+                "Retried commands answered with their first outcome",
+                metrics.replays.clone(),
+            );
+            r.register("append_duration_seconds", "Event append time", metrics.append_seconds.clone());
+            r.register("aggregate_load_duration_seconds", "Aggregate load time", metrics.load_seconds.clone());
+            r.register("projection_events", "Events applied to views", metrics.projection_events.clone());
+            r.register("projection_lag", "Events not yet applied to a view", metrics.projection_lag.clone());
+            r.register(
+                "projection_last_seq",
+                "Stream sequence last applied to a view",
+                metrics.projection_last_seq.clone(),
+            );
+            r.register("projection_parked", "Events parked per view", metrics.projection_parked.clone());
+            r.register("projection_rebuilds", "View rebuilds", metrics.projection_rebuilds.clone());
+            r.register("saga_orders", "Orders the saga finished, by outcome", metrics.saga_orders.clone());
+            r.register("saga_failures", "Orders failed by the saga, by reason", metrics.saga_failures.clone());
+            r.register(
+                "saga_time_to_failure_seconds",
+                "From OrderStarted to OrderFailed",
+                metrics.saga_time_to_failure.clone(),
+            );
+            r.register("notifications", "Notifications sent, by status", metrics.notifications.clone());
+            r.register("http_requests", "HTTP requests, by route and status", metrics.http_requests.clone());
+            r.register("http_request_duration_seconds", "HTTP request time", metrics.http_seconds.clone());
+            r.register("nats_connected", "1 while the NATS connection is up", metrics.nats_connected.clone());
+            r.register("logs_shipped", "Log records shipped to the LOGS stream", metrics.logs_shipped.clone());
+        }
+        metrics
+    }
+
+    /// Counts one answered command and its duration.
+    pub fn command(&self, aggregate_type: &str, command: &str, code: &str, elapsed: Duration) {
+        self.commands
+            .get_or_create(&[
+                ("aggregate_type", aggregate_type.to_owned()),
+                ("command", command.to_owned()),
+                ("code", code.to_owned()),
+            ])
+            .inc();
+        self.command_seconds
+            .get_or_create(&[("aggregate_type", aggregate_type.to_owned()), ("command", command.to_owned())])
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let registry = self.registry.lock().unwrap_or_else(PoisonError::into_inner);
+        if encode(&mut out, &registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+/// Feeds the command pipeline's observations into [`Metrics`].
+pub struct RepositoryMetrics(pub Arc<Metrics>);
+
+impl jetsource::Observer for RepositoryMetrics {
+    fn appended(&self, aggregate_type: &str, _events: usize, elapsed: Duration) {
+        self.0
+            .append_seconds
+            .get_or_create(&[("aggregate_type", aggregate_type.to_owned())])
+            .observe(elapsed.as_secs_f64());
+    }
+
+    fn conflict(&self, aggregate_type: &str) {
+        self.0.conflicts.get_or_create(&[("aggregate_type", aggregate_type.to_owned())]).inc();
+    }
+
+    fn replayed(&self, aggregate_type: &str) {
+        self.0
+            .replays
+            .get_or_create(&[("aggregate_type", aggregate_type.to_owned()), ("source", "stream".to_owned())])
+            .inc();
+    }
+
+    fn loaded(&self, aggregate_type: &str, _events: u64, elapsed: Duration) {
+        self.0
+            .load_seconds
+            .get_or_create(&[("aggregate_type", aggregate_type.to_owned())])
+            .observe(elapsed.as_secs_f64());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_registered_metrics_with_the_factory_prefix() {
+        let metrics = Metrics::new();
+        metrics.command("stock", "receive", "succeeded", Duration::from_millis(2));
+        metrics.nats_connected.set(1);
+        let text = metrics.render();
+        assert!(
+            text.contains(r#"factory_commands_total{aggregate_type="stock",command="receive",code="succeeded"} 1"#),
+            "{text}"
+        );
+        assert!(text.contains("factory_command_duration_seconds_bucket"), "{text}");
+        assert!(text.contains("factory_nats_connected 1"), "{text}");
+    }
+}

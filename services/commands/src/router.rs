@@ -1,0 +1,121 @@
+//! The catch-all of `cmd.>`: answers what no command service owns. Unknown aggregate types and
+//! malformed subjects get `not_found` / `invalid`; a known type whose service is not running
+//! anywhere gets `unavailable` at once (instead of the requester waiting for a timeout), found
+//! through `$SRV.PING` discovery. Known types whose service runs are left to that service.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use async_nats::Client;
+use factory_domain::AggregateKind;
+use factory_runtime::Shutdown;
+use factory_runtime::reply::ErrorBody;
+use futures::StreamExt;
+use jetsource::ErrorCode;
+
+/// How often running services are discovered.
+const DISCOVERY_EVERY: Duration = Duration::from_secs(2);
+/// A service not seen for this long is taken as not running.
+const SEEN_WITHIN: Duration = Duration::from_secs(6);
+
+/// The router, subscribed.
+pub struct Router {
+    client: Client,
+    commands: async_nats::Subscriber,
+    local: Vec<&'static str>,
+}
+
+/// Subscribes the router. `local` names the command services this process runs (they count as
+/// running without discovery).
+///
+/// # Errors
+/// When the subscription cannot be made.
+pub async fn subscribe(client: Client, local: Vec<&'static str>) -> Result<Router, async_nats::SubscribeError> {
+    let commands = client.queue_subscribe("cmd.>", "cmd-router".to_owned()).await?;
+    Ok(Router { client, commands, local })
+}
+
+/// Answers until `shutdown`.
+pub async fn run(router: Router, shutdown: Shutdown) {
+    let Router { client, mut commands, local } = router;
+    let seen: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let discovery = tokio::spawn(discover(client.clone(), Arc::clone(&seen)));
+    loop {
+        let message = tokio::select! {
+            m = commands.next() => match m { Some(m) => m, None => break },
+            () = shutdown.wait() => break,
+        };
+        let Some(reply) = message.reply.clone() else { continue };
+        let Some(error) = judge(&message.subject, &local, &seen) else { continue };
+        let (headers, body) = error.to_message();
+        if let Err(e) = client.publish_with_headers(reply, headers, body).await {
+            tracing::warn!(error = %e, "router cannot answer");
+        }
+    }
+    discovery.abort();
+}
+
+/// The answer for a command subject, or `None` when its service will answer.
+fn judge(subject: &str, local: &[&str], seen: &Mutex<HashMap<String, Instant>>) -> Option<ErrorBody> {
+    let tokens: Vec<&str> = subject.split('.').collect();
+    let Some(kind) = tokens.get(1).and_then(|t| AggregateKind::parse(t)) else {
+        let name = tokens.get(1).copied().unwrap_or_default();
+        return Some(ErrorBody::new(
+            ErrorCode::NotFound,
+            format!("unknown aggregate type {name:?}; known types: product, stock, order"),
+        ));
+    };
+    if tokens.len() < 4 {
+        return Some(ErrorBody::new(
+            ErrorCode::Invalid,
+            format!("subject {subject} must be cmd.<aggregate_type>.<aggregate_id>.<command>"),
+        ));
+    }
+    let service = kind.service();
+    let running = local.contains(&service)
+        || seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(service)
+            .is_some_and(|at| at.elapsed() < SEEN_WITHIN);
+    (!running).then(|| {
+        ErrorBody::new(
+            ErrorCode::Unavailable,
+            format!("no {service} service is running to take {} commands", kind.name()),
+        )
+    })
+}
+
+async fn discover(client: Client, seen: Arc<Mutex<HashMap<String, Instant>>>) {
+    loop {
+        for kind in AggregateKind::ALL {
+            let service = kind.service();
+            if let Ok(Ok(_)) = tokio::time::timeout(
+                Duration::from_millis(500),
+                client.request(format!("$SRV.PING.{service}"), "".into()),
+            )
+            .await
+            {
+                seen.lock().unwrap_or_else(PoisonError::into_inner).insert(service.to_owned(), Instant::now());
+            }
+        }
+        tokio::time::sleep(DISCOVERY_EVERY).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_unknown_types_and_short_subjects_and_leaves_running_services_alone() {
+        let seen = Mutex::new(HashMap::from([("catalog".to_owned(), Instant::now())]));
+        let code = |subject| judge(subject, &["stock"], &seen).map(|e| e.code);
+        assert_eq!(code("cmd.widget.w1.make"), Some(ErrorCode::NotFound));
+        assert_eq!(code("cmd.stock"), Some(ErrorCode::Invalid));
+        assert_eq!(code("cmd.stock.bolt@main.receive"), None, "runs locally");
+        assert_eq!(code("cmd.product.p1.define"), None, "seen by discovery");
+        assert_eq!(code("cmd.order.o1.plan"), Some(ErrorCode::Unavailable), "production runs nowhere");
+    }
+}

@@ -1,0 +1,404 @@
+//! The generic command service: `cmd.<type>.<id>.<command>` → parse → idempotency check →
+//! execute (load, handle, append) → reply. One instance per aggregate type; instances of the
+//! same type share a queue group.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::{Client, HeaderMap, Message, Subscriber};
+use bytes::Bytes;
+use factory_domain::AggregateKind;
+use factory_domain::command::CommandError as ParseError;
+use factory_runtime::Shutdown;
+use factory_runtime::ledger::{Entry, Ledger, fingerprint};
+use factory_runtime::micro::{Endpoint, MicroService};
+use factory_runtime::reply::ErrorBody;
+use futures::StreamExt;
+use jetsource::metadata::validate_command_id;
+use jetsource::{
+    Aggregate, CommandContext, CommandError, CommandOutcome, ErrorCode, EventStore, Repository, RepositoryConfig,
+    SnapshotStore, StoreConfig,
+};
+use jetsource_telemetry::Metrics;
+use jetsource_telemetry::metrics::RepositoryMetrics;
+use jetsource_telemetry::propagation;
+use serde_json::{Value, json};
+use tokio::sync::Semaphore;
+use tracing::{Instrument, field};
+
+/// Request header carrying a client's idempotency key (the command id).
+pub const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
+/// Request header pinning the expected dense version.
+pub const EXPECTED_VERSION: &str = "Expected-Version";
+/// Request header naming who asks (set by the gateway from the authenticated caller).
+pub const ACTOR: &str = "Actor";
+/// Reply header set when a reply is the replay of an earlier outcome.
+pub const REPLAYED: &str = "Idempotent-Replayed";
+
+/// What every command service of a process shares.
+#[derive(Clone)]
+pub struct Deps {
+    /// The NATS connection.
+    pub client: Client,
+    /// Snapshots (none disables them).
+    pub snapshots: Option<SnapshotStore>,
+    /// The idempotency ledger.
+    pub ledger: Ledger,
+    /// Process metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+impl Deps {
+    /// Opens the `snapshots` and `idempotency` buckets over `client`.
+    ///
+    /// # Errors
+    /// When a bucket does not exist (run `factory provision`) or JetStream does not answer.
+    pub async fn open(client: Client, metrics: Arc<Metrics>) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        let js = async_nats::jetstream::new(client.clone());
+        let snapshots = SnapshotStore::open(&js, "snapshots").await?;
+        let ledger = Ledger::open(&js, "idempotency").await?;
+        Ok(Self { client, snapshots: Some(snapshots), ledger, metrics })
+    }
+}
+
+/// Limits of a command service.
+#[derive(Debug, Clone)]
+pub struct CommandConfig {
+    /// Largest command body accepted.
+    pub max_body_bytes: usize,
+    /// Commands handled at once by one instance.
+    pub max_in_flight: usize,
+    /// Longest a command may take before `timeout` is answered.
+    pub timeout: Duration,
+    /// Retries, cache and snapshots.
+    pub repository: RepositoryConfig,
+}
+
+impl Default for CommandConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 256 * 1024,
+            max_in_flight: 1024,
+            timeout: Duration::from_secs(10),
+            repository: RepositoryConfig::default(),
+        }
+    }
+}
+
+/// How one aggregate type is parsed and prepared.
+pub trait Model: Send + Sync + 'static {
+    /// The aggregate.
+    type A: Aggregate;
+    /// Its catalogue entry.
+    const KIND: AggregateKind;
+
+    /// Parses a public command.
+    ///
+    /// # Errors
+    /// Unknown command or a body that does not fit.
+    fn parse(&self, command: &str, body: &[u8]) -> Result<<Self::A as Aggregate>::Command, ParseError>;
+
+    /// Looks up what `handle` needs from outside and puts it into the command.
+    fn prepare(
+        &self,
+        command: <Self::A as Aggregate>::Command,
+    ) -> impl std::future::Future<Output = Result<<Self::A as Aggregate>::Command, ErrorBody>> + Send {
+        async move { Ok(command) }
+    }
+}
+
+/// A command service subscribed and ready to run.
+pub struct RunningService {
+    name: &'static str,
+    run: futures::future::BoxFuture<'static, ()>,
+}
+
+impl RunningService {
+    /// The service name (`stock`).
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// Serves until `shutdown`, then stops taking requests and lets the ones in flight finish.
+    pub async fn run_until_stopped(self, shutdown: Shutdown) {
+        let name = self.name;
+        tokio::select! {
+            () = self.run => tracing::warn!(service = name, "command endpoint closed"),
+            () = shutdown.wait() => tracing::info!(service = name, "stopping"),
+        }
+    }
+}
+
+pub(crate) struct Handler<M: Model> {
+    model: M,
+    repo: Repository<M::A>,
+    deps: Deps,
+    config: CommandConfig,
+    endpoint: Arc<Endpoint>,
+}
+
+/// Subscribes the service of model `M` and returns it ready to run.
+pub(crate) async fn build<M: Model>(
+    model: M,
+    deps: &Deps,
+    config: CommandConfig,
+) -> Result<RunningService, async_nats::SubscribeError> {
+    let kind = M::KIND;
+    let name = kind.service();
+    let store = EventStore::new(deps.client.clone(), StoreConfig { service: name.to_owned(), ..Default::default() });
+    let repo = Repository::<M::A>::new(store, deps.snapshots.clone(), config.repository.clone())
+        .with_observer(Arc::new(RepositoryMetrics(Arc::clone(&deps.metrics))));
+    let description = format!("Commands of {} aggregates: cmd.{}.<id>.<command>", kind.name(), kind.name());
+    let micro = MicroService::start(&deps.client, name, env!("CARGO_PKG_VERSION"), &description).await?;
+    let (requests, endpoint) = micro.endpoint("commands", &format!("cmd.{}.>", kind.name()), name).await?;
+    let handler = Arc::new(Handler { model, repo, deps: deps.clone(), config, endpoint });
+    tracing::info!(service = name, service_id = micro.id(), subject = %format!("cmd.{}.>", kind.name()), "command service ready");
+    Ok(RunningService { name, run: Box::pin(serve(handler, requests, micro)) })
+}
+
+async fn serve<M: Model>(handler: Arc<Handler<M>>, mut requests: Subscriber, _micro: MicroService) {
+    let permits = Arc::new(Semaphore::new(handler.config.max_in_flight));
+    while let Some(message) = requests.next().await {
+        let Ok(permit) = Arc::clone(&permits).acquire_owned().await else { break };
+        let handler = Arc::clone(&handler);
+        tokio::spawn(async move {
+            handler.answer(message).await;
+            drop(permit);
+        });
+    }
+}
+
+/// What one request came to.
+struct Answer {
+    result: Result<Value, ErrorBody>,
+    replayed: bool,
+    command: String,
+}
+
+impl<M: Model> Handler<M> {
+    async fn answer(&self, message: Message) {
+        let started = Instant::now();
+        let span = tracing::info_span!(
+            "factory.command",
+            otel.name = field::Empty,
+            aggregate_type = M::KIND.name(),
+            aggregate_id = field::Empty,
+            command = field::Empty,
+            command_id = field::Empty,
+            code = field::Empty,
+            stream_seq = field::Empty,
+        );
+        propagation::set_parent_from_headers(&span, message.headers.as_ref());
+        let Answer { result, replayed, command } = self.process(&message).instrument(span.clone()).await;
+        let code = match &result {
+            Ok(reply) => reply["status"].as_str().unwrap_or("succeeded").to_owned(),
+            Err(e) => e.code.as_str().to_owned(),
+        };
+        span.record("code", code.as_str());
+        let (headers, body) = match result {
+            Ok(reply) => {
+                let mut headers = HeaderMap::new();
+                if replayed {
+                    headers.insert(REPLAYED, "true");
+                }
+                (headers, Bytes::from(serde_json::to_vec(&reply).unwrap_or_default()))
+            }
+            Err(error) => {
+                let error = error.with_trace_id(propagation::trace_id(&span));
+                if error.code == ErrorCode::Internal {
+                    tracing::error!(parent: &span, error = %error, "command failed");
+                }
+                let (mut headers, body) = error.to_message();
+                if replayed {
+                    headers.insert(REPLAYED, "true");
+                }
+                self.endpoint.record(started.elapsed(), Some((error.status(), &error.message)));
+                self.respond(&message, headers, body).await;
+                self.deps.metrics.command(M::KIND.name(), &command, &code, started.elapsed());
+                return;
+            }
+        };
+        self.endpoint.record(started.elapsed(), None);
+        self.respond(&message, headers, body).await;
+        self.deps.metrics.command(M::KIND.name(), &command, &code, started.elapsed());
+    }
+
+    async fn respond(&self, message: &Message, headers: HeaderMap, body: Bytes) {
+        let Some(reply) = message.reply.clone() else { return };
+        let sent = if headers.is_empty() {
+            self.deps.client.publish(reply, body).await
+        } else {
+            self.deps.client.publish_with_headers(reply, headers, body).await
+        };
+        if let Err(e) = sent {
+            tracing::warn!(error = %e, "cannot send a command reply");
+        }
+    }
+
+    async fn process(&self, message: &Message) -> Answer {
+        let span = tracing::Span::current();
+        let mut answer = Answer {
+            result: Err(ErrorBody::new(ErrorCode::Internal, "unhandled")),
+            replayed: false,
+            command: "-".into(),
+        };
+        let tokens: Vec<&str> = message.subject.split('.').collect();
+        let [_, _, id, command] = tokens[..] else {
+            answer.result = Err(ErrorBody::new(
+                ErrorCode::Invalid,
+                format!(
+                    "subject {} must be cmd.<aggregate_type>.<aggregate_id>.<command>; ids cannot contain dots",
+                    message.subject
+                ),
+            ));
+            return answer;
+        };
+        answer.command = command.to_owned();
+        span.record("otel.name", format!("{} {}", M::KIND.name(), command));
+        span.record("command", command);
+        span.record("aggregate_id", id);
+        answer.result = self.run(message, id, command, &mut answer.replayed).await;
+        answer
+    }
+
+    async fn run(&self, message: &Message, id: &str, command: &str, replayed: &mut bool) -> Result<Value, ErrorBody> {
+        let kind = M::KIND;
+        let invalid = |m: String| ErrorBody::new(ErrorCode::Invalid, m);
+        let id = kind.id(id).map_err(|e| invalid(e.to_string()))?;
+        let spec = kind.command(command).map_err(|e| ErrorBody::new(ErrorCode::NotFound, e.to_string()))?;
+        if message.payload.len() > self.config.max_body_bytes {
+            return Err(invalid(format!(
+                "command body is {} bytes; the limit is {}",
+                message.payload.len(),
+                self.config.max_body_bytes
+            )));
+        }
+        let header = |name: &str| message.headers.as_ref().and_then(|h| h.get(name)).map(|v| v.as_str().to_owned());
+        let key = header(IDEMPOTENCY_KEY);
+        if let Some(key) = &key {
+            validate_command_id(key).map_err(|e| invalid(format!("{IDEMPOTENCY_KEY}: {e}")))?;
+        }
+        let expected = header(EXPECTED_VERSION)
+            .map(|v| {
+                v.trim()
+                    .parse::<u64>()
+                    .map_err(|_| invalid(format!("{EXPECTED_VERSION} {v:?} is not a version number")))
+            })
+            .transpose()?;
+        let mut ctx = match &key {
+            Some(key) => CommandContext::with_command_id(key.clone()),
+            None => CommandContext::new(),
+        };
+        ctx.expected_version = expected;
+        ctx.actor = header(ACTOR).filter(|a| !a.is_empty() && a.len() <= 200).unwrap_or_else(|| "nats".to_owned());
+        ctx.trace = propagation::trace_context(&tracing::Span::current());
+        tracing::Span::current().record("command_id", ctx.command_id.as_str());
+        let with_id = |e: ErrorBody| e.with_command_id(ctx.command_id.clone());
+
+        let fp = fingerprint(kind.name(), id.as_str(), command, expected, &message.payload);
+        if let Some(key) = &key
+            && let Some(entry) = self
+                .deps
+                .ledger
+                .get(key)
+                .await
+                .map_err(|e| with_id(ErrorBody::new(ErrorCode::Unavailable, e.to_string())))?
+        {
+            *replayed = entry.fingerprint == fp;
+            self.deps
+                .metrics
+                .replays
+                .get_or_create(&[("aggregate_type", kind.name().to_owned()), ("source", "ledger".to_owned())])
+                .inc();
+            return replay(entry, &fp, key);
+        }
+
+        let parsed = self.model.parse(command, &message.payload).map_err(|e| {
+            let code = if e.is_not_found() { ErrorCode::NotFound } else { ErrorCode::Invalid };
+            with_id(ErrorBody::new(code, e.to_string()))
+        })?;
+        let prepared = self.model.prepare(parsed).await.map_err(with_id)?;
+        let executed = tokio::time::timeout(self.config.timeout, self.repo.execute(&id, prepared, &ctx)).await;
+        let result = match executed {
+            Err(_) => Err(ErrorBody::new(ErrorCode::Timeout, format!("no outcome within {:?}", self.config.timeout))),
+            Ok(Ok(outcome)) => {
+                *replayed = outcome.duplicate;
+                tracing::Span::current().record("stream_seq", outcome.stream_seq);
+                Ok(success(&outcome, spec.asynchronous))
+            }
+            Ok(Err(e)) => Err(command_error(e)),
+        }
+        .map_err(with_id);
+        match (&key, &result) {
+            (Some(key), Ok(_))
+            | (
+                Some(key),
+                Err(ErrorBody {
+                    code: ErrorCode::Rejected | ErrorCode::NotFound | ErrorCode::PreconditionFailed, ..
+                }),
+            ) => self.remember(key, fp, &result).await,
+            _ => result,
+        }
+    }
+
+    /// Records the first outcome of a keyed command; if a concurrent request with the same
+    /// key recorded first, answers with that one (or refuses a different request).
+    async fn remember(&self, key: &str, fp: String, result: &Result<Value, ErrorBody>) -> Result<Value, ErrorBody> {
+        let (status, reply) = match result {
+            Ok(reply) => (if reply["status"] == "accepted" { 202 } else { 200 }, reply.clone()),
+            Err(e) => (e.status(), serde_json::to_value(e).unwrap_or(Value::Null)),
+        };
+        let entry = Entry { fingerprint: fp.clone(), status, reply };
+        match self.deps.ledger.record(key, &entry).await {
+            Ok(None) => result.clone(),
+            Ok(Some(first)) => replay(first, &fp, key),
+            Err(e) => {
+                tracing::warn!(error = %e, key, "outcome not recorded in the idempotency ledger");
+                result.clone()
+            }
+        }
+    }
+}
+
+fn replay(entry: Entry, fp: &str, key: &str) -> Result<Value, ErrorBody> {
+    if entry.fingerprint != fp {
+        return Err(ErrorBody::new(
+            ErrorCode::IdempotencyKeyReused,
+            format!("idempotency key {key:?} was used for a different request in the last 24 h"),
+        )
+        .with_command_id(key));
+    }
+    if entry.status < 300 {
+        return Ok(entry.reply);
+    }
+    serde_json::from_value::<ErrorBody>(entry.reply)
+        .map_err(|e| ErrorBody::new(ErrorCode::Internal, format!("unreadable ledger entry: {e}")))
+        .and_then(Err)
+}
+
+fn success(outcome: &CommandOutcome, asynchronous: bool) -> Value {
+    json!({
+        "command_id": outcome.command_id,
+        "aggregate_type": outcome.aggregate_type,
+        "aggregate_id": outcome.aggregate_id,
+        "version": outcome.version,
+        "stream_seq": outcome.stream_seq,
+        "status": if asynchronous { "accepted" } else { "succeeded" },
+        "events": outcome.events,
+    })
+}
+
+fn command_error<E: jetsource::DomainError>(e: CommandError<E>) -> ErrorBody {
+    let body = ErrorBody::new(e.code(), e.to_string());
+    match e {
+        CommandError::Rejected(domain) => body.with_reason(domain.reason()),
+        CommandError::PreconditionFailed { expected, actual } => {
+            body.with("expected_version", expected).with("actual_version", actual)
+        }
+        CommandError::Internal(detail) => {
+            tracing::error!(detail, "command failed internally");
+            ErrorBody::new(ErrorCode::Internal, "internal error; the service log has the details")
+        }
+        _ => body,
+    }
+}

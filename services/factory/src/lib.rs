@@ -1,0 +1,33 @@
+//! # factory
+//!
+//! The reference application of jetsource as one binary: `factory up` runs every service in one
+//! process against a managed nats-server; `factory run <service>…` runs a subset against any
+//! NATS (one image, one Deployment per service in Kubernetes). This library half is what the
+//! binary and the end-to-end tests share.
+//!
+//! ## Layout
+//! - [`app`]: assembling the services of one process, serving until shutdown.
+//! - [`managed`]: the managed local nats-server of `factory up`.
+//! - [`inspect`]: reading an aggregate from the event store (`factory inspect`).
+//!
+//! ## Example
+//! ```no_run
+//! # async fn run() -> anyhow::Result<()> {
+//! use factory::app::{App, AppConfig, ServiceName};
+//! let shutdown = factory_runtime::Shutdown::new();
+//! let config = AppConfig::new("nats://127.0.0.1:4222", ServiceName::ALL.to_vec());
+//! let app = App::build(config).await?;
+//! app.run_until_stopped(shutdown).await;
+//! # Ok(()) }
+//! ```
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![warn(clippy::unwrap_used)]
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+pub mod app;
+pub mod inspect;
+pub mod managed;
+
+/// The declared topology shipped with the binary (`nats/topology.toml`).
+pub const TOPOLOGY: &str = include_str!("../../../nats/topology.toml");

@@ -1,0 +1,290 @@
+//! `factory`: the command-line entry point. See `factory --help`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use factory::app::{App, AppConfig, ServiceName};
+use factory::inspect::{InspectRequest, inspect};
+use factory::managed::ManagedServer;
+use factory_domain::AggregateKind;
+use factory_runtime::Shutdown;
+use jetsource::topology::{ProvisionOptions, Topology, provision};
+use jetsource::{EventStore, StoreConfig, Until};
+use jetsource_telemetry::{Telemetry, TelemetryConfig};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+// JSON and NATS headers allocate per message; mimalloc keeps that cheap.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// The jetsource reference factory: products, stock and production orders, event-sourced on
+/// NATS JetStream.
+#[derive(Debug, Parser)]
+#[command(
+    name = "factory",
+    version,
+    propagate_version = true,
+    after_help = "Start with `factory up`; every command has --help."
+)]
+struct Cli {
+    /// Log filter (`info`, `debug`, `factory_commands=debug`); logs are JSON lines on stdout.
+    #[arg(long, global = true, env = "FACTORY_LOG")]
+    log: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run every service in one process. Without --nats-url it starts the pinned nats-server
+    /// with JetStream (files under --data-dir) and stops it on exit. Ctrl-C or SIGTERM stops
+    /// cleanly.
+    Up(UpArgs),
+    /// Run some services against a running NATS (as each Kubernetes Deployment does).
+    Run(RunArgs),
+    /// Create the declared streams, buckets and consumers; report differences. Nothing that
+    /// could lose data is changed without --force.
+    Provision(ProvisionArgs),
+    /// Show an aggregate's state from the event store, now or as it was (--version, --at).
+    Inspect(InspectArgs),
+}
+
+#[derive(Debug, Args)]
+struct NatsArgs {
+    /// NATS server URL(s), comma-separated for a cluster.
+    #[arg(long, env = "FACTORY_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    nats_url: String,
+}
+
+#[derive(Debug, Args)]
+struct UpArgs {
+    /// Use this NATS instead of starting the managed server.
+    #[arg(long, env = "FACTORY_NATS_URL")]
+    nats_url: Option<String>,
+    /// Where the managed server keeps its JetStream files.
+    #[arg(long, env = "FACTORY_DATA_DIR", default_value = ".data")]
+    data_dir: PathBuf,
+    /// Client port of the managed server.
+    #[arg(long, env = "FACTORY_NATS_PORT", default_value_t = 4222)]
+    nats_port: u16,
+    /// Monitoring port of the managed server.
+    #[arg(long, env = "FACTORY_NATS_MONITOR_PORT", default_value_t = 8222)]
+    nats_monitor_port: u16,
+    /// HTTP address for /healthz, /readyz and /metrics.
+    #[arg(long, env = "FACTORY_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    http: SocketAddr,
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// The services to run.
+    #[arg(required = true, value_enum)]
+    services: Vec<ServiceName>,
+    #[command(flatten)]
+    nats: NatsArgs,
+    /// HTTP address for /healthz, /readyz and /metrics.
+    #[arg(long, env = "FACTORY_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    http: SocketAddr,
+    /// Replicas of streams and buckets provisioned at start (1 dev, 3 prod).
+    #[arg(long, env = "FACTORY_REPLICAS")]
+    replicas: Option<usize>,
+    /// Do not provision the topology at start.
+    #[arg(long)]
+    no_provision: bool,
+}
+
+#[derive(Debug, Args)]
+struct ProvisionArgs {
+    #[command(flatten)]
+    nats: NatsArgs,
+    /// Report what would change; change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Also apply changes that could lose data (shorter retention, fewer subjects...).
+    #[arg(long)]
+    force: bool,
+    /// Replicas for every stream and bucket (1 dev, 3 prod).
+    #[arg(long, env = "FACTORY_REPLICAS")]
+    replicas: Option<usize>,
+    /// A topology file instead of the one built in (nats/topology.toml).
+    #[arg(long)]
+    topology: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct InspectArgs {
+    /// Aggregate type: product, stock or order.
+    #[arg(value_name = "TYPE")]
+    aggregate_type: String,
+    /// Aggregate id (stock ids are <sku>@<warehouse>).
+    id: String,
+    /// Show the state as of this dense version.
+    #[arg(long, conflicts_with = "at")]
+    version: Option<u64>,
+    /// Show the state as of this time (RFC 3339, e.g. 2026-11-27T10:00:00Z).
+    #[arg(long)]
+    at: Option<String>,
+    /// Also list the events (CloudEvents, structured JSON).
+    #[arg(long)]
+    events: bool,
+    #[command(flatten)]
+    nats: NatsArgs,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("factory: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("factory: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Up(args) => up(args, cli.log).await,
+        Command::Run(args) => run_services(args, cli.log).await,
+        Command::Provision(args) => provision_command(args).await,
+        Command::Inspect(args) => inspect_command(args).await,
+    }
+}
+
+fn telemetry(service: &str, log: Option<String>) -> anyhow::Result<Telemetry> {
+    let config =
+        TelemetryConfig { service: service.to_owned(), instance: factory_runtime::micro::instance_name(), filter: log };
+    Ok(Telemetry::init(&config)?)
+}
+
+async fn up(args: UpArgs, log: Option<String>) -> anyhow::Result<()> {
+    let telemetry = telemetry("factory", log)?;
+    let managed = match &args.nats_url {
+        Some(_) => None,
+        None => Some(ManagedServer::start(&args.data_dir, args.nats_port, args.nats_monitor_port)?),
+    };
+    let url = args.nats_url.clone().or_else(|| managed.as_ref().map(ManagedServer::url)).unwrap_or_default();
+    let shutdown = Shutdown::new();
+    shutdown.on_signals();
+    let mut config = AppConfig::new(&url, ServiceName::ALL.to_vec());
+    config.http = Some(args.http);
+    let result = match App::build(config).await {
+        Ok(app) => {
+            let nats = match &managed {
+                Some(m) => format!(
+                    "{url}  (managed nats-server {}, JetStream in {}, monitoring {})",
+                    m.version(),
+                    m.store_dir().display(),
+                    m.monitor_url()
+                ),
+                None => format!("{url}  (given with --nats-url)"),
+            };
+            let topology = app.provisioned().map(summary).unwrap_or_default();
+            let services = app.service_names().join(", ");
+            app.serve(shutdown, |http| {
+                println!("factory up: every service in one process");
+                println!("  NATS      {nats}");
+                println!("  topology  {topology}");
+                println!(
+                    "  services  {services}: cmd.<product|stock|order>.<id>.<command>, $SRV discovery; router on cmd.>"
+                );
+                if let Some(http) = http {
+                    println!("  HTTP      http://{http}  (/healthz /readyz /metrics)");
+                }
+                println!("Ctrl-C stops everything.");
+            })
+            .await
+        }
+        Err(e) => Err(e),
+    };
+    telemetry.shutdown().await;
+    if let Some(managed) = managed {
+        managed.stop();
+    }
+    result
+}
+
+async fn run_services(args: RunArgs, log: Option<String>) -> anyhow::Result<()> {
+    let names: Vec<&str> = args.services.iter().map(|s| s.as_str()).collect();
+    let telemetry = telemetry(&names.join("+"), log)?;
+    let shutdown = Shutdown::new();
+    shutdown.on_signals();
+    let mut config = AppConfig::new(&args.nats.nats_url, args.services.clone());
+    config.http = Some(args.http);
+    config.provision = !args.no_provision;
+    config.replicas = args.replicas;
+    let result = match App::build(config).await {
+        Ok(app) => {
+            app.serve(shutdown, |http| {
+                tracing::info!(services = %names.join(","), nats = %args.nats.nats_url, http = ?http, "running");
+            })
+            .await
+        }
+        Err(e) => Err(e),
+    };
+    telemetry.shutdown().await;
+    result
+}
+
+fn summary(report: &jetsource::topology::Report) -> String {
+    report
+        .items
+        .iter()
+        .map(|item| {
+            let action = match item.action {
+                jetsource::topology::Action::Created => "created",
+                jetsource::topology::Action::Unchanged => "ok",
+                jetsource::topology::Action::Updated => "updated",
+                jetsource::topology::Action::Drifted => "differs (see factory provision)",
+            };
+            format!("{} {} {action}", item.kind, item.name)
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+async fn provision_command(args: ProvisionArgs) -> anyhow::Result<()> {
+    let topology = match &args.topology {
+        Some(path) => Topology::load(path)?,
+        None => Topology::parse(factory::TOPOLOGY)?,
+    };
+    let client = jetsource::connect(&args.nats.nats_url, "factory-provision").await?;
+    let js = async_nats::jetstream::new(client);
+    let options = ProvisionOptions { replicas: args.replicas, force: args.force, dry_run: args.dry_run };
+    let report = provision(&js, &topology, options).await?;
+    print!("{report}");
+    if report.has_drift() {
+        anyhow::bail!("some declared settings are not in place (see above)");
+    }
+    Ok(())
+}
+
+async fn inspect_command(args: InspectArgs) -> anyhow::Result<()> {
+    let kind = AggregateKind::parse(&args.aggregate_type).with_context(|| {
+        format!("unknown aggregate type {:?}; known types: product, stock, order", args.aggregate_type)
+    })?;
+    let id = kind.id(&args.id)?;
+    let until = match (args.version, &args.at) {
+        (Some(version), _) => Until::Version(version),
+        (None, Some(at)) => Until::Time(
+            OffsetDateTime::parse(at, &Rfc3339).with_context(|| format!("--at {at:?} is not an RFC 3339 time"))?,
+        ),
+        (None, None) => Until::End,
+    };
+    let client = jetsource::connect(&args.nats.nats_url, "factory-inspect").await?;
+    let store = EventStore::new(client, StoreConfig::default());
+    let value = inspect(&store, &InspectRequest { kind, id, until, events: args.events }).await?;
+    println!("{}", serde_json::to_string_pretty(&value)?);
+    Ok(())
+}

@@ -1,0 +1,85 @@
+use std::time::Duration;
+
+use factory::app::ServiceName;
+
+use crate::support::Factory;
+
+#[tokio::test]
+async fn bad_input_gets_its_specific_error_and_the_services_keep_serving() {
+    let factory = Factory::start().await;
+    let huge = format!(r#"{{"qty": 1, "source": "{}"}}"#, "x".repeat(2 * 1024 * 1024));
+    let cases: Vec<(&str, &str, u16, &str, &str)> = vec![
+        ("cmd.stock.bolt@main.receive", r#"{"qty": 1"#, 400, "invalid", "malformed JSON"),
+        ("cmd.stock.bolt@main.receive", "nonsense", 400, "invalid", "malformed JSON"),
+        ("cmd.stock.bolt@main.receive", r#"{"qty": 1, "colour": "red"}"#, 400, "invalid", "unknown field `colour`"),
+        ("cmd.stock.bolt@main.receive", r#"{"qty": "ten"}"#, 400, "invalid", "qty: invalid type"),
+        ("cmd.stock.bolt@main.receive", r#"{"qty": 0}"#, 400, "invalid", "qty: must be a positive integer"),
+        ("cmd.stock.bolt@main.receive", r#"{}"#, 400, "invalid", "missing field `qty`"),
+        ("cmd.stock.bolt.receive", r#"{"qty": 1}"#, 400, "invalid", "<sku>@<warehouse>"),
+        ("cmd.stock.bo$lt@main.receive", r#"{"qty": 1}"#, 400, "invalid", "contains '$'"),
+        ("cmd.stock.a.b@main.receive", r#"{"qty": 1}"#, 400, "invalid", "ids cannot contain dots"),
+        ("cmd.product.p1.define", r#"{"name": "P", "bom": [{"sku": "a", "qty": -2}]}"#, 400, "invalid", "bom[0].qty"),
+        ("cmd.widget.w1.make", "{}", 404, "not_found", "unknown aggregate type \"widget\""),
+        ("cmd.stock.bolt@main.teleport", "{}", 404, "not_found", "stock has no command \"teleport\""),
+        ("cmd.order.nope.start", "{}", 404, "not_found", "no such order"),
+        ("cmd.stock.bolt@main.receive", &huge, 400, "invalid", "the limit is 262144"),
+    ];
+    for (subject, body, status, code, needle) in cases {
+        // Act
+        let reply = factory.send(subject, body).await;
+        // Assert: the error, then a well-formed command still works
+        let message = reply.body["message"].as_str().unwrap_or_default();
+        assert_eq!((reply.error_code(), reply.code()), (Some(status), code), "{subject}: {reply:?}");
+        assert!(message.contains(needle), "{subject}: {message}");
+        assert_eq!(reply.header("Nats-Service-Error").as_deref(), Some(message));
+        factory.send("cmd.stock.bolt@main.receive", r#"{"qty": 1}"#).await.ok();
+    }
+}
+
+#[tokio::test]
+async fn a_conflict_that_outlasts_the_retries_answers_conflict() {
+    // Arrange: process A caches bolt@main and may try once; process B moves it on behind A's back
+    let mut factory = Factory::server_only().await;
+    factory.spawn(vec![ServiceName::Stock], |c| c.commands.repository.max_attempts = 1).await;
+    factory.send("cmd.stock.bolt@main.receive", r#"{"qty": 5}"#).await.ok();
+    let other = jetsource::Repository::<factory_domain::stock::Stock>::new(
+        jetsource::EventStore::new(factory.client.clone(), Default::default()),
+        None,
+        Default::default(),
+    );
+    let id = jetsource::AggregateId::new("bolt@main").unwrap();
+    let receive = factory_domain::stock::StockCommand::parse("receive", br#"{"qty": 1}"#).unwrap();
+    other.execute(&id, receive, &jetsource::CommandContext::new()).await.unwrap();
+
+    // Act: A appends on its stale cached state
+    let reply = factory.send("cmd.stock.bolt@main.receive", r#"{"qty": 1}"#).await;
+
+    // Assert
+    assert_eq!((reply.error_code(), reply.code()), (Some(409), "conflict"), "{reply:?}");
+}
+
+#[tokio::test]
+async fn a_command_for_a_service_that_is_not_running_answers_unavailable() {
+    let mut factory = Factory::server_only().await;
+    factory.spawn(vec![ServiceName::Catalog], |_| {}).await;
+
+    let reply = factory.send("cmd.stock.bolt@main.receive", r#"{"qty": 1}"#).await;
+
+    assert_eq!((reply.error_code(), reply.code()), (Some(503), "unavailable"), "{reply:?}");
+    assert!(reply.body["message"].as_str().unwrap().contains("no stock service is running"));
+}
+
+#[tokio::test]
+async fn a_command_with_nothing_running_fails_fast_with_no_responders() {
+    let factory = Factory::server_only().await;
+
+    let result = tokio::time::timeout(
+        Duration::from_secs(30),
+        factory.client.request("cmd.stock.bolt@main.receive", r#"{"qty": 1}"#.into()),
+    )
+    .await
+    .expect("the client is answered, not left waiting");
+
+    let error = result.expect_err("nobody can take it");
+    assert_eq!(error.kind(), async_nats::RequestErrorKind::NoResponders, "not a timeout: {error}");
+}

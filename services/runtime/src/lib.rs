@@ -1,0 +1,37 @@
+//! # factory-runtime
+//!
+//! What every factory service shares, so each is built the same way:
+//!
+//! - [`micro`]: the NATS micro-service protocol (`$SRV.PING|INFO|STATS`) with our own endpoints;
+//! - [`reply`]: the reply contract (`Nats-Service-Error-Code`, `Nats-Service-Error`, JSON body);
+//! - [`ledger`]: the idempotency ledger (`Idempotency-Key` → first outcome, 24 h);
+//! - [`health`]: `/healthz`, `/readyz`, `/metrics`;
+//! - [`shutdown`]: one signal for Ctrl-C, SIGTERM and tests.
+//!
+//! ## Example
+//! ```no_run
+//! # async fn run(client: async_nats::Client) -> std::io::Result<()> {
+//! use std::sync::Arc;
+//! let shutdown = factory_runtime::Shutdown::new();
+//! shutdown.on_signals();
+//! let readiness = factory_runtime::health::Readiness::new(client);
+//! let metrics = Arc::new(jetsource_telemetry::Metrics::new());
+//! let addr = ([127, 0, 0, 1], 0).into();
+//! let (addr, server) = factory_runtime::health::serve_operational(addr, readiness, metrics, shutdown.clone()).await?;
+//! println!("health on http://{addr}");
+//! # Ok(()) }
+//! ```
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![warn(clippy::unwrap_used)]
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+// `ErrorBody` is the error reply itself, built once per failed request; boxing it buys nothing.
+#![allow(clippy::result_large_err)]
+
+pub mod health;
+pub mod ledger;
+pub mod micro;
+pub mod reply;
+pub mod shutdown;
+
+pub use shutdown::Shutdown;
