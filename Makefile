@@ -20,7 +20,8 @@ test: $(NATS_SERVER)
 
 ## bench: every benchmark, each with its raw JetStream baseline from the same run
 bench: $(NATS_SERVER)
-	cargo run --release -p jetsource-bench -- all
+	cargo build --release -p factory -p jetsource-bench
+	./target/release/jetsource-bench all
 
 ## lint: formatting and clippy, as before every commit
 lint:

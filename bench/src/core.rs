@@ -96,7 +96,7 @@ fn sample_attributes(store: &EventStore, id: &str, i: u64) -> Attributes {
     let command_id = uuid_like(id, i);
     Attributes {
         id: format!("{command_id}:0"),
-        source: store.source(),
+        source: store.source().to_owned(),
         event_type: store.event_type("meter", "Counted"),
         subject: id.to_owned(),
         time: "2026-11-27T10:00:00.123456789Z".into(),

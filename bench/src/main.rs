@@ -5,6 +5,7 @@
 //!
 //! `cargo run --release -p jetsource-bench -- core` (or `make bench` for every suite).
 
+mod commands;
 mod core;
 mod measure;
 mod model;
@@ -34,6 +35,9 @@ enum Suite {
     /// Event store: appends vs raw OCC publishes at concurrency 1/16/64; loading a 10,000-event
     /// aggregate with and without a snapshot.
     Core,
+    /// Command services over NATS request/reply vs raw OCC publish and a minimal responder,
+    /// at concurrency 1/16/64/128; idle memory of `factory up`.
+    Commands,
     /// Every suite in turn.
     All,
 }
@@ -44,7 +48,12 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
         match cli.suite.unwrap_or(Suite::All) {
-            Suite::Core | Suite::All => core::run(window).await,
+            Suite::Core => core::run(window).await,
+            Suite::Commands => commands::run(window).await,
+            Suite::All => {
+                core::run(window).await?;
+                commands::run(window).await
+            }
         }
     })
 }

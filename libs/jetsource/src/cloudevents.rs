@@ -190,6 +190,32 @@ impl Attributes {
     }
 }
 
+/// The current UTC time as RFC 3339 with nanoseconds (`2026-11-27T10:00:00.123456789Z`),
+/// formatted by hand: it is written on every event, and the general formatter costs more than
+/// the rest of building the event's attributes.
+pub fn now_rfc3339() -> String {
+    rfc3339(time::OffsetDateTime::now_utc())
+}
+
+/// `at` (taken as UTC) in the form of [`now_rfc3339`].
+pub fn rfc3339(at: time::OffsetDateTime) -> String {
+    use std::fmt::Write as _;
+    let at = at.to_offset(time::UtcOffset::UTC);
+    let mut out = String::with_capacity(30);
+    let _ = write!(
+        out,
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:09}Z",
+        at.year(),
+        u8::from(at.month()),
+        at.day(),
+        at.hour(),
+        at.minute(),
+        at.second(),
+        at.nanosecond()
+    );
+    out
+}
+
 /// `ce-type` of the headers, if present.
 pub fn event_type(headers: &HeaderMap) -> Option<&str> {
     headers.get(name::TYPE).map(HeaderValue::as_str)
@@ -276,6 +302,15 @@ mod tests {
         headers.insert("ce-type", "x.y.Z");
         headers.insert("ce-schemaversion", "two");
         assert!(Attributes::read(&headers).unwrap_err().contains("ce-schemaversion"));
+    }
+
+    #[test]
+    fn times_are_rfc3339_and_parse_back() {
+        let at = time::macros::datetime!(2026-11-27 10:00:00.000000042 UTC);
+        assert_eq!(rfc3339(at), "2026-11-27T10:00:00.000000042Z");
+        let now = now_rfc3339();
+        let parsed = time::OffsetDateTime::parse(&now, &time::format_description::well_known::Rfc3339).unwrap();
+        assert_eq!(rfc3339(parsed), now);
     }
 
     #[test]

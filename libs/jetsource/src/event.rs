@@ -39,6 +39,19 @@ pub fn current_version<E: DomainEvent>(event_type: &str) -> Option<u32> {
 /// # Errors
 /// When the enum does not serialise to `{"type", "data"}`.
 pub fn encode_data<E: DomainEvent>(event: &E) -> Result<Vec<u8>, String> {
+    // Fast path: serialise once and cut the data out of `{"type":"<Name>","data":<data>}`,
+    // the exact compact form serde writes for adjacently tagged variants.
+    let tagged = serde_json::to_vec(event).map_err(|e| e.to_string())?;
+    let name = event.event_type();
+    let prefix_len = br#"{"type":""#.len() + name.len() + br#"","data":"#.len();
+    if tagged.len() > prefix_len
+        && tagged.starts_with(br#"{"type":""#)
+        && tagged[9..9 + name.len()] == *name.as_bytes()
+        && tagged[9 + name.len()..prefix_len] == *br#"","data":"#
+        && tagged.last() == Some(&b'}')
+    {
+        return Ok(tagged[prefix_len..tagged.len() - 1].to_vec());
+    }
     match serde_json::to_value(event).map_err(|e| e.to_string())? {
         Value::Object(mut map) => {
             let data = map.remove("data").unwrap_or(Value::Object(Default::default()));
@@ -151,6 +164,9 @@ mod tests {
         let back: Ev = decode_data("Added", serde_json::from_slice(&body).unwrap()).unwrap();
         assert_eq!(back, ev);
         assert_eq!(encode_data(&Ev::Reset {}).unwrap(), b"{}");
+        let nested = Ev::Added { qty: 1, source: "a \"}\" b".into() };
+        let body = encode_data(&nested).unwrap();
+        assert_eq!(serde_json::from_slice::<Value>(&body).unwrap(), json!({"qty": 1, "source": "a \"}\" b"}));
         assert_eq!(ev.schema_version(), 3);
     }
 

@@ -71,7 +71,7 @@ impl Default for CommandContext {
 impl CommandContext {
     /// A context with a fresh, time-ordered command id (UUIDv7) and actor `anonymous`.
     pub fn new() -> Self {
-        Self::with_command_id(uuid::Uuid::now_v7().to_string())
+        Self::with_command_id(new_command_id())
     }
 
     /// A context for a given command id (an `Idempotency-Key`, or an id derived from an event).
@@ -133,6 +133,15 @@ impl CommandContext {
     }
 }
 
+/// A fresh UUIDv7 command id. The random bits come from a fast thread-local generator rather
+/// than the OS (one `getrandom` call per command costs more than the rest of the id): command
+/// ids must be unique, not unguessable.
+pub fn new_command_id() -> String {
+    let millis = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    let random: [u8; 10] = std::array::from_fn(|_| fastrand::u8(..));
+    uuid::Builder::from_unix_timestamp_millis(millis, &random).into_uuid().hyphenated().to_string()
+}
+
 /// Checks a command id or idempotency key: 1–128 printable ASCII characters without spaces, as
 /// it becomes part of `Nats-Msg-Id` and of KV keys.
 ///
@@ -170,6 +179,16 @@ mod tests {
     fn metadata_defaults_correlation_and_causation_to_the_command() {
         let meta = CommandContext::with_command_id("c1").metadata();
         assert_eq!((meta.correlation_id.as_str(), meta.causation_id.as_str()), ("c1", "c1"));
+    }
+
+    #[test]
+    fn generated_command_ids_are_time_ordered_uuids() {
+        let a = new_command_id();
+        let b = new_command_id();
+        let parsed = uuid::Uuid::parse_str(&a).unwrap();
+        assert_eq!(parsed.get_version_num(), 7);
+        assert_ne!(a, b);
+        assert!(validate_command_id(&a).is_ok());
     }
 
     #[test]

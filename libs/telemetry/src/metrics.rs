@@ -1,6 +1,7 @@
 //! Prometheus metrics of the factory services, one registry per process, rendered at
 //! `/metrics`. Names are the contract of the dashboards and alert rules in `observability/`.
 
+use std::borrow::Cow;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -11,7 +12,13 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-type Labels<const N: usize> = [(&'static str, String); N];
+/// Label values are `Cow`: the common ones are static strings and cost no allocation per
+/// observation. Values must come from a bounded set (never raw user input).
+pub type Labels<const N: usize> = [(&'static str, Cow<'static, str>); N];
+
+fn label(value: impl Into<Cow<'static, str>>) -> Cow<'static, str> {
+    value.into()
+}
 
 fn latency() -> Histogram {
     // 100 µs .. ~13 s
@@ -133,17 +140,27 @@ impl Metrics {
     }
 
     /// Counts one answered command and its duration.
-    pub fn command(&self, aggregate_type: &str, command: &str, code: &str, elapsed: Duration) {
+    pub fn command(&self, aggregate_type: &'static str, command: &'static str, code: &'static str, elapsed: Duration) {
         self.commands
             .get_or_create(&[
-                ("aggregate_type", aggregate_type.to_owned()),
-                ("command", command.to_owned()),
-                ("code", code.to_owned()),
+                ("aggregate_type", label(aggregate_type)),
+                ("command", label(command)),
+                ("code", label(code)),
             ])
             .inc();
         self.command_seconds
-            .get_or_create(&[("aggregate_type", aggregate_type.to_owned()), ("command", command.to_owned())])
+            .get_or_create(&[("aggregate_type", label(aggregate_type)), ("command", label(command))])
             .observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts a replayed command (`source`: `stream` or `ledger`).
+    pub fn replayed(&self, aggregate_type: &'static str, source: &'static str) {
+        self.replays.get_or_create(&[("aggregate_type", label(aggregate_type)), ("source", label(source))]).inc();
+    }
+
+    /// The label set of one view.
+    pub fn view(name: impl Into<Cow<'static, str>>) -> Labels<1> {
+        [("view", name.into())]
     }
 
     /// The Prometheus text exposition of every metric.
@@ -161,29 +178,23 @@ impl Metrics {
 pub struct RepositoryMetrics(pub Arc<Metrics>);
 
 impl jetsource::Observer for RepositoryMetrics {
-    fn appended(&self, aggregate_type: &str, _events: usize, elapsed: Duration) {
+    fn appended(&self, aggregate_type: &'static str, _events: usize, elapsed: Duration) {
         self.0
             .append_seconds
-            .get_or_create(&[("aggregate_type", aggregate_type.to_owned())])
+            .get_or_create(&[("aggregate_type", label(aggregate_type))])
             .observe(elapsed.as_secs_f64());
     }
 
-    fn conflict(&self, aggregate_type: &str) {
-        self.0.conflicts.get_or_create(&[("aggregate_type", aggregate_type.to_owned())]).inc();
+    fn conflict(&self, aggregate_type: &'static str) {
+        self.0.conflicts.get_or_create(&[("aggregate_type", label(aggregate_type))]).inc();
     }
 
-    fn replayed(&self, aggregate_type: &str) {
-        self.0
-            .replays
-            .get_or_create(&[("aggregate_type", aggregate_type.to_owned()), ("source", "stream".to_owned())])
-            .inc();
+    fn replayed(&self, aggregate_type: &'static str) {
+        self.0.replayed(aggregate_type, "stream");
     }
 
-    fn loaded(&self, aggregate_type: &str, _events: u64, elapsed: Duration) {
-        self.0
-            .load_seconds
-            .get_or_create(&[("aggregate_type", aggregate_type.to_owned())])
-            .observe(elapsed.as_secs_f64());
+    fn loaded(&self, aggregate_type: &'static str, _events: u64, elapsed: Duration) {
+        self.0.load_seconds.get_or_create(&[("aggregate_type", label(aggregate_type))]).observe(elapsed.as_secs_f64());
     }
 }
 

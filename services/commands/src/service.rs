@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use async_nats::header::HeaderName;
 use async_nats::{Client, HeaderMap, Message, Subscriber};
 use bytes::Bytes;
 use factory_domain::AggregateKind;
@@ -22,7 +23,7 @@ use jetsource::{
 use jetsource_telemetry::Metrics;
 use jetsource_telemetry::metrics::RepositoryMetrics;
 use jetsource_telemetry::propagation;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::Semaphore;
 use tracing::{Instrument, field};
 
@@ -34,6 +35,11 @@ pub const EXPECTED_VERSION: &str = "Expected-Version";
 pub const ACTOR: &str = "Actor";
 /// Reply header set when a reply is the replay of an earlier outcome.
 pub const REPLAYED: &str = "Idempotent-Replayed";
+
+// The same names as constants, so looking them up allocates nothing.
+const IDEMPOTENCY_KEY_NAME: HeaderName = HeaderName::from_static(IDEMPOTENCY_KEY);
+const EXPECTED_VERSION_NAME: HeaderName = HeaderName::from_static(EXPECTED_VERSION);
+const ACTOR_NAME: HeaderName = HeaderName::from_static(ACTOR);
 
 /// What every command service of a process shares.
 #[derive(Clone)]
@@ -170,9 +176,10 @@ async fn serve<M: Model>(handler: Arc<Handler<M>>, mut requests: Subscriber, _mi
 
 /// What one request came to.
 struct Answer {
-    result: Result<Value, ErrorBody>,
+    result: Result<Success, ErrorBody>,
     replayed: bool,
-    command: String,
+    /// The command's catalogue name (`unknown` for malformed requests: labels stay bounded).
+    command: &'static str,
 }
 
 impl<M: Model> Handler<M> {
@@ -191,17 +198,18 @@ impl<M: Model> Handler<M> {
         propagation::set_parent_from_headers(&span, message.headers.as_ref());
         let Answer { result, replayed, command } = self.process(&message).instrument(span.clone()).await;
         let code = match &result {
-            Ok(reply) => reply["status"].as_str().unwrap_or("succeeded").to_owned(),
-            Err(e) => e.code.as_str().to_owned(),
+            Ok(reply) if reply.accepted => "accepted",
+            Ok(_) => "succeeded",
+            Err(e) => e.code.as_str(),
         };
-        span.record("code", code.as_str());
+        span.record("code", code);
         let (headers, body) = match result {
             Ok(reply) => {
                 let mut headers = HeaderMap::new();
                 if replayed {
                     headers.insert(REPLAYED, "true");
                 }
-                (headers, Bytes::from(serde_json::to_vec(&reply).unwrap_or_default()))
+                (headers, reply.body)
             }
             Err(error) => {
                 let error = error.with_trace_id(propagation::trace_id(&span));
@@ -214,13 +222,13 @@ impl<M: Model> Handler<M> {
                 }
                 self.endpoint.record(started.elapsed(), Some((error.status(), &error.message)));
                 self.respond(&message, headers, body).await;
-                self.deps.metrics.command(M::KIND.name(), &command, &code, started.elapsed());
+                self.deps.metrics.command(M::KIND.name(), command, code, started.elapsed());
                 return;
             }
         };
         self.endpoint.record(started.elapsed(), None);
         self.respond(&message, headers, body).await;
-        self.deps.metrics.command(M::KIND.name(), &command, &code, started.elapsed());
+        self.deps.metrics.command(M::KIND.name(), command, code, started.elapsed());
     }
 
     async fn respond(&self, message: &Message, headers: HeaderMap, body: Bytes) {
@@ -240,10 +248,10 @@ impl<M: Model> Handler<M> {
         let mut answer = Answer {
             result: Err(ErrorBody::new(ErrorCode::Internal, "unhandled")),
             replayed: false,
-            command: "-".into(),
+            command: "unknown",
         };
-        let tokens: Vec<&str> = message.subject.split('.').collect();
-        let [_, _, id, command] = tokens[..] else {
+        let mut tokens = message.subject.splitn(5, '.').skip(2);
+        let (Some(id), Some(command), None) = (tokens.next(), tokens.next(), tokens.next()) else {
             answer.result = Err(ErrorBody::new(
                 ErrorCode::Invalid,
                 format!(
@@ -253,19 +261,21 @@ impl<M: Model> Handler<M> {
             ));
             return answer;
         };
-        answer.command = command.to_owned();
-        span.record("otel.name", format!("{} {}", M::KIND.name(), command));
+        if !span.is_disabled() {
+            span.record("otel.name", format!("{} {}", M::KIND.name(), command));
+        }
         span.record("command", command);
         span.record("aggregate_id", id);
-        answer.result = self.run(message, id, command, &mut answer.replayed).await;
+        answer.result = self.run(message, id, command, &mut answer).await;
         answer
     }
 
-    async fn run(&self, message: &Message, id: &str, command: &str, replayed: &mut bool) -> Result<Value, ErrorBody> {
+    async fn run(&self, message: &Message, id: &str, command: &str, answer: &mut Answer) -> Result<Success, ErrorBody> {
         let kind = M::KIND;
         let invalid = |m: String| ErrorBody::new(ErrorCode::Invalid, m);
-        let id = kind.id(id).map_err(|e| invalid(e.to_string()))?;
         let spec = kind.command(command).map_err(|e| ErrorBody::new(ErrorCode::NotFound, e.to_string()))?;
+        answer.command = spec.name;
+        let id = kind.id(id).map_err(|e| invalid(e.to_string()))?;
         if message.payload.len() > self.config.max_body_bytes {
             return Err(invalid(format!(
                 "command body is {} bytes; the limit is {}",
@@ -273,12 +283,13 @@ impl<M: Model> Handler<M> {
                 self.config.max_body_bytes
             )));
         }
-        let header = |name: &str| message.headers.as_ref().and_then(|h| h.get(name)).map(|v| v.as_str().to_owned());
-        let key = header(IDEMPOTENCY_KEY);
+        let header =
+            |name: HeaderName| message.headers.as_ref().and_then(|h| h.get(name)).map(|v| v.as_str().to_owned());
+        let key = header(IDEMPOTENCY_KEY_NAME);
         if let Some(key) = &key {
             validate_command_id(key).map_err(|e| invalid(format!("{IDEMPOTENCY_KEY}: {e}")))?;
         }
-        let expected = header(EXPECTED_VERSION)
+        let expected = header(EXPECTED_VERSION_NAME)
             .map(|v| {
                 v.trim()
                     .parse::<u64>()
@@ -290,13 +301,14 @@ impl<M: Model> Handler<M> {
             None => CommandContext::new(),
         };
         ctx.expected_version = expected;
-        ctx.actor = header(ACTOR).filter(|a| !a.is_empty() && a.len() <= 200).unwrap_or_else(|| "nats".to_owned());
+        ctx.actor = header(ACTOR_NAME).filter(|a| !a.is_empty() && a.len() <= 200).unwrap_or_else(|| "nats".to_owned());
         ctx.trace = propagation::trace_context(&tracing::Span::current());
         tracing::Span::current().record("command_id", ctx.command_id.as_str());
         let with_id = |e: ErrorBody| e.with_command_id(ctx.command_id.clone());
 
-        let fp = fingerprint(kind.name(), id.as_str(), command, expected, &message.payload);
-        if let Some(key) = &key
+        // Only keyed commands pay for the ledger: fingerprint, lookup and record.
+        let fp = key.as_ref().map(|_| fingerprint(kind.name(), id.as_str(), command, expected, &message.payload));
+        if let (Some(key), Some(fp)) = (&key, &fp)
             && let Some(entry) = self
                 .deps
                 .ledger
@@ -304,13 +316,9 @@ impl<M: Model> Handler<M> {
                 .await
                 .map_err(|e| with_id(ErrorBody::new(ErrorCode::Unavailable, e.to_string())))?
         {
-            *replayed = entry.fingerprint == fp;
-            self.deps
-                .metrics
-                .replays
-                .get_or_create(&[("aggregate_type", kind.name().to_owned()), ("source", "ledger".to_owned())])
-                .inc();
-            return replay(entry, &fp, key);
+            answer.replayed = &entry.fingerprint == fp;
+            self.deps.metrics.replayed(kind.name(), "ledger");
+            return replay(entry, fp, key);
         }
 
         let parsed = self.model.parse(command, &message.payload).map_err(|e| {
@@ -322,30 +330,34 @@ impl<M: Model> Handler<M> {
         let result = match executed {
             Err(_) => Err(ErrorBody::new(ErrorCode::Timeout, format!("no outcome within {:?}", self.config.timeout))),
             Ok(Ok(outcome)) => {
-                *replayed = outcome.duplicate;
+                answer.replayed = outcome.duplicate;
                 tracing::Span::current().record("stream_seq", outcome.stream_seq);
                 Ok(success(&outcome, spec.asynchronous))
             }
             Ok(Err(e)) => Err(command_error(e)),
         }
         .map_err(with_id);
-        match (&key, &result) {
-            (Some(key), Ok(_))
-            | (
-                Some(key),
-                Err(ErrorBody {
-                    code: ErrorCode::Rejected | ErrorCode::NotFound | ErrorCode::PreconditionFailed, ..
-                }),
-            ) => self.remember(key, fp, &result).await,
+        let keep = matches!(
+            &result,
+            Ok(_)
+                | Err(ErrorBody {
+                    code: ErrorCode::Rejected | ErrorCode::NotFound | ErrorCode::PreconditionFailed,
+                    ..
+                })
+        );
+        match (key, fp) {
+            (Some(key), Some(fp)) if keep => self.remember(&key, fp, &result).await,
             _ => result,
         }
     }
 
     /// Records the first outcome of a keyed command; if a concurrent request with the same
     /// key recorded first, answers with that one (or refuses a different request).
-    async fn remember(&self, key: &str, fp: String, result: &Result<Value, ErrorBody>) -> Result<Value, ErrorBody> {
+    async fn remember(&self, key: &str, fp: String, result: &Result<Success, ErrorBody>) -> Result<Success, ErrorBody> {
         let (status, reply) = match result {
-            Ok(reply) => (if reply["status"] == "accepted" { 202 } else { 200 }, reply.clone()),
+            Ok(reply) => {
+                (if reply.accepted { 202 } else { 200 }, serde_json::from_slice(&reply.body).unwrap_or(Value::Null))
+            }
             Err(e) => (e.status(), serde_json::to_value(e).unwrap_or(Value::Null)),
         };
         let entry = Entry { fingerprint: fp.clone(), status, reply };
@@ -360,7 +372,7 @@ impl<M: Model> Handler<M> {
     }
 }
 
-fn replay(entry: Entry, fp: &str, key: &str) -> Result<Value, ErrorBody> {
+fn replay(entry: Entry, fp: &str, key: &str) -> Result<Success, ErrorBody> {
     if entry.fingerprint != fp {
         return Err(ErrorBody::new(
             ErrorCode::IdempotencyKeyReused,
@@ -369,23 +381,43 @@ fn replay(entry: Entry, fp: &str, key: &str) -> Result<Value, ErrorBody> {
         .with_command_id(key));
     }
     if entry.status < 300 {
-        return Ok(entry.reply);
+        let body = serde_json::to_vec(&entry.reply).unwrap_or_default().into();
+        return Ok(Success { body, accepted: entry.status == 202 });
     }
     serde_json::from_value::<ErrorBody>(entry.reply)
         .map_err(|e| ErrorBody::new(ErrorCode::Internal, format!("unreadable ledger entry: {e}")))
         .and_then(Err)
 }
 
-fn success(outcome: &CommandOutcome, asynchronous: bool) -> Value {
-    json!({
-        "command_id": outcome.command_id,
-        "aggregate_type": outcome.aggregate_type,
-        "aggregate_id": outcome.aggregate_id,
-        "version": outcome.version,
-        "stream_seq": outcome.stream_seq,
-        "status": if asynchronous { "accepted" } else { "succeeded" },
-        "events": outcome.events,
-    })
+/// A success reply, already encoded.
+#[derive(Debug, Clone)]
+struct Success {
+    body: Bytes,
+    accepted: bool,
+}
+
+fn success(outcome: &CommandOutcome, asynchronous: bool) -> Success {
+    /// The success reply of DESIGN §5.
+    #[derive(serde::Serialize)]
+    struct Reply<'a> {
+        command_id: &'a str,
+        aggregate_type: &'a str,
+        aggregate_id: &'a str,
+        version: u64,
+        stream_seq: u64,
+        status: &'static str,
+        events: &'a [jetsource::EventRef],
+    }
+    let reply = Reply {
+        command_id: &outcome.command_id,
+        aggregate_type: &outcome.aggregate_type,
+        aggregate_id: &outcome.aggregate_id,
+        version: outcome.version,
+        stream_seq: outcome.stream_seq,
+        status: if asynchronous { "accepted" } else { "succeeded" },
+        events: &outcome.events,
+    };
+    Success { body: serde_json::to_vec(&reply).unwrap_or_default().into(), accepted: asynchronous }
 }
 
 fn command_error<E: jetsource::DomainError>(e: CommandError<E>) -> ErrorBody {

@@ -53,14 +53,35 @@ impl<A: Aggregate> Repository<A> {
         Ok(loaded)
     }
 
+    /// The current state of `id` replayed from its first event, ignoring (and then replacing)
+    /// its snapshot.
+    ///
+    /// # Errors
+    /// As [`Repository::load`].
+    pub async fn replay(&self, id: &AggregateId) -> Result<Loaded<A>, StoreError> {
+        let (loaded, _) = self.load_from(id, Until::End, false).await?;
+        self.snapshot(id, &loaded);
+        Ok(loaded)
+    }
+
     /// The state of `id` as it was at a version or time (time travel). Returns the state and
     /// how many events were replayed after the snapshot used, if any.
     ///
     /// # Errors
     /// As [`Repository::load`].
     pub async fn load_until(&self, id: &AggregateId, until: Until) -> Result<(Loaded<A>, u64), StoreError> {
+        self.load_from(id, until, true).await
+    }
+
+    async fn load_from(
+        &self,
+        id: &AggregateId,
+        until: Until,
+        use_snapshot: bool,
+    ) -> Result<(Loaded<A>, u64), StoreError> {
         let subject = self.store.subject(A::TYPE, id);
-        let mut loaded = match self.read_snapshot(id).await {
+        let snapshot = if use_snapshot { self.read_snapshot(id).await } else { None };
+        let mut loaded = match snapshot {
             Some(snapshot) if snapshot_usable(&snapshot, until) => snapshot,
             _ => Loaded::default(),
         };

@@ -5,19 +5,18 @@ mod load;
 mod loaded;
 mod slots;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 use tracing::Instrument;
 
 pub use load::Until;
 pub use loaded::{Envelope, Loaded};
 
 use crate::aggregate::Aggregate;
-use crate::cloudevents::Attributes;
+use crate::cloudevents::{self, Attributes};
 use crate::error::{CommandError, StoreError};
 use crate::event::{DomainEvent, Upcasters, encode_data};
 use crate::id::AggregateId;
@@ -69,19 +68,19 @@ pub struct CommandOutcome {
 /// Hears what the command pipeline does, for metrics. Every method defaults to nothing.
 pub trait Observer: Send + Sync {
     /// A command's events were appended in `elapsed`.
-    fn appended(&self, aggregate_type: &str, events: usize, elapsed: Duration) {
+    fn appended(&self, aggregate_type: &'static str, events: usize, elapsed: Duration) {
         let _ = (aggregate_type, events, elapsed);
     }
     /// An append met an optimistic-concurrency conflict (the command is retried).
-    fn conflict(&self, aggregate_type: &str) {
+    fn conflict(&self, aggregate_type: &'static str) {
         let _ = aggregate_type;
     }
     /// A command id seen before answered its first outcome.
-    fn replayed(&self, aggregate_type: &str) {
+    fn replayed(&self, aggregate_type: &'static str) {
         let _ = aggregate_type;
     }
     /// An aggregate was loaded from the store (not the cache), replaying `events` events.
-    fn loaded(&self, aggregate_type: &str, events: u64, elapsed: Duration) {
+    fn loaded(&self, aggregate_type: &'static str, events: u64, elapsed: Duration) {
         let _ = (aggregate_type, events, elapsed);
     }
 }
@@ -97,13 +96,24 @@ pub struct Repository<A: Aggregate> {
     upcasters: Upcasters,
     slots: Slots<Loaded<A>>,
     observer: Arc<dyn Observer>,
+    /// Full `ce-type` of each event name, built once.
+    event_types: HashMap<&'static str, String>,
 }
 
 impl<A: Aggregate> Repository<A> {
     /// A repository over `store`, with snapshots if a snapshot store is given.
     pub fn new(store: EventStore, snapshots: Option<SnapshotStore>, config: RepositoryConfig) -> Self {
         let slots = Slots::new(config.cache_capacity);
-        Self { store, snapshots, config, upcasters: A::Event::upcasters(), slots, observer: Arc::new(NoObserver) }
+        let event_types = A::Event::SCHEMAS.iter().map(|(name, _)| (*name, store.event_type(A::TYPE, name))).collect();
+        Self {
+            store,
+            snapshots,
+            config,
+            upcasters: A::Event::upcasters(),
+            slots,
+            observer: Arc::new(NoObserver),
+            event_types,
+        }
     }
 
     /// Reports appends, conflicts, replays and loads to `observer`.
@@ -151,9 +161,11 @@ impl<A: Aggregate> Repository<A> {
         let subject = self.store.subject(A::TYPE, id);
         let slot = self.slots.get(id);
         let mut cached = slot.lock().await;
+        let mut distrust_snapshot = false;
         for attempt in 1..=self.config.max_attempts {
             let (mut current, fresh) = match cached.take() {
                 Some(state) => (state, false),
+                None if distrust_snapshot => (self.replay(id).await?, true),
                 None => (self.load(id).await?, true),
             };
             if let Some(prior) = current.recent.find(&ctx.command_id) {
@@ -225,6 +237,12 @@ impl<A: Aggregate> Repository<A> {
                 Ok(_) | Err(StoreError::Conflict { .. } | StoreError::Duplicate { .. }) => {
                     tracing::debug!(attempt, "append conflict; reloading");
                     self.observer.conflict(A::TYPE);
+                    // A state ahead of the stream comes from a snapshot (or cache) of a history
+                    // that no longer exists (a restored or recreated stream): replay instead.
+                    if self.store.last_seq(&subject).await? < current.last_seq {
+                        tracing::warn!(aggregate_type = A::TYPE, aggregate_id = %id, "snapshot ahead of the event stream; replaying");
+                        distrust_snapshot = true;
+                    }
                     backoff(attempt).await;
                 }
                 Err(e) => return Err(e.into()),
@@ -244,9 +262,8 @@ impl<A: Aggregate> Repository<A> {
         events: &[A::Event],
         ctx: &CommandContext,
     ) -> Result<Vec<NewEvent>, CommandError<A::Error>> {
-        let time = OffsetDateTime::now_utc().format(&Rfc3339).map_err(|e| CommandError::Internal(e.to_string()))?;
+        let time = cloudevents::now_rfc3339();
         let metadata = ctx.metadata();
-        let source = self.store.source();
         events
             .iter()
             .enumerate()
@@ -254,8 +271,12 @@ impl<A: Aggregate> Repository<A> {
                 let data = encode_data(event).map_err(CommandError::Internal)?;
                 let attributes = Attributes {
                     id: format!("{}:{index}", ctx.command_id),
-                    source: source.clone(),
-                    event_type: self.store.event_type(A::TYPE, event.event_type()),
+                    source: self.store.source().to_owned(),
+                    event_type: self
+                        .event_types
+                        .get(event.event_type())
+                        .cloned()
+                        .unwrap_or_else(|| self.store.event_type(A::TYPE, event.event_type())),
                     subject: id.to_string(),
                     time: time.clone(),
                     schema_version: event.schema_version(),

@@ -93,6 +93,7 @@ struct Inner {
     js: jetstream::Context,
     config: StoreConfig,
     direct_get: String,
+    source: String,
 }
 
 impl EventStore {
@@ -100,7 +101,8 @@ impl EventStore {
     pub fn new(client: Client, config: StoreConfig) -> Self {
         let js = jetstream::new(client.clone());
         let direct_get = format!("$JS.API.DIRECT.GET.{}", config.stream);
-        Self { inner: Arc::new(Inner { client, js, config, direct_get }) }
+        let source = format!("/{}/{}", config.app, config.service);
+        Self { inner: Arc::new(Inner { client, js, config, direct_get, source }) }
     }
 
     /// The configuration in use.
@@ -129,7 +131,7 @@ impl EventStore {
     }
 
     /// The `ce-source` of events this store writes.
-    pub fn source(&self) -> String {
-        format!("/{}/{}", self.inner.config.app, self.inner.config.service)
+    pub fn source(&self) -> &str {
+        &self.inner.source
     }
 }

@@ -129,3 +129,33 @@ async fn time_travel_loads_the_state_at_a_version_or_an_instant() {
 async fn snapshot_keys_keep_ids_with_at_signs_apart() {
     assert_eq!(SnapshotStore::key("stock", &id("bolt@main")), "stock.bolt=main");
 }
+
+#[tokio::test]
+async fn a_snapshot_ahead_of_the_stream_is_noticed_on_conflict_and_replaced() {
+    // Arrange: a snapshot claiming a history the stream does not have (as after the stream was
+    // recreated or restored from an older backup)
+    let env = Env::start().await;
+    let repo = env.repository(RepositoryConfig::default());
+    let bin = id("restored@main");
+    repo.execute(&bin, BinCommand::Receive { qty: 2 }, &CommandContext::new()).await.unwrap();
+    let forged = SnapshotRecord {
+        state_version: 1,
+        version: 50,
+        stream_seq: 9_999,
+        at: None,
+        recent: Default::default(),
+        state: Bin { on_hand: 9_999, ..Default::default() },
+    };
+    env.snapshots.put("bin", &bin, serde_json::to_vec(&forged).unwrap().into()).await.unwrap();
+    repo.clear_cache();
+
+    // Act
+    let outcome = repo.execute(&bin, BinCommand::Receive { qty: 3 }, &CommandContext::new()).await.unwrap();
+
+    // Assert: the true history decided, and the snapshot no longer lies
+    assert_eq!(outcome.version, 2);
+    let fresh = snapshot_where(&env, "restored@main", |s| s["stream_seq"].as_u64() < Some(9_999)).await;
+    assert_eq!(fresh["state"]["on_hand"], 2);
+    repo.clear_cache();
+    assert_eq!(repo.load(&bin).await.unwrap().state.on_hand, 5);
+}

@@ -1,0 +1,290 @@
+//! Command throughput and latency over NATS request/reply, against two baselines measured in
+//! the same run on the same server: raw JetStream OCC publish, and a minimal responder that
+//! does one OCC append per request and replies (the floor of this architecture). Also the idle
+//! memory of `factory up`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_nats::jetstream::message::PublishMessage;
+use factory::app::{App, AppConfig, ServiceName};
+use factory_runtime::Shutdown;
+use futures::StreamExt;
+use jetsource::topology::{ProvisionOptions, Topology, provision};
+use jetsource_testkit::NatsServer;
+
+use crate::measure::{Rate, header, run_workers};
+
+const CONCURRENCY: [usize; 4] = [1, 16, 64, 128];
+
+pub async fn run(window: Duration) -> anyhow::Result<()> {
+    let server = NatsServer::try_start()?;
+    let url = server.url();
+    let client = jetsource::connect(&url, "bench-client").await?;
+    let js = async_nats::jetstream::new(client.clone());
+    let topology = Topology::parse(factory::TOPOLOGY)?;
+    provision(&js, &topology, ProvisionOptions::default()).await?;
+    println!(
+        "# Command services benchmark\n\nnats-server {} (R1, file storage), {}s per figure",
+        client.server_info().version,
+        window.as_secs_f64()
+    );
+    println!("Each figure starts on a freshly created EVENTS stream; every worker sends `receive` to its own");
+    println!("stock item, one request at a time; the client is a separate NATS connection.\n");
+
+    let minimal = MinimalResponder::start(&url, "min", None).await?;
+    let _minimal_event = MinimalResponder::start(&url, "mev", Some(event_headers())).await?;
+    let shutdown = Shutdown::new();
+    let app = App::build(AppConfig::new(&url, ServiceName::ALL.to_vec())).await?;
+    tokio::spawn(app.run_until_stopped(shutdown.clone()));
+
+    header("Commands over NATS request/reply");
+    println!("Two floors: `minimal responder` appends the request body with only the OCC header; `minimal,");
+    println!("same event` appends it with the headers a factory event carries (CloudEvents attributes and");
+    println!("message id), so the difference to it is the command pipeline's own work.\n");
+    println!(
+        "| concurrency | raw OCC publish/s | minimal responder/s | minimal, same event/s | p50/p99 µs | factory commands/s | p50/p99 µs | ÷ minimal | ÷ minimal, same event |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    if std::env::var("BENCH_ONLY_FACTORY").is_ok() {
+        let spid = server.pid().unwrap_or(0).to_string();
+        let prefixes: Vec<&'static str> = std::env::var("BENCH_PREFIXES")
+            .map(|v| v.split(',').map(|p| &*Box::leak(p.to_owned().into_boxed_str())).collect())
+            .unwrap_or_else(|_| vec!["mev", "cmd", "mev", "cmd"]);
+        for prefix in prefixes {
+            fresh(&js, &topology).await?;
+            let (s0, c0) = (cpu_ticks(&spid), cpu_ticks("self"));
+            let r = requests(&client, prefix, 64, window).await?;
+            let (s1, c1) = (cpu_ticks(&spid), cpu_ticks("self"));
+            let n = r.per_second * window.as_secs_f64();
+            println!(
+                "{prefix} at 64: {:.0}/s server {:.1} µs/cmd, bench process {:.1} µs/cmd",
+                r.per_second,
+                (s1 - s0) as f64 * 1e4 / n,
+                (c1 - c0) as f64 * 1e4 / n
+            );
+        }
+        return Ok(());
+    }
+    for concurrency in CONCURRENCY {
+        fresh(&js, &topology).await?;
+        let raw = raw_publish(&js, concurrency, window).await?;
+        fresh(&js, &topology).await?;
+        let floor = requests(&client, "min", concurrency, window).await?;
+        fresh(&js, &topology).await?;
+        let floor_event = requests(&client, "mev", concurrency, window).await?;
+        fresh(&js, &topology).await?;
+        let ours = requests(&client, "cmd", concurrency, window).await?;
+        println!(
+            "| {concurrency} | {:.0} | {:.0} | {:.0} | {}/{} | {:.0} | {}/{} | {:.2} | {:.2} |",
+            raw.per_second,
+            floor.per_second,
+            floor_event.per_second,
+            floor_event.p50_us,
+            floor_event.p99_us,
+            ours.per_second,
+            ours.p50_us,
+            ours.p99_us,
+            ours.per_second / floor.per_second,
+            ours.per_second / floor_event.per_second
+        );
+    }
+    shutdown.trigger();
+    drop(minimal);
+    drop(_minimal_event);
+    idle_memory().await
+}
+
+/// A fresh event store: the stream, the snapshots and the ledger recreated.
+async fn fresh(js: &async_nats::jetstream::Context, topology: &Topology) -> anyhow::Result<()> {
+    js.delete_stream("EVENTS").await?;
+    js.delete_key_value("snapshots").await?;
+    js.delete_key_value("idempotency").await?;
+    provision(js, topology, ProvisionOptions::default()).await?;
+    Ok(())
+}
+
+async fn raw_publish(
+    js: &async_nats::jetstream::Context,
+    concurrency: usize,
+    window: Duration,
+) -> anyhow::Result<Rate> {
+    let last: Arc<Vec<tokio::sync::Mutex<u64>>> =
+        Arc::new((0..concurrency).map(|_| tokio::sync::Mutex::new(0)).collect());
+    let js = js.clone();
+    run_workers(concurrency, window, move |worker, _| {
+        let (js, last) = (js.clone(), Arc::clone(&last));
+        async move {
+            let mut expected = last[worker].lock().await;
+            let publish =
+                PublishMessage::build().payload(r#"{"qty":1}"#.into()).expected_last_subject_sequence(*expected);
+            *expected = js.send_publish(format!("evt.raw.w{worker}"), publish).await?.await?.sequence;
+            Ok(())
+        }
+    })
+    .await
+}
+
+/// Each worker sends `<prefix>.stock.w<n>@main.receive` and waits for the reply.
+async fn requests(
+    client: &async_nats::Client,
+    prefix: &'static str,
+    concurrency: usize,
+    window: Duration,
+) -> anyhow::Result<Rate> {
+    let client = client.clone();
+    run_workers(concurrency, window, move |worker, _| {
+        let client = client.clone();
+        async move {
+            let reply = client.request(format!("{prefix}.stock.w{worker}@main.receive"), r#"{"qty":1}"#.into()).await?;
+            anyhow::ensure!(
+                reply.headers.as_ref().and_then(|h| h.get("Nats-Service-Error-Code")).is_none(),
+                "error reply: {:?}",
+                reply
+            );
+            Ok(())
+        }
+    })
+    .await
+}
+
+/// The headers of a factory event (a prebuilt copy; the message id is added per request).
+fn event_headers() -> async_nats::HeaderMap {
+    let mut headers = async_nats::HeaderMap::new();
+    jetsource::cloudevents::Attributes {
+        id: "01a21b78-4e58-73d0-9252-e8580ea1f54d:0".into(),
+        source: "/factory/stock".into(),
+        event_type: "factory.stock.StockReceived".into(),
+        subject: "w0@main".into(),
+        time: "2026-11-27T10:00:00.123456789Z".into(),
+        schema_version: 2,
+        aggregate_version: Some(1),
+        metadata: jetsource::CommandContext::with_command_id("01a21b78-4e58-73d0-9252-e8580ea1f54d").metadata(),
+    }
+    .write(&mut headers);
+    headers
+}
+
+/// The floor: a queue subscriber on `<prefix>.>` that appends each request's body to
+/// `evt.<prefix>.<id>` with the OCC header (tracking each subject's last sequence), plus the
+/// given event headers and a message id, and replies with the sequence.
+struct MinimalResponder {
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl MinimalResponder {
+    async fn start(url: &str, prefix: &'static str, headers: Option<async_nats::HeaderMap>) -> anyhow::Result<Self> {
+        let client = async_nats::connect(url).await?;
+        let js = async_nats::jetstream::new(client.clone());
+        let mut requests = client.queue_subscribe(format!("{prefix}.>"), prefix.into()).await?;
+        let last: Arc<Mutex<HashMap<String, u64>>> = Arc::default();
+        let task = tokio::spawn(async move {
+            while let Some(request) = requests.next().await {
+                let (client, js, last, headers) = (client.clone(), js.clone(), Arc::clone(&last), headers.clone());
+                tokio::spawn(async move {
+                    let id = request.subject.split('.').nth(2).unwrap_or_default().to_owned();
+                    let subject = format!("evt.{prefix}.{id}");
+                    let expected = last.lock().map(|m| m.get(&subject).copied().unwrap_or(0)).unwrap_or(0);
+                    let mut publish = PublishMessage::build().payload(request.payload);
+                    if let Some(headers) = headers {
+                        publish = publish.headers(headers).message_id(format!("{id}-{}:0", expected + 1));
+                    }
+                    let publish = publish.expected_last_subject_sequence(expected);
+                    let seq = match js.send_publish(subject.clone(), publish).await {
+                        Ok(ack) => ack.await.map(|a| a.sequence).unwrap_or(0),
+                        Err(_) => 0,
+                    };
+                    if let Ok(mut m) = last.lock() {
+                        m.insert(subject, seq);
+                    }
+                    if let Some(reply) = request.reply {
+                        let _ = client.publish(reply, format!(r#"{{"stream_seq":{seq}}}"#).into()).await;
+                    }
+                });
+            }
+        });
+        client_barrier(url).await?;
+        Ok(Self { task })
+    }
+}
+
+impl Drop for MinimalResponder {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn client_barrier(url: &str) -> anyhow::Result<()> {
+    let client = async_nats::connect(url).await?;
+    client.flush().await?;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    Ok(())
+}
+
+/// Starts the release `factory up` (managed server on free ports), waits until ready and idle,
+/// and reads its resident memory.
+async fn idle_memory() -> anyhow::Result<()> {
+    header("Idle memory of `factory up` (all services in one process)");
+    let exe = std::env::current_exe()?.with_file_name("factory");
+    if !exe.exists() {
+        println!("skipped: {} not built (`cargo build --release -p factory`)", exe.display());
+        return Ok(());
+    }
+    let dir = tempfile::tempdir()?;
+    let port = |_: u8| jetsource::server::free_port();
+    let (nats, monitor, http) = (port(0)?, port(1)?, port(2)?);
+    let mut child = std::process::Command::new(&exe)
+        .args(["up", "--data-dir"])
+        .arg(dir.path())
+        .args([
+            "--nats-port",
+            &nats.to_string(),
+            "--nats-monitor-port",
+            &monitor.to_string(),
+            "--http",
+            &format!("127.0.0.1:{http}"),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while jetsource::server::http_status(http, "/readyz") != Some(200) {
+        anyhow::ensure!(std::time::Instant::now() < deadline, "factory up did not become ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let rss = |pid: u32| -> anyhow::Result<f64> {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        let kb: f64 = status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        Ok(kb / 1024.0)
+    };
+    let factory_rss = rss(child.id())?;
+    let server_rss = std::fs::read_dir("/proc")?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/status"))
+                .is_ok_and(|s| s.contains(&format!("PPid:\t{}", child.id())))
+        })
+        .map(rss)
+        .sum::<anyhow::Result<f64>>()?;
+    println!("| process | RSS MiB |\n|---|---:|");
+    println!("| factory (catalog, stock, production, router, HTTP) | {factory_rss:.1} |");
+    println!("| its managed nats-server (a separate process) | {server_rss:.1} |");
+    let _ = std::process::Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    let _ = child.wait();
+    Ok(())
+}
+
+fn cpu_ticks(pid: &str) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rfind(')').map(|i| &stat[i + 2..]).unwrap_or_default();
+    let f: Vec<&str> = after.split(' ').collect();
+    f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+        + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+}
