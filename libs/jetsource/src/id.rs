@@ -85,6 +85,40 @@ fn validate(id: &str) -> Result<(), IdError> {
     Ok(())
 }
 
+/// A reversible KV-key spelling of any text: bytes outside `[A-Za-z0-9_-]` become `=XX` (hex).
+/// Used for keys made from command ids and idempotency keys, which may hold `:`, `.` or `@`.
+pub fn escape_kv_token(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 8);
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' {
+            out.push(char::from(b));
+        } else {
+            out.push('=');
+            out.push(char::from(b"0123456789ABCDEF"[usize::from(b >> 4)]));
+            out.push(char::from(b"0123456789ABCDEF"[usize::from(b & 15)]));
+        }
+    }
+    out
+}
+
+/// Reverses [`escape_kv_token`]; `None` when `token` is not such a spelling.
+pub fn unescape_kv_token(token: &str) -> Option<String> {
+    let bytes = token.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'=' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 /// Checks an aggregate *type* name (`stock`, `order`): lower-case ASCII letters, digits and `-`,
 /// as it becomes a subject token and a `ce-type` segment.
 ///
@@ -152,6 +186,17 @@ mod tests {
         let id = AggregateId::new("bolt@main").unwrap();
         assert_eq!(id.kv_token(), "bolt=main");
         assert_eq!(AggregateId::from_kv_token("bolt=main").unwrap(), id);
+    }
+
+    #[test]
+    fn any_text_has_a_reversible_kv_spelling() {
+        for text in ["plain-id_1", "a:b.c@d=e", "cmd:01ab:0", "ünï"] {
+            let token = escape_kv_token(text);
+            assert!(token.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-=".contains(&b)), "{token}");
+            assert_eq!(unescape_kv_token(&token).as_deref(), Some(text));
+        }
+        assert_eq!(escape_kv_token("a:b"), "a=3Ab");
+        assert_ne!(escape_kv_token("a=3A"), escape_kv_token("a:"));
     }
 
     #[test]

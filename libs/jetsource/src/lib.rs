@@ -67,11 +67,13 @@
 
 pub mod aggregate;
 pub mod cloudevents;
+pub mod codec;
 pub mod connect;
 pub mod error;
 pub mod event;
 pub mod id;
 pub mod metadata;
+pub mod projection;
 pub mod recent;
 pub mod repository;
 pub mod server;
@@ -80,6 +82,7 @@ pub mod store;
 pub mod topology;
 
 pub use aggregate::{Aggregate, DomainError};
+pub use codec::Codec;
 pub use connect::{ConnectError, connect};
 pub use error::{CommandError, ErrorCode, StoreError};
 pub use event::{DomainEvent, Upcasters};

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use async_nats::Client;
 use factory_commands::{CommandConfig, Deps, ServiceKind};
+use factory_projector::{Projector, ProjectorConfig};
 use factory_runtime::Shutdown;
 use factory_runtime::health::{self, Readiness};
 use jetsource::topology::{ProvisionOptions, Report, Topology, provision};
@@ -22,11 +23,14 @@ pub enum ServiceName {
     Stock,
     /// Production order commands (`cmd.order.*`).
     Production,
+    /// Views and queries (`qry.*`), rebuilds and parked events (`projector.*`).
+    Projector,
 }
 
 impl ServiceName {
     /// Every service, in start order.
-    pub const ALL: [ServiceName; 3] = [ServiceName::Catalog, ServiceName::Stock, ServiceName::Production];
+    pub const ALL: [ServiceName; 4] =
+        [ServiceName::Catalog, ServiceName::Stock, ServiceName::Production, ServiceName::Projector];
 
     /// Its name.
     pub fn as_str(self) -> &'static str {
@@ -34,6 +38,7 @@ impl ServiceName {
             ServiceName::Catalog => "catalog",
             ServiceName::Stock => "stock",
             ServiceName::Production => "production",
+            ServiceName::Projector => "projector",
         }
     }
 
@@ -42,6 +47,7 @@ impl ServiceName {
             ServiceName::Catalog => Some(ServiceKind::Catalog),
             ServiceName::Stock => Some(ServiceKind::Stock),
             ServiceName::Production => Some(ServiceKind::Production),
+            ServiceName::Projector => None,
         }
     }
 }
@@ -63,6 +69,8 @@ pub struct AppConfig {
     pub topology: Topology,
     /// Limits of the command services.
     pub commands: CommandConfig,
+    /// How the projector runs.
+    pub projector: ProjectorConfig,
 }
 
 impl AppConfig {
@@ -76,6 +84,7 @@ impl AppConfig {
             replicas: None,
             topology: Topology::parse(crate::TOPOLOGY).unwrap_or_default(),
             commands: CommandConfig::default(),
+            projector: ProjectorConfig::default(),
         }
     }
 }
@@ -87,6 +96,7 @@ pub struct App {
     readiness: Readiness,
     services: Vec<factory_commands::RunningService>,
     router: Option<factory_commands::router::Router>,
+    projector: Option<Projector>,
     local: Vec<&'static str>,
     http: Option<SocketAddr>,
     provisioned: Option<Report>,
@@ -127,10 +137,21 @@ impl App {
         } else {
             Some(factory_commands::router::subscribe(client.clone(), local.clone()).await?)
         };
+        let projector = if config.services.contains(&ServiceName::Projector) {
+            let mut projector_config = config.projector.clone();
+            projector_config.view.replicas = config.replicas.unwrap_or(1);
+            let views = readiness.check("views");
+            let projector = Projector::start(client.clone(), projector_config, Arc::clone(&metrics)).await?;
+            views.store(true, std::sync::atomic::Ordering::Relaxed);
+            local.push("projector");
+            Some(projector)
+        } else {
+            None
+        };
         // A round trip on this connection: once the server answers it has processed every
         // subscription sent before, so nobody is told we are up before we can be reached.
         async_nats::jetstream::new(client.clone()).query_account().await.context("JetStream does not answer")?;
-        Ok(Self { client, metrics, readiness, services, router, local, http: config.http, provisioned })
+        Ok(Self { client, metrics, readiness, services, router, projector, local, http: config.http, provisioned })
     }
 
     /// The provisioning report, when the app provisioned.
@@ -183,6 +204,9 @@ impl App {
         }
         for service in self.services {
             tasks.spawn(service.run_until_stopped(shutdown.clone()));
+        }
+        if let Some(projector) = self.projector {
+            tasks.spawn(projector.run_until_stopped(shutdown.clone()));
         }
         shutdown.wait().await;
         if tokio::time::timeout(Duration::from_secs(10), async { while tasks.join_next().await.is_some() {} })

@@ -51,12 +51,95 @@ enum Command {
     Provision(ProvisionArgs),
     /// Show an aggregate's state from the event store, now or as it was (--version, --at).
     Inspect(InspectArgs),
+    /// Send one command over NATS request/reply and print the reply (what any NATS client
+    /// does with `cmd.<type>.<id>.<command>`).
+    Send(SendArgs),
+    /// Read a view: one document by key, or a page of documents (`qry.<view>[.<key>]`).
+    Query(QueryArgs),
+    /// Operate the views: status, rebuild without downtime, retry parked events.
+    Projections(ProjectionsArgs),
+}
+
+#[derive(Debug, Args)]
+struct QueryArgs {
+    /// View: stock, warehouse, orders, products or commands.
+    view: String,
+    /// Key (stock: <sku>@<warehouse>; warehouse name; order, product or command id); leave
+    /// out to list.
+    key: Option<String>,
+    /// List keys starting with this.
+    #[arg(long, conflicts_with = "key")]
+    prefix: Option<String>,
+    /// Page size (1-1000, default 100).
+    #[arg(long, conflicts_with = "key")]
+    limit: Option<usize>,
+    /// Continue after this key (the `next` of the previous page).
+    #[arg(long, conflicts_with = "key")]
+    after: Option<String>,
+    /// Wait until the view reflects this stream sequence (the `stream_seq` of a command reply).
+    #[arg(long)]
+    min_seq: Option<u64>,
+    #[command(flatten)]
+    nats: NatsArgs,
+}
+
+#[derive(Debug, Args)]
+struct ProjectionsArgs {
+    #[command(subcommand)]
+    action: ProjectionsAction,
+    #[command(flatten)]
+    nats: NatsArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum ProjectionsAction {
+    /// Per view: version, last stream sequence applied, lag, parked events, rebuild under way.
+    Status,
+    /// Build a new version of a view from the first event while the current one keeps
+    /// answering; switch queries over once it has caught up; remove the old one.
+    Rebuild {
+        /// The view.
+        view: String,
+        /// Return at once instead of waiting for the switch.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Apply a view's parked events again (all, or one aggregate's with --subject).
+    Retry {
+        /// The view.
+        view: String,
+        /// Only this aggregate, by subject (evt.stock.bolt@main).
+        #[arg(long)]
+        subject: Option<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+struct SendArgs {
+    /// Aggregate type: product, stock or order.
+    #[arg(value_name = "TYPE")]
+    aggregate_type: String,
+    /// Aggregate id (stock ids are <sku>@<warehouse>).
+    id: String,
+    /// Command name (receive, reserve, plan, ...).
+    command: String,
+    /// JSON body (`{}` when left out).
+    #[arg(default_value = "{}")]
+    body: String,
+    /// Idempotency key: the same key with the same request answers the first outcome.
+    #[arg(long)]
+    idempotency_key: Option<String>,
+    /// Fail with precondition_failed unless the aggregate is at this version.
+    #[arg(long)]
+    expected_version: Option<u64>,
+    #[command(flatten)]
+    nats: NatsArgs,
 }
 
 #[derive(Debug, Args)]
 struct NatsArgs {
     /// NATS server URL(s), comma-separated for a cluster.
-    #[arg(long, env = "FACTORY_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    #[arg(long, global = true, env = "FACTORY_NATS_URL", default_value = "nats://127.0.0.1:4222")]
     nats_url: String,
 }
 
@@ -159,6 +242,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Run(args) => run_services(args, cli.log).await,
         Command::Provision(args) => provision_command(args).await,
         Command::Inspect(args) => inspect_command(args).await,
+        Command::Send(args) => send_command(args).await,
+        Command::Query(args) => query_command(args).await,
+        Command::Projections(args) => projections_command(args).await,
     }
 }
 
@@ -287,4 +373,146 @@ async fn inspect_command(args: InspectArgs) -> anyhow::Result<()> {
     let value = inspect(&store, &InspectRequest { kind, id, until, events: args.events }).await?;
     println!("{}", serde_json::to_string_pretty(&value)?);
     Ok(())
+}
+
+async fn send_command(args: SendArgs) -> anyhow::Result<()> {
+    let client = jetsource::connect(&args.nats.nats_url, "factory-send").await?;
+    let subject = format!("cmd.{}.{}.{}", args.aggregate_type, args.id, args.command);
+    let mut headers = async_nats::HeaderMap::new();
+    if let Some(key) = &args.idempotency_key {
+        headers.insert("Idempotency-Key", key.as_str());
+    }
+    if let Some(version) = args.expected_version {
+        headers.insert("Expected-Version", version.to_string());
+    }
+    let request = client.request_with_headers(subject.clone(), headers, args.body.into());
+    let reply = match tokio::time::timeout(std::time::Duration::from_secs(10), request).await {
+        Err(_) => anyhow::bail!("no reply to {subject} within 10 s"),
+        Ok(Err(e)) if e.kind() == async_nats::RequestErrorKind::NoResponders => {
+            anyhow::bail!("nothing answers {subject}: is `factory up` running?")
+        }
+        Ok(reply) => reply?,
+    };
+    let body: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap_or(serde_json::Value::Null);
+    println!("{}", serde_json::to_string_pretty(&body)?);
+    match factory_runtime::reply::read_reply(&reply) {
+        Ok(_) => Ok(()),
+        Err(error) => anyhow::bail!("{error}"),
+    }
+}
+
+/// Sends a request and prints the JSON reply; an error reply fails the command.
+async fn request(
+    client: &async_nats::Client,
+    subject: String,
+    headers: async_nats::HeaderMap,
+    body: String,
+) -> anyhow::Result<serde_json::Value> {
+    let request = client.request_with_headers(subject.clone(), headers, body.into());
+    let reply = match tokio::time::timeout(std::time::Duration::from_secs(30), request).await {
+        Err(_) => anyhow::bail!("no reply to {subject} within 30 s"),
+        Ok(Err(e)) if e.kind() == async_nats::RequestErrorKind::NoResponders => {
+            anyhow::bail!("nothing answers {subject}: is the service running (`factory up`)?")
+        }
+        Ok(reply) => reply?,
+    };
+    let body: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap_or(serde_json::Value::Null);
+    match factory_runtime::reply::read_reply(&reply) {
+        Ok(_) => Ok(body),
+        Err(error) => {
+            println!("{}", serde_json::to_string_pretty(&body)?);
+            anyhow::bail!("{error}")
+        }
+    }
+}
+
+async fn query_command(args: QueryArgs) -> anyhow::Result<()> {
+    let client = jetsource::connect(&args.nats.nats_url, "factory-query").await?;
+    let mut headers = async_nats::HeaderMap::new();
+    if let Some(seq) = args.min_seq {
+        headers.insert("Min-Seq", seq.to_string());
+    }
+    let (subject, body) = match &args.key {
+        Some(key) => (format!("qry.{}.{key}", args.view), String::new()),
+        None => {
+            let mut list = serde_json::Map::new();
+            if let Some(prefix) = &args.prefix {
+                list.insert("prefix".into(), prefix.clone().into());
+            }
+            if let Some(limit) = args.limit {
+                list.insert("limit".into(), limit.into());
+            }
+            if let Some(after) = &args.after {
+                list.insert("after".into(), after.clone().into());
+            }
+            (format!("qry.{}", args.view), serde_json::Value::Object(list).to_string())
+        }
+    };
+    let value = request(&client, subject, headers, body).await?;
+    println!("{}", serde_json::to_string_pretty(&value)?);
+    Ok(())
+}
+
+async fn projections_command(args: ProjectionsArgs) -> anyhow::Result<()> {
+    let client = jetsource::connect(&args.nats.nats_url, "factory-projections").await?;
+    let none = async_nats::HeaderMap::new;
+    match args.action {
+        ProjectionsAction::Status => {
+            let status = request(&client, "projector.status".into(), none(), String::new()).await?;
+            print_status(&status);
+        }
+        ProjectionsAction::Rebuild { view, no_wait } => {
+            let started = request(&client, format!("projector.rebuild.{view}"), none(), String::new()).await?;
+            let version = started["version"].as_u64().unwrap_or(0);
+            println!("rebuilding view {view} as version {version}");
+            if !no_wait {
+                loop {
+                    tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+                    let status = request(&client, "projector.status".into(), none(), String::new()).await?;
+                    let Some(entry) =
+                        status["views"].as_array().and_then(|v| v.iter().find(|e| e["view"] == view.as_str())).cloned()
+                    else {
+                        break;
+                    };
+                    if entry["version"].as_u64() == Some(version) {
+                        println!(
+                            "switched: queries read version {version} (applied through seq {})",
+                            entry["applied_seq"]
+                        );
+                        break;
+                    }
+                    if let Some(building) = entry.get("rebuilding").filter(|b| !b.is_null()) {
+                        println!(
+                            "  version {version}: applied through seq {} of {}, {} waiting",
+                            building["applied_seq"], entry["applied_seq"], building["lag"]
+                        );
+                    }
+                }
+            }
+        }
+        ProjectionsAction::Retry { view, subject } => {
+            let body = subject.map(|s| serde_json::json!({ "subject": s }).to_string()).unwrap_or_default();
+            let report = request(&client, format!("projector.retry.{view}"), none(), body).await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        }
+    }
+    Ok(())
+}
+
+fn print_status(status: &serde_json::Value) {
+    println!("{:<10} {:>7} {:>12} {:>7} {:>7}  rebuilding", "view", "version", "applied_seq", "lag", "parked");
+    for view in status["views"].as_array().into_iter().flatten() {
+        let rebuilding = match view.get("rebuilding").filter(|b| !b.is_null()) {
+            Some(b) => format!("v{} at seq {}", b["version"], b["applied_seq"]),
+            None => "-".into(),
+        };
+        println!(
+            "{:<10} {:>7} {:>12} {:>7} {:>7}  {rebuilding}",
+            view["view"].as_str().unwrap_or_default(),
+            view["version"],
+            view["applied_seq"],
+            view["lag"],
+            view["parked"]
+        );
+    }
 }

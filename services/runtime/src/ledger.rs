@@ -69,18 +69,9 @@ impl Ledger {
     }
 }
 
-/// A KV-safe, reversible spelling of an idempotency key: bytes outside `[A-Za-z0-9_-]` become
-/// `=XX`.
+/// A KV-safe, reversible spelling of an idempotency key.
 pub fn kv_key(key: &str) -> String {
-    let mut out = String::with_capacity(key.len() + 8);
-    for b in key.bytes() {
-        if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("={b:02X}"));
-        }
-    }
-    out
+    jetsource::id::escape_kv_token(key)
 }
 
 /// The fingerprint of a request: SHA-256 over its parts, the body canonicalised (a JSON body is

@@ -3,7 +3,6 @@
 
 use std::ops::ControlFlow;
 
-use serde_json::Value;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -11,7 +10,6 @@ use super::{Envelope, Loaded, Repository};
 use crate::aggregate::Aggregate;
 use crate::cloudevents;
 use crate::error::StoreError;
-use crate::event::{DomainEvent, decode_data};
 use crate::id::AggregateId;
 use crate::snapshot::SnapshotRecord;
 use crate::store::StoredEvent;
@@ -135,27 +133,7 @@ impl<A: Aggregate> Repository<A> {
     /// # Errors
     /// [`StoreError::UnknownEventType`] or [`StoreError::Undecodable`], naming subject and seq.
     pub fn decode_event(&self, stored: &StoredEvent) -> Result<(&'static str, A::Event), StoreError> {
-        let full_type = cloudevents::event_type(&stored.headers)
-            .ok_or_else(|| stored.undecodable("missing header ce-type".into()))?;
-        let name = full_type.rsplit('.').next().unwrap_or(full_type);
-        let Some((known, target)) = A::Event::SCHEMAS.iter().find(|(known, _)| *known == name).copied() else {
-            return Err(StoreError::UnknownEventType {
-                subject: stored.subject.clone(),
-                seq: stored.seq,
-                event_type: full_type.to_owned(),
-            });
-        };
-        let version = cloudevents::schema_version(&stored.headers).map_err(|e| stored.undecodable(e))?;
-        let event = if version == target {
-            decode_current::<A::Event>(known, &stored.data)
-        } else {
-            let raw: Value = serde_json::from_slice(body(&stored.data))
-                .map_err(|e| stored.undecodable(format!("body is not JSON: {e}")))?;
-            let data = self.upcasters.upcast(known, version, target, raw).map_err(|e| stored.undecodable(e))?;
-            decode_data(known, data)
-        };
-        let event = event.map_err(|e| stored.undecodable(format!("{known} v{target}: {e}")))?;
-        Ok((known, event))
+        self.codec.decode(stored)
     }
 
     async fn read_snapshot(&self, id: &AggregateId) -> Option<Loaded<A>> {
@@ -213,23 +191,6 @@ impl<A: Aggregate> Repository<A> {
             }
         });
     }
-}
-
-/// An empty body stands for `{}` (an event without data).
-fn body(data: &[u8]) -> &[u8] {
-    if data.is_empty() { b"{}" } else { data }
-}
-
-/// Decodes data already at the current schema version straight into the event enum, by
-/// wrapping the body as `{"type": name, "data": body}` (one parse, no intermediate tree).
-fn decode_current<E: DomainEvent>(name: &str, data: &[u8]) -> Result<E, String> {
-    let mut tagged = Vec::with_capacity(data.len() + name.len() + 20);
-    tagged.extend_from_slice(br#"{"type":""#);
-    tagged.extend_from_slice(name.as_bytes());
-    tagged.extend_from_slice(br#"","data":"#);
-    tagged.extend_from_slice(body(data));
-    tagged.push(b'}');
-    serde_json::from_slice(&tagged).map_err(|e| e.to_string())
 }
 
 fn snapshot_usable<A>(snapshot: &Loaded<A>, until: Until) -> bool {

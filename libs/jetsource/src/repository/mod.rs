@@ -17,8 +17,9 @@ pub use loaded::{Envelope, Loaded};
 
 use crate::aggregate::Aggregate;
 use crate::cloudevents::{self, Attributes};
+use crate::codec::Codec;
 use crate::error::{CommandError, StoreError};
-use crate::event::{DomainEvent, Upcasters, encode_data};
+use crate::event::{DomainEvent, encode_data};
 use crate::id::AggregateId;
 use crate::metadata::{CommandContext, validate_command_id};
 use crate::recent::{CommandRecord, EventRef};
@@ -93,7 +94,7 @@ pub struct Repository<A: Aggregate> {
     store: EventStore,
     snapshots: Option<SnapshotStore>,
     config: RepositoryConfig,
-    upcasters: Upcasters,
+    codec: Codec<A::Event>,
     slots: Slots<Loaded<A>>,
     observer: Arc<dyn Observer>,
     /// Full `ce-type` of each event name, built once.
@@ -105,15 +106,7 @@ impl<A: Aggregate> Repository<A> {
     pub fn new(store: EventStore, snapshots: Option<SnapshotStore>, config: RepositoryConfig) -> Self {
         let slots = Slots::new(config.cache_capacity);
         let event_types = A::Event::SCHEMAS.iter().map(|(name, _)| (*name, store.event_type(A::TYPE, name))).collect();
-        Self {
-            store,
-            snapshots,
-            config,
-            upcasters: A::Event::upcasters(),
-            slots,
-            observer: Arc::new(NoObserver),
-            event_types,
-        }
+        Self { store, snapshots, config, codec: Codec::new(), slots, observer: Arc::new(NoObserver), event_types }
     }
 
     /// Reports appends, conflicts, replays and loads to `observer`.

@@ -5,6 +5,7 @@ mod batch;
 mod errors;
 mod idempotency;
 mod load;
+mod projection;
 mod provision;
 mod support;
 mod upcast;

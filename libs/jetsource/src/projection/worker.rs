@@ -1,0 +1,688 @@
+//! Running one version of one view: consume, apply, write, acknowledge; park what cannot be
+//! applied; answer retries; tell how far it got.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::ops::Bound;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull};
+use async_nats::jetstream::{self, AckKind, kv};
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt, TryStreamExt};
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::parked::{self, ParkedRecord};
+use super::{EventView, Projection, ProjectionError, Stored, bucket_name, consumer_name};
+use crate::store::{EventStore, StoreConfig, StoredEvent};
+
+/// How a view runs.
+#[derive(Debug, Clone)]
+pub struct ViewConfig {
+    /// The event stream.
+    pub stream: String,
+    /// Messages applied per batch at most.
+    pub batch: usize,
+    /// How long without messages counts as idle (then the view checks it is caught up).
+    pub idle: Duration,
+    /// Redelivery delay of unacknowledged messages.
+    pub ack_wait: Duration,
+    /// Documents kept in memory.
+    pub cache_capacity: usize,
+    /// The bucket of parked events.
+    pub parked_bucket: String,
+    /// Replicas of the view buckets and consumers.
+    pub replicas: usize,
+}
+
+impl Default for ViewConfig {
+    fn default() -> Self {
+        Self {
+            stream: "EVENTS".into(),
+            batch: 1000,
+            idle: Duration::from_millis(50),
+            ack_wait: Duration::from_secs(30),
+            cache_capacity: 200_000,
+            parked_bucket: "parked".into(),
+            replicas: 1,
+        }
+    }
+}
+
+/// Hears what a view does, for metrics and failure reports. Every method defaults to nothing.
+pub trait ViewObserver: Send + Sync {
+    /// `events` events were applied.
+    fn applied(&self, view: &str, events: u64) {
+        let _ = (view, events);
+    }
+    /// The view reflects the stream up to `last_seq`; `lag` events are waiting.
+    fn progress(&self, view: &str, last_seq: u64, lag: u64) {
+        let _ = (view, last_seq, lag);
+    }
+    /// `count` events are parked in the view.
+    fn parked_count(&self, view: &str, count: u64) {
+        let _ = (view, count);
+    }
+    /// An event was parked (it failed to apply, or its aggregate was already parked).
+    fn parked(&self, view: &str, event: &EventView<'_>, reason: &str) {
+        let _ = (view, event, reason);
+    }
+}
+
+struct Silent;
+impl ViewObserver for Silent {}
+
+/// Requests to a running view.
+#[derive(Debug)]
+pub enum Admin {
+    /// Apply the parked events again (of one aggregate subject, or all).
+    Retry {
+        /// Only this aggregate subject (`evt.stock.bolt@main`).
+        subject: Option<String>,
+        /// Where the report goes.
+        reply: oneshot::Sender<RetryReport>,
+    },
+}
+
+/// What a retry did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RetryReport {
+    /// Events applied.
+    pub applied: usize,
+    /// Events still parked.
+    pub still_parked: usize,
+}
+
+/// What queries and operators need of a running view; cheap to clone.
+#[derive(Clone)]
+pub struct ViewHandle {
+    name: &'static str,
+    version: u32,
+    bucket: kv::Store,
+    keys: Arc<RwLock<BTreeSet<String>>>,
+    applied: watch::Receiver<u64>,
+    parked: Arc<AtomicU64>,
+    lag: Arc<AtomicU64>,
+    admin: mpsc::Sender<Admin>,
+}
+
+impl ViewHandle {
+    /// The view's name.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// Its version.
+    pub fn version(&self) -> u32 {
+        self.version
+    }
+
+    /// The stream sequence the view reflects everything up to.
+    pub fn applied(&self) -> u64 {
+        *self.applied.borrow()
+    }
+
+    /// Waits until the view reflects `seq`, at most `within`; true if it does.
+    pub async fn wait_applied(&self, seq: u64, within: Duration) -> bool {
+        let mut rx = self.applied.clone();
+        matches!(tokio::time::timeout(within, rx.wait_for(|applied| *applied >= seq)).await, Ok(Ok(_)))
+    }
+
+    /// Events waiting to be applied (as of the last batch).
+    pub fn lag(&self) -> u64 {
+        self.lag.load(Ordering::Relaxed)
+    }
+
+    /// Events parked.
+    pub fn parked(&self) -> u64 {
+        self.parked.load(Ordering::Relaxed)
+    }
+
+    /// The document of `key`, with its `seq`.
+    ///
+    /// # Errors
+    /// When the bucket does not answer.
+    pub async fn get(&self, key: &str) -> Result<Option<Value>, ProjectionError> {
+        let raw = self.bucket.get(key).await.map_err(|e| self.unavailable(e))?;
+        Ok(raw.and_then(|bytes| serde_json::from_slice(&bytes).ok()))
+    }
+
+    /// Keys in order, starting with `prefix`, after `after`, at most `limit`; plus the key to
+    /// continue after when there are more.
+    pub fn keys(&self, prefix: &str, after: Option<&str>, limit: usize) -> (Vec<String>, Option<String>) {
+        let keys = self.keys.read().unwrap_or_else(PoisonError::into_inner);
+        let start = match after {
+            Some(after) if after >= prefix => Bound::Excluded(after.to_owned()),
+            _ => Bound::Included(prefix.to_owned()),
+        };
+        let mut page: Vec<String> = keys
+            .range((start, Bound::Unbounded))
+            .take_while(|k| k.starts_with(prefix))
+            .take(limit + 1)
+            .cloned()
+            .collect();
+        let next = (page.len() > limit).then(|| {
+            page.truncate(limit);
+            page.last().cloned().unwrap_or_default()
+        });
+        (page, next)
+    }
+
+    /// Applies parked events again.
+    ///
+    /// # Errors
+    /// When the view is not running.
+    pub async fn retry(&self, subject: Option<String>) -> Result<RetryReport, ProjectionError> {
+        let (reply, answer) = oneshot::channel();
+        self.admin.send(Admin::Retry { subject, reply }).await.map_err(|e| self.unavailable(e))?;
+        answer.await.map_err(|e| self.unavailable(e))
+    }
+
+    fn unavailable(&self, e: impl std::fmt::Display) -> ProjectionError {
+        ProjectionError::Unavailable { view: self.name.to_owned(), reason: e.to_string() }
+    }
+}
+
+/// One version of one view, consuming.
+pub struct ViewWorker<P: Projection> {
+    projection: Arc<P>,
+    version: u32,
+    config: ViewConfig,
+    js: jetstream::Context,
+    store: EventStore,
+    bucket_prefix: String,
+    parked_kv: kv::Store,
+    consumer: PullConsumer,
+    cache: HashMap<String, Stored<P::Doc>>,
+    parked: HashMap<String, ParkedRecord>,
+    handle: ViewHandle,
+    applied_tx: watch::Sender<u64>,
+    admin_rx: mpsc::Receiver<Admin>,
+    observer: Arc<dyn ViewObserver>,
+}
+
+fn unavailable(view: &str, e: impl std::fmt::Display) -> ProjectionError {
+    ProjectionError::Unavailable { view: view.to_owned(), reason: e.to_string() }
+}
+
+impl<P: Projection> ViewWorker<P> {
+    /// Opens version `version` of the view: its bucket and durable consumer (created if
+    /// missing), its parked events and its key index.
+    ///
+    /// # Errors
+    /// When JetStream does not answer or refuses.
+    pub async fn open(
+        client: async_nats::Client,
+        projection: Arc<P>,
+        version: u32,
+        config: ViewConfig,
+        observer: Option<Arc<dyn ViewObserver>>,
+    ) -> Result<Self, ProjectionError> {
+        let name = projection.name();
+        let fail = |e: &dyn std::fmt::Display| unavailable(name, e);
+        let js = jetstream::new(client.clone());
+        let bucket_name = bucket_name(name, version);
+        let bucket = match js.get_key_value(&bucket_name).await {
+            Ok(bucket) => bucket,
+            Err(_) => js
+                .create_key_value(kv::Config {
+                    bucket: bucket_name.clone(),
+                    description: format!("view {name}, version {version}"),
+                    history: 1,
+                    max_age: projection.max_age().unwrap_or_default(),
+                    num_replicas: config.replicas,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| fail(&e))?,
+        };
+        let parked_kv =
+            js.get_key_value(&config.parked_bucket).await.map_err(|e| fail(&format!("parked bucket: {e}")))?;
+        let stream = js.get_stream(&config.stream).await.map_err(|e| fail(&e))?;
+        let subjects = projection.subjects();
+        let (filter_subject, filter_subjects) = match subjects.as_slice() {
+            [one] => (one.clone(), Vec::new()),
+            many => (String::new(), many.to_vec()),
+        };
+        let consumer: PullConsumer = stream
+            .get_or_create_consumer(
+                &consumer_name(name, version),
+                pull::Config {
+                    durable_name: Some(consumer_name(name, version)),
+                    description: Some(format!("projector of view {name}, version {version}")),
+                    filter_subject,
+                    filter_subjects,
+                    deliver_policy: DeliverPolicy::All,
+                    ack_policy: AckPolicy::All,
+                    ack_wait: config.ack_wait,
+                    max_ack_pending: (config.batch * 10) as i64,
+                    num_replicas: config.replicas,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| fail(&e))?;
+        let mut keys = BTreeSet::new();
+        if let Ok(mut listing) = bucket.keys().await {
+            while let Some(key) = listing.try_next().await.map_err(|e| fail(&e))? {
+                keys.insert(key);
+            }
+        }
+        let parked = load_parked(&parked_kv, name, version).await.map_err(|e| fail(&e))?;
+        let mut consumer_info = consumer.clone();
+        let acked = consumer_info.info().await.map(|i| i.ack_floor.stream_sequence).unwrap_or(0);
+        let (applied_tx, applied) = watch::channel(acked);
+        let (admin_tx, admin_rx) = mpsc::channel(16);
+        let parked_count: u64 = parked.values().map(|r| r.seqs.len() as u64).sum();
+        let handle = ViewHandle {
+            name,
+            version,
+            bucket,
+            keys: Arc::new(RwLock::new(keys)),
+            applied,
+            parked: Arc::new(AtomicU64::new(parked_count)),
+            lag: Arc::new(AtomicU64::new(0)),
+            admin: admin_tx,
+        };
+        let store = EventStore::new(client, StoreConfig { stream: config.stream.clone(), ..Default::default() });
+        let observer = observer.unwrap_or_else(|| Arc::new(Silent));
+        observer.parked_count(name, parked_count);
+        Ok(Self {
+            projection,
+            version,
+            bucket_prefix: format!("$KV.{bucket_name}."),
+            config,
+            js,
+            store,
+            parked_kv,
+            consumer,
+            cache: HashMap::new(),
+            parked,
+            handle,
+            applied_tx,
+            admin_rx,
+            observer,
+        })
+    }
+
+    /// The handle for queries and operators.
+    pub fn handle(&self) -> ViewHandle {
+        self.handle.clone()
+    }
+
+    /// Consumes until `stop` resolves.
+    pub async fn run(mut self, stop: impl std::future::Future<Output = ()>) {
+        let name = self.projection.name();
+        let mut stop = std::pin::pin!(stop);
+        'connect: loop {
+            let messages = self
+                .consumer
+                .stream()
+                .max_messages_per_batch(self.config.batch)
+                .heartbeat(Duration::from_secs(5))
+                .expires(Duration::from_secs(30))
+                .messages()
+                .await;
+            let mut messages = match messages {
+                Ok(messages) => messages,
+                Err(e) => {
+                    tracing::warn!(view = name, error = %e, "cannot consume; retrying");
+                    tokio::select! {
+                        () = &mut stop => return,
+                        () = tokio::time::sleep(Duration::from_secs(1)) => continue 'connect,
+                    }
+                }
+            };
+            loop {
+                tokio::select! {
+                    () = &mut stop => return,
+                    Some(admin) = self.admin_rx.recv() => self.admin(admin).await,
+                    first = tokio::time::timeout(self.config.idle, messages.next()) => match first {
+                        Err(_idle) => self.idle().await,
+                        Ok(Some(Ok(message))) => {
+                            let mut batch = vec![message];
+                            while batch.len() < self.config.batch {
+                                match messages.next().now_or_never() {
+                                    Some(Some(Ok(message))) => batch.push(message),
+                                    _ => break,
+                                }
+                            }
+                            if let Err(e) = self.process(&batch).await {
+                                tracing::warn!(view = name, error = %e, "batch not applied; it will be redelivered");
+                                self.cache.clear();
+                                for message in &batch {
+                                    let _ = message.ack_with(AckKind::Nak(Some(Duration::from_millis(500)))).await;
+                                }
+                            }
+                        }
+                        Ok(Some(Err(e))) => {
+                            tracing::warn!(view = name, error = %e, "consumer hiccup");
+                        }
+                        Ok(None) => continue 'connect,
+                    },
+                }
+            }
+        }
+    }
+
+    /// Applies one batch: plan, load, apply, write, park, acknowledge.
+    ///
+    /// # Errors
+    /// When documents cannot be written; nothing is acknowledged then.
+    pub async fn process(&mut self, batch: &[jetstream::Message]) -> Result<(), ProjectionError> {
+        let name = self.projection.name();
+        let mut events = Vec::with_capacity(batch.len());
+        let mut lag = 0;
+        for message in batch {
+            let info = message.info().map_err(|e| unavailable(name, e))?;
+            lag = info.pending;
+            events.push(StoredEvent {
+                subject: message.subject.to_string(),
+                seq: info.stream_sequence,
+                stored_at: info.published,
+                headers: message.headers.clone().unwrap_or_default(),
+                data: message.payload.clone(),
+            });
+        }
+        let mut dirty_docs = HashSet::new();
+        let mut dirty_parked = HashSet::new();
+        let applied = self.apply_all(&events, &mut dirty_docs, &mut dirty_parked).await?;
+        self.write(dirty_docs, dirty_parked).await?;
+        if let Some(last) = batch.last() {
+            last.ack().await.map_err(|e| unavailable(name, e))?;
+        }
+        let last_seq = events.last().map_or(0, |e| e.seq);
+        self.applied_tx.send_if_modified(|current| {
+            let moved = last_seq > *current;
+            *current = (*current).max(last_seq);
+            moved
+        });
+        self.handle.lag.store(lag, Ordering::Relaxed);
+        self.observer.applied(name, applied);
+        self.observer.progress(name, *self.applied_tx.borrow(), lag);
+        if self.cache.len() > self.config.cache_capacity {
+            self.cache.clear();
+        }
+        Ok(())
+    }
+
+    /// Applies events in order to the cached documents; returns how many were applied.
+    async fn apply_all(
+        &mut self,
+        events: &[StoredEvent],
+        dirty_docs: &mut HashSet<String>,
+        dirty_parked: &mut HashSet<String>,
+    ) -> Result<u64, ProjectionError> {
+        let mut plans = Vec::with_capacity(events.len());
+        let mut missing = HashSet::new();
+        for stored in events {
+            let view = EventView::new(stored);
+            let plan = if self.parked.contains_key(&stored.subject) {
+                Err(None)
+            } else {
+                self.projection.keys(&view).map_err(Some)
+            };
+            if let Ok(keys) = &plan {
+                missing.extend(keys.iter().filter(|k| !self.cache.contains_key(*k)).cloned());
+            }
+            plans.push(plan);
+        }
+        self.load(missing).await?;
+        let mut applied = 0;
+        for (stored, plan) in events.iter().zip(plans) {
+            let view = EventView::new(stored);
+            // An earlier event of this batch may have parked the aggregate: wait behind it.
+            let outcome = match plan {
+                Ok(_) if self.parked.contains_key(&stored.subject) => Err(None),
+                Ok(keys) => self.apply_one(&view, &keys, dirty_docs),
+                Err(reason) => Err(reason),
+            };
+            match outcome {
+                Ok(()) => applied += 1,
+                Err(reason) => self.park(&view, reason, dirty_parked),
+            }
+        }
+        Ok(applied)
+    }
+
+    /// Applies one event to every document it touches, or to none (`Err(Some(reason))`).
+    fn apply_one(
+        &mut self,
+        event: &EventView<'_>,
+        keys: &[String],
+        dirty: &mut HashSet<String>,
+    ) -> Result<(), Option<String>> {
+        let mut staged = Vec::with_capacity(keys.len());
+        for key in keys {
+            let current = self.cache.get(key).cloned().unwrap_or_default();
+            if current.seq >= event.seq() {
+                continue; // redelivered: already reflected
+            }
+            let mut doc = current.doc;
+            self.projection.apply(event, key, &mut doc).map_err(Some)?;
+            staged.push((key.clone(), Stored { seq: event.seq(), doc }));
+        }
+        for (key, stored) in staged {
+            dirty.insert(key.clone());
+            self.cache.insert(key, stored);
+        }
+        Ok(())
+    }
+
+    /// Parks an event: a new record for its aggregate, or one more in the existing one.
+    fn park(&mut self, event: &EventView<'_>, reason: Option<String>, dirty: &mut HashSet<String>) {
+        let name = self.projection.name();
+        let subject = event.stored.subject.clone();
+        let record = self.parked.entry(subject.clone()).or_insert_with(|| ParkedRecord {
+            view: name.to_owned(),
+            version: self.version,
+            subject: subject.clone(),
+            seqs: Vec::new(),
+            reason: reason.clone().unwrap_or_default(),
+            command_id: event.command_id().to_owned(),
+            at: crate::cloudevents::now_rfc3339(),
+        });
+        if record.seqs.contains(&event.seq()) {
+            return; // redelivered
+        }
+        record.seqs.push(event.seq());
+        let why = reason.unwrap_or_else(|| format!("waits behind parked seq {}", record.seqs[0]));
+        tracing::warn!(view = name, subject = %subject, seq = event.seq(), reason = %why, command_id = event.command_id(), "event parked");
+        self.observer.parked(name, event, &why);
+        dirty.insert(subject);
+        let count: u64 = self.parked.values().map(|r| r.seqs.len() as u64).sum();
+        self.handle.parked.store(count, Ordering::Relaxed);
+        self.observer.parked_count(name, count);
+    }
+
+    /// Loads documents not in the cache (absent ones as defaults).
+    async fn load(&mut self, keys: HashSet<String>) -> Result<(), ProjectionError> {
+        let name = self.projection.name();
+        let bucket = &self.handle.bucket;
+        let mut loads: FuturesUnordered<_> = keys
+            .into_iter()
+            .map(|key| async move {
+                let raw = bucket.get(&key).await;
+                (key, raw)
+            })
+            .collect();
+        while let Some((key, raw)) = loads.next().await {
+            let raw = raw.map_err(|e| unavailable(name, e))?;
+            let doc = match raw {
+                None => Stored::default(),
+                Some(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                    tracing::warn!(view = name, key = %key, error = %e, "stored document does not decode; starting it afresh");
+                    Stored::default()
+                }),
+            };
+            self.cache.insert(key, doc);
+        }
+        Ok(())
+    }
+
+    /// Writes changed documents and parked records; waits for every write.
+    async fn write(&mut self, docs: HashSet<String>, parked: HashSet<String>) -> Result<(), ProjectionError> {
+        let name = self.projection.name();
+        let mut acks = FuturesUnordered::new();
+        for key in &docs {
+            let Some(stored) = self.cache.get(key) else { continue };
+            let bytes = serde_json::to_vec(stored).map_err(|e| unavailable(name, e))?;
+            let ack = self
+                .js
+                .publish(format!("{}{key}", self.bucket_prefix), bytes.into())
+                .await
+                .map_err(|e| unavailable(name, e))?;
+            acks.push(ack.into_future());
+        }
+        for subject in &parked {
+            let key = parked::key(name, self.version, subject);
+            match self.parked.get(subject) {
+                Some(record) => {
+                    let bytes = serde_json::to_vec(record).map_err(|e| unavailable(name, e))?;
+                    self.parked_kv.put(key, bytes.into()).await.map_err(|e| unavailable(name, e))?;
+                }
+                None => {
+                    self.parked_kv.purge(key).await.map_err(|e| unavailable(name, e))?;
+                }
+            }
+        }
+        while let Some(ack) = acks.next().await {
+            ack.map_err(|e| unavailable(name, e))?;
+        }
+        if !docs.is_empty() {
+            let mut keys = self.handle.keys.write().unwrap_or_else(PoisonError::into_inner);
+            keys.extend(docs);
+        }
+        Ok(())
+    }
+
+    /// When idle: if nothing is waiting or unacknowledged, the view reflects the whole stream
+    /// as it was before the check.
+    async fn idle(&mut self) {
+        let Ok(mut stream) = self.js.get_stream(&self.config.stream).await else { return };
+        let Ok(last) = stream.info().await.map(|i| i.state.last_sequence) else { return };
+        let Ok(info) = self.consumer.info().await else { return };
+        if info.num_pending == 0 && info.num_ack_pending == 0 {
+            self.applied_tx.send_if_modified(|current| {
+                let moved = last > *current;
+                *current = (*current).max(last);
+                moved
+            });
+            self.handle.lag.store(0, Ordering::Relaxed);
+            self.observer.progress(self.projection.name(), *self.applied_tx.borrow(), 0);
+        }
+    }
+
+    async fn admin(&mut self, admin: Admin) {
+        match admin {
+            Admin::Retry { subject, reply } => {
+                let report = self.retry(subject).await;
+                let _ = reply.send(report);
+            }
+        }
+    }
+
+    /// Applies parked events again, in order, aggregate by aggregate.
+    async fn retry(&mut self, only: Option<String>) -> RetryReport {
+        let name = self.projection.name();
+        let subjects: Vec<String> =
+            self.parked.keys().filter(|s| only.as_ref().is_none_or(|o| o == *s)).cloned().collect();
+        let mut report = RetryReport::default();
+        let mut dirty_docs = HashSet::new();
+        let mut dirty_parked = HashSet::new();
+        for subject in subjects {
+            let Some(record) = self.parked.remove(&subject) else { continue };
+            let mut remaining = record.seqs.clone();
+            while let Some(&seq) = remaining.first() {
+                let stored = match self.store.event_at(seq).await {
+                    Ok(Some(stored)) => stored,
+                    Ok(None) => {
+                        remaining.remove(0); // gone from the stream: nothing to apply
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::warn!(view = name, seq, error = %e, "cannot read a parked event");
+                        break;
+                    }
+                };
+                let view = EventView::new(&stored);
+                let keys = match self.projection.keys(&view) {
+                    Ok(keys) => keys,
+                    Err(reason) => {
+                        self.parked.insert(
+                            subject.clone(),
+                            ParkedRecord { seqs: remaining.clone(), reason, ..record.clone() },
+                        );
+                        break;
+                    }
+                };
+                let missing = keys.iter().filter(|k| !self.cache.contains_key(*k)).cloned().collect();
+                if let Err(e) = self.load(missing).await {
+                    tracing::warn!(view = name, error = %e, "cannot load documents for a retry");
+                    self.parked.insert(subject.clone(), ParkedRecord { seqs: remaining.clone(), ..record.clone() });
+                    break;
+                }
+                match self.apply_one(&view, &keys, &mut dirty_docs) {
+                    Ok(()) => {
+                        report.applied += 1;
+                        remaining.remove(0);
+                    }
+                    Err(reason) => {
+                        let reason = reason.unwrap_or_default();
+                        self.parked.insert(
+                            subject.clone(),
+                            ParkedRecord { seqs: remaining.clone(), reason, ..record.clone() },
+                        );
+                        break;
+                    }
+                }
+            }
+            dirty_parked.insert(subject);
+        }
+        if let Err(e) = self.write(dirty_docs, dirty_parked).await {
+            tracing::warn!(view = name, error = %e, "retry not written; the events stay parked");
+            self.cache.clear();
+        }
+        report.still_parked = self.parked.values().map(|r| r.seqs.len()).sum();
+        self.handle.parked.store(report.still_parked as u64, Ordering::Relaxed);
+        self.observer.parked_count(name, report.still_parked as u64);
+        report
+    }
+}
+
+/// Deletes version `version` of view `name`: its consumer and bucket (after a switch to a
+/// newer version).
+///
+/// # Errors
+/// When JetStream refuses.
+pub async fn delete_version(
+    js: &jetstream::Context,
+    name: &str,
+    version: u32,
+    stream: &str,
+) -> Result<(), ProjectionError> {
+    if let Ok(stream) = js.get_stream(stream).await {
+        let _ = stream.delete_consumer(&consumer_name(name, version)).await;
+    }
+    js.delete_key_value(bucket_name(name, version)).await.map_err(|e| unavailable(name, e))?;
+    Ok(())
+}
+
+async fn load_parked(parked: &kv::Store, view: &str, version: u32) -> Result<HashMap<String, ParkedRecord>, String> {
+    let prefix = format!("{view}.v{version}.");
+    let mut records = HashMap::new();
+    let Ok(mut keys) = parked.keys().await else { return Ok(records) };
+    while let Some(key) = keys.try_next().await.map_err(|e| e.to_string())? {
+        if !key.starts_with(&prefix) {
+            continue;
+        }
+        if let Some(raw) = parked.get(&key).await.map_err(|e| e.to_string())?
+            && let Ok(record) = serde_json::from_slice::<ParkedRecord>(&raw)
+        {
+            records.insert(record.subject.clone(), record);
+        }
+    }
+    Ok(records)
+}

@@ -1,0 +1,118 @@
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use jetsource::projection::{EventView, Projection, ViewConfig, ViewHandle, ViewWorker};
+use jetsource::{CommandContext, RepositoryConfig};
+use serde::{Deserialize, Serialize};
+
+use crate::support::{BinCommand, Env, id};
+
+/// Fails to apply events of aggregate `flaky` while set.
+static FLAKY_FAILS: AtomicBool = AtomicBool::new(true);
+
+#[derive(Default)]
+struct Tally;
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct TallyDoc {
+    received: u64,
+    events: u64,
+}
+
+impl Projection for Tally {
+    type Doc = TallyDoc;
+    fn name(&self) -> &'static str {
+        "tally"
+    }
+    fn subjects(&self) -> Vec<String> {
+        vec!["evt.bin.>".into()]
+    }
+    fn keys(&self, event: &EventView<'_>) -> Result<Vec<String>, String> {
+        Ok(vec![event.aggregate_id.replace('@', "=")])
+    }
+    fn apply(&self, event: &EventView<'_>, _key: &str, doc: &mut TallyDoc) -> Result<(), String> {
+        if event.aggregate_id == "flaky" && FLAKY_FAILS.load(Ordering::Relaxed) {
+            return Err("flaky is failing".into());
+        }
+        let data: serde_json::Value = serde_json::from_slice(&event.stored.data).map_err(|e| e.to_string())?;
+        doc.received += data["qty"].as_u64().unwrap_or(0);
+        doc.events += 1;
+        Ok(())
+    }
+}
+
+async fn start_worker(env: &Env) -> (ViewHandle, tokio::sync::oneshot::Sender<()>) {
+    let worker = ViewWorker::open(env.client.clone(), Arc::new(Tally), 1, ViewConfig::default(), None).await.unwrap();
+    let handle = worker.handle();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(worker.run(async move {
+        let _ = stopped.await;
+    }));
+    (handle, stop)
+}
+
+async fn doc(handle: &ViewHandle, key: &str) -> Option<serde_json::Value> {
+    handle.get(key).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_parked_aggregate_waits_while_others_flow_and_a_retry_applies_it_in_order() {
+    // Arrange
+    let env = Env::start().await;
+    let repo = env.repository(RepositoryConfig::default());
+    let (handle, _stop) = start_worker(&env).await;
+    for (agg, qty) in [("flaky", 1), ("steady", 5), ("flaky", 2), ("steady", 6)] {
+        repo.execute(&id(agg), BinCommand::Receive { qty }, &CommandContext::new()).await.unwrap();
+    }
+    let last = env.store.last_seq("evt.bin.steady").await.unwrap();
+    assert!(handle.wait_applied(last, Duration::from_secs(10)).await);
+
+    // Assert (while failing): steady flowed, flaky waits with both its events
+    assert_eq!(doc(&handle, "steady").await.unwrap()["received"], 11);
+    assert!(doc(&handle, "flaky").await.is_none());
+    assert_eq!(handle.parked(), 2);
+    assert_eq!(handle.retry(None).await.unwrap().still_parked, 2, "a retry while still failing keeps them");
+
+    // Act: the cause is fixed; retry
+    FLAKY_FAILS.store(false, Ordering::Relaxed);
+    let report = handle.retry(None).await.unwrap();
+
+    // Assert: both applied, in order, once
+    assert_eq!((report.applied, report.still_parked), (2, 0));
+    let flaky = doc(&handle, "flaky").await.unwrap();
+    assert_eq!((flaky["received"].as_u64(), flaky["events"].as_u64()), (Some(3), Some(2)));
+    assert_eq!(handle.parked(), 0);
+
+    // and events after the retry flow again
+    let after = repo.execute(&id("flaky"), BinCommand::Receive { qty: 10 }, &CommandContext::new()).await.unwrap();
+    assert!(handle.wait_applied(after.stream_seq, Duration::from_secs(10)).await);
+    assert_eq!(doc(&handle, "flaky").await.unwrap()["received"], 13);
+}
+
+#[tokio::test]
+async fn redelivered_events_are_no_ops_thanks_to_the_seq_in_each_document() {
+    // Arrange: a view that has applied everything
+    let env = Env::start().await;
+    let repo = env.repository(RepositoryConfig::default());
+    let (handle, stop) = start_worker(&env).await;
+    let mut last = 0;
+    for qty in 1..=10 {
+        last =
+            repo.execute(&id("again"), BinCommand::Receive { qty }, &CommandContext::new()).await.unwrap().stream_seq;
+    }
+    assert!(handle.wait_applied(last, Duration::from_secs(10)).await);
+    let _ = stop.send(());
+
+    // Act: rewind the consumer to the first event and run the view again
+    let js = async_nats::jetstream::new(env.client.clone());
+    js.get_stream("EVENTS").await.unwrap().reset_consumer("projector_tally_v1", Some(1)).await.unwrap();
+    let (handle, _stop) = start_worker(&env).await;
+    let more = repo.execute(&id("again"), BinCommand::Receive { qty: 100 }, &CommandContext::new()).await.unwrap();
+    assert!(handle.wait_applied(more.stream_seq, Duration::from_secs(10)).await);
+
+    // Assert
+    let again = doc(&handle, "again").await.unwrap();
+    assert_eq!((again["received"].as_u64(), again["events"].as_u64()), (Some(155), Some(11)));
+    assert_eq!(again["seq"].as_u64(), Some(more.stream_seq));
+}

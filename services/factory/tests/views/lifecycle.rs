@@ -1,0 +1,195 @@
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use factory::app::ServiceName;
+
+use crate::fold::{all_docs, assert_views_equal_fold, caught_up};
+use crate::support::Factory;
+
+/// A mixed workload from `tasks` concurrent clients: products, stock movements, orders. Some
+/// commands are refused on purpose (over-shipping, double reservations).
+pub async fn workload(factory: &Arc<Factory>, tasks: usize, rounds: usize) {
+    for p in 0..3 {
+        factory
+            .send(
+                &format!("cmd.product.p{p}.define"),
+                &format!(r#"{{"name": "P{p}", "bom": [{{"sku": "s{p}", "qty": 2}}]}}"#),
+            )
+            .await
+            .ok();
+    }
+    let handles: Vec<_> = (0..tasks)
+        .map(|t| {
+            let factory = Arc::clone(factory);
+            tokio::spawn(async move {
+                for r in 0..rounds {
+                    let sku = (t + r) % 5;
+                    let wh = ["main", "east"][r % 2];
+                    let stock = format!("cmd.stock.s{sku}@{wh}");
+                    let order = format!("o-{t}-{r}");
+                    let commands = [
+                        (format!("{stock}.receive"), format!(r#"{{"qty": {}}}"#, 5 + r)),
+                        (format!("{stock}.reserve"), format!(r#"{{"qty": 2, "order_id": "{order}"}}"#)),
+                        (format!("{stock}.ship"), r#"{"qty": 3}"#.to_owned()),
+                        (format!("{stock}.release"), format!(r#"{{"order_id": "{order}"}}"#)),
+                        (
+                            format!("cmd.order.{order}.plan"),
+                            format!(r#"{{"product_id": "p{}", "qty": 1, "warehouse": "{wh}"}}"#, r % 3),
+                        ),
+                        (format!("cmd.order.{order}.cancel"), r#"{"reason": "test"}"#.to_owned()),
+                    ];
+                    for (subject, body) in commands {
+                        factory.send(&subject, &body).await;
+                    }
+                }
+            })
+        })
+        .collect();
+    for handle in handles {
+        handle.await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn after_a_mixed_concurrent_workload_every_view_equals_the_fold_of_the_event_log() {
+    let factory = Arc::new(Factory::start().await);
+    workload(&factory, 8, 6).await;
+    factory.send("cmd.product.p1.retire", "{}").await.ok();
+    factory.send("cmd.stock.s1@main.adjust", r#"{"on_hand": 100, "reason": "stocktake"}"#).await.ok();
+
+    assert_views_equal_fold(&factory).await;
+}
+
+#[tokio::test]
+async fn a_projector_killed_mid_stream_restarts_without_applying_anything_twice() {
+    // Arrange: command services in this process, the projector in its own
+    let mut factory = Factory::server_only().await;
+    factory.spawn(vec![ServiceName::Catalog, ServiceName::Stock, ServiceName::Production], |_| {}).await;
+    let factory = Arc::new(factory);
+    let projector = factory.run_process(&["projector"]);
+
+    // Act: kill it (SIGKILL) while a workload runs, then start another
+    let load = tokio::spawn({
+        let factory = Arc::clone(&factory);
+        async move { workload(&factory, 6, 8).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(projector);
+    load.await.unwrap();
+    let _restarted = factory.run_process(&["projector"]);
+
+    // Assert: same as a fold; every document's seq is its aggregate's last event
+    assert_views_equal_fold(&factory).await;
+}
+
+#[tokio::test]
+async fn a_rebuild_under_load_switches_without_failed_queries_and_matches_a_fresh_fold() {
+    // Arrange
+    let factory = Arc::new(Factory::start().await);
+    workload(&factory, 4, 4).await;
+    caught_up(&factory).await;
+    let writing = Arc::new(AtomicBool::new(true));
+    let writer = tokio::spawn({
+        let (factory, writing) = (Arc::clone(&factory), Arc::clone(&writing));
+        async move {
+            let mut i = 0;
+            while writing.load(Ordering::Relaxed) {
+                factory.send(&format!("cmd.stock.s{}@main.receive", i % 5), r#"{"qty": 1}"#).await.ok();
+                i += 1;
+            }
+            i
+        }
+    });
+    let reader = tokio::spawn({
+        let (factory, writing) = (Arc::clone(&factory), Arc::clone(&writing));
+        async move {
+            let mut answered = 0;
+            while writing.load(Ordering::Relaxed) {
+                let doc = factory.query("qry.stock.s0@main", "").await;
+                assert!(doc.error_code().is_none(), "a query failed during the rebuild: {doc:?}");
+                let page = factory.query("qry.stock", r#"{"prefix": "s"}"#).await;
+                assert!(page.error_code().is_none(), "a listing failed during the rebuild: {page:?}");
+                answered += 1;
+            }
+            answered
+        }
+    });
+
+    // Act
+    let started = factory.query("projector.rebuild.stock", "").await;
+    assert_eq!(started.ok()["version"], 2);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = factory.query("projector.status", "").await;
+        let stock = status.ok()["views"].as_array().unwrap().iter().find(|v| v["view"] == "stock").unwrap().clone();
+        if stock["version"] == 2 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no switch: {stock}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    writing.store(false, Ordering::Relaxed);
+    let written = writer.await.unwrap();
+    let answered = reader.await.unwrap();
+
+    // Assert
+    assert!(written > 0 && answered > 0, "load ran during the rebuild: {written} commands, {answered} queries");
+    assert_views_equal_fold(&factory).await;
+    let js = async_nats::jetstream::new(factory.client.clone());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while js.get_key_value("view_stock_v1").await.is_ok() {
+        assert!(std::time::Instant::now() < deadline, "the old version was not removed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(js.get_key_value("view_stock_v2").await.is_ok());
+}
+
+#[tokio::test]
+async fn a_poison_event_parks_only_its_aggregate_and_stays_visible() {
+    // Arrange: a stock event another client wrote badly, then good events for it and another
+    let factory = Factory::start().await;
+    factory.send("cmd.stock.good@main.receive", r#"{"qty": 1}"#).await.ok();
+    let js = async_nats::jetstream::new(factory.client.clone());
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("ce-type", "factory.stock.StockReceived");
+    headers.insert("ce-schemaversion", "2");
+    headers.insert("ce-commandid", "foreign-1");
+    js.publish_with_headers("evt.stock.bad@main", headers, r#"{"qty": "lots"}"#.into()).await.unwrap().await.unwrap();
+
+    // Act: a good event behind the bad one (published raw too: the command service itself
+    // refuses to work on a history it cannot read)
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("ce-type", "factory.stock.StockReceived");
+    headers.insert("ce-schemaversion", "2");
+    headers.insert("ce-commandid", "foreign-2");
+    js.publish_with_headers("evt.stock.bad@main", headers, r#"{"qty": 5, "source": "x"}"#.into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let refused = factory.send("cmd.stock.bad@main.receive", r#"{"qty": 5}"#).await;
+    assert_eq!(refused.code(), "internal", "the write side does not act on an unreadable history");
+    let last = factory.send("cmd.stock.good@main.receive", r#"{"qty": 2}"#).await;
+    let seq = last.ok()["stream_seq"].as_u64().unwrap().to_string();
+    let good = factory.query_with("qry.stock.good@main", "", &[("Min-Seq", &seq)]).await;
+
+    // Assert: the other aggregate flows; this one waits, visibly
+    assert_eq!(good.ok()["on_hand"], 3);
+    let bad = factory.query("qry.stock.bad@main", "").await;
+    assert_eq!(bad.code(), "not_found", "nothing of bad@main applied: {bad:?}");
+    let status = factory.query("projector.status", "").await;
+    let views = status.ok()["views"].as_array().unwrap().clone();
+    let parked = |name: &str| views.iter().find(|v| v["view"] == name).unwrap()["parked"].as_u64().unwrap();
+    assert_eq!((parked("stock"), parked("warehouse")), (2, 2), "the poison event and the one behind it");
+    assert_eq!(parked("orders"), 0);
+    let retry = factory.query("projector.retry.stock", "").await;
+    assert_eq!(
+        (retry.ok()["applied"].as_u64(), retry.ok()["still_parked"].as_u64()),
+        (Some(0), Some(2)),
+        "still undecodable, still parked"
+    );
+    let docs = all_docs(&factory, "stock").await;
+    assert!(docs.contains_key("good@main") && !docs.contains_key("bad@main"));
+}

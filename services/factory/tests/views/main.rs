@@ -1,0 +1,7 @@
+//! The read side end to end: views against a fold of the event log, crash and restart,
+//! rebuild under load, parked events, read-your-writes, queries.
+
+mod fold;
+mod lifecycle;
+mod queries;
+mod support;

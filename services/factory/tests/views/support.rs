@@ -1,0 +1,137 @@
+//! A running factory (all command services) on a test nats-server, and a NATS client to
+//! talk to it like any user would.
+
+use std::time::Duration;
+
+use async_nats::{Client, HeaderMap};
+use factory::app::{App, AppConfig, ServiceName};
+use factory_runtime::Shutdown;
+use jetsource_testkit::NatsServer;
+use serde_json::Value;
+
+pub struct Factory {
+    pub server: NatsServer,
+    pub client: Client,
+    apps: Vec<Shutdown>,
+}
+
+/// A process this test started (`factory run ...`), killed when dropped.
+pub struct Process(pub std::process::Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A reply as a client sees it.
+#[derive(Debug)]
+pub struct Reply {
+    pub headers: Option<HeaderMap>,
+    pub body: Value,
+}
+
+impl Reply {
+    /// The `Nats-Service-Error-Code` header, if it is an error.
+    pub fn error_code(&self) -> Option<u16> {
+        self.header("Nats-Service-Error-Code").and_then(|v| v.parse().ok())
+    }
+
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers.as_ref().and_then(|h| h.get(name)).map(|v| v.as_str().to_owned())
+    }
+
+    /// The `code` of an error body.
+    pub fn code(&self) -> &str {
+        self.body["code"].as_str().unwrap_or("")
+    }
+
+    #[track_caller]
+    pub fn ok(&self) -> &Value {
+        assert!(self.error_code().is_none(), "expected success, got {self:?}");
+        &self.body
+    }
+}
+
+impl Factory {
+    /// A server and one process running every command service.
+    pub async fn start() -> Self {
+        let mut factory = Self::server_only().await;
+        factory.spawn(ServiceName::ALL.to_vec(), |_| {}).await;
+        factory
+    }
+
+    /// A server with nothing running yet.
+    pub async fn server_only() -> Self {
+        let server = NatsServer::start();
+        let client = async_nats::connect(server.url()).await.expect("connect");
+        Self { server, client, apps: Vec::new() }
+    }
+
+    /// Starts one more process with `services`; `tune` may change its config.
+    pub async fn spawn(&mut self, services: Vec<ServiceName>, tune: impl FnOnce(&mut AppConfig)) {
+        let mut config = AppConfig::new(self.server.url(), services);
+        tune(&mut config);
+        let app = App::build(config).await.expect("app builds");
+        let shutdown = Shutdown::new();
+        tokio::spawn(app.run_until_stopped(shutdown.clone()));
+        self.apps.push(shutdown);
+    }
+
+    /// Starts `factory run <services>` as a separate process against this server.
+    pub fn run_process(&self, services: &[&str]) -> Process {
+        let port = jetsource::server::free_port().unwrap();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_factory"))
+            .arg("run")
+            .args(services)
+            .args(["--nats-url", &self.server.url(), "--http", &format!("127.0.0.1:{port}"), "--log", "warn"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("factory binary");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while jetsource::server::http_status(port, "/readyz") != Some(200) {
+            assert!(std::time::Instant::now() < deadline, "factory run did not become ready");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Process(child)
+    }
+
+    /// Sends a command and returns the reply.
+    pub async fn send(&self, subject: &str, body: &str) -> Reply {
+        self.send_with(subject, body, &[]).await
+    }
+
+    /// Sends a command with headers.
+    pub async fn send_with(&self, subject: &str, body: &str, headers: &[(&str, &str)]) -> Reply {
+        let mut map = HeaderMap::new();
+        for (k, v) in headers {
+            map.insert(*k, *v);
+        }
+        let request = self.client.request_with_headers(subject.to_owned(), map, body.to_owned().into());
+        let message = tokio::time::timeout(Duration::from_secs(10), request)
+            .await
+            .expect("no reply within 10 s")
+            .expect("request");
+        let body = serde_json::from_slice(&message.payload).unwrap_or(Value::Null);
+        Reply { headers: message.headers, body }
+    }
+
+    /// Sends a query and returns the reply.
+    pub async fn query(&self, subject: &str, body: &str) -> Reply {
+        self.send_with(subject, body, &[]).await
+    }
+
+    /// Sends a query with headers.
+    pub async fn query_with(&self, subject: &str, body: &str, headers: &[(&str, &str)]) -> Reply {
+        self.send_with(subject, body, headers).await
+    }
+}
+
+impl Drop for Factory {
+    fn drop(&mut self) {
+        for app in &self.apps {
+            app.trigger();
+        }
+    }
+}

@@ -1,0 +1,203 @@
+//! The NATS endpoints of the projector: queries (`qry.<view>.<key>`, `qry.<view>` with
+//! `{"prefix", "limit", "after"}`, header `Min-Seq`) and operations (`projector.status`,
+//! `projector.rebuild.<view>`, `projector.retry.<view>`).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::header::HeaderName;
+use async_nats::{HeaderMap, Message, Subscriber};
+use bytes::Bytes;
+use factory_domain::command::parse_body;
+use factory_runtime::micro::Endpoint;
+use factory_runtime::reply::ErrorBody;
+use futures::StreamExt;
+use futures::stream::FuturesOrdered;
+use jetsource::ErrorCode;
+use jetsource::projection::{ProjectionError, ViewHandle};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::kinds;
+use crate::service::Projector;
+
+/// Request header: answer only once the view reflects this stream sequence.
+pub const MIN_SEQ: &str = "Min-Seq";
+const MIN_SEQ_NAME: HeaderName = HeaderName::from_static(MIN_SEQ);
+
+/// Largest page of a listing.
+const MAX_LIMIT: usize = 1000;
+
+pub(crate) async fn subscribe(projector: &Projector) -> Result<(), ProjectionError> {
+    let micro = projector.micro();
+    let fail = |e: async_nats::SubscribeError| ProjectionError::Unavailable { view: "*".into(), reason: e.to_string() };
+    let (queries, query_stats) = micro.endpoint("query", "qry.>", "views").await.map_err(fail)?;
+    let (admin, admin_stats) = micro.endpoint("admin", "projector.>", "projector").await.map_err(fail)?;
+    projector.keep_endpoint(queries, query_stats);
+    projector.keep_endpoint(admin, admin_stats);
+    Ok(())
+}
+
+pub(crate) async fn serve(projector: Projector, endpoints: Vec<(Subscriber, Arc<Endpoint>)>) {
+    let mut requests = futures::stream::select_all(
+        endpoints.into_iter().map(|(subscriber, stats)| subscriber.map(move |m| (m, Arc::clone(&stats)))),
+    );
+    while let Some((message, stats)) = requests.next().await {
+        let projector = projector.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let result = if message.subject.starts_with("qry.") {
+                query(&projector, &message).await
+            } else {
+                admin(&projector, &message).await
+            };
+            stats.record(started.elapsed(), result.as_ref().err().map(|e| (e.status(), e.message.as_str())));
+            respond(&projector, &message, result).await;
+        });
+    }
+}
+
+async fn respond(projector: &Projector, message: &Message, result: Result<Value, ErrorBody>) {
+    let Some(reply) = message.reply.clone() else { return };
+    let (headers, body) = match result {
+        Ok(value) => (HeaderMap::new(), Bytes::from(serde_json::to_vec(&value).unwrap_or_default())),
+        Err(error) => error.to_message(),
+    };
+    let client = &projector.inner.client;
+    let sent = if headers.is_empty() {
+        client.publish(reply, body).await
+    } else {
+        client.publish_with_headers(reply, headers, body).await
+    };
+    if let Err(e) = sent {
+        tracing::warn!(service = "projector", error = %e, "cannot answer");
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListRequest {
+    #[serde(default)]
+    prefix: String,
+    #[serde(default)]
+    limit: Option<usize>,
+    #[serde(default)]
+    after: Option<String>,
+}
+
+async fn query(projector: &Projector, message: &Message) -> Result<Value, ErrorBody> {
+    let mut parts = message.subject.splitn(3, '.').skip(1);
+    let view = parts.next().unwrap_or_default();
+    let key = parts.next();
+    let kind = projector.kind(view).ok_or_else(|| {
+        ErrorBody::new(
+            ErrorCode::NotFound,
+            format!("unknown view {view:?}; views: {}", projector.view_names().join(", ")),
+        )
+    })?;
+    let min_seq = message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(MIN_SEQ_NAME))
+        .map(|v| {
+            v.as_str().trim().parse::<u64>().map_err(|_| {
+                ErrorBody::new(ErrorCode::Invalid, format!("{MIN_SEQ} {:?} is not a stream sequence", v.as_str()))
+            })
+        })
+        .transpose()?;
+    let handle = wait_for(projector, view, min_seq).await?;
+    let unavailable = |e: ProjectionError| ErrorBody::new(ErrorCode::Unavailable, e.to_string());
+    match key {
+        Some(natural) => {
+            let key = kind
+                .key(natural)
+                .map_err(|e| ErrorBody::new(ErrorCode::Invalid, format!("invalid {view} key: {e}")))?;
+            match handle.get(&key).await.map_err(unavailable)? {
+                Some(doc) => Ok(doc),
+                None => Err(ErrorBody::new(ErrorCode::NotFound, format!("no {view} document {natural:?}"))),
+            }
+        }
+        None => {
+            let request: ListRequest =
+                parse_body(&message.payload).map_err(|e| ErrorBody::new(ErrorCode::Invalid, e.to_string()))?;
+            let limit = request.limit.unwrap_or(100);
+            if !(1..=MAX_LIMIT).contains(&limit) {
+                return Err(ErrorBody::new(ErrorCode::Invalid, format!("limit must be 1 to {MAX_LIMIT}, not {limit}")));
+            }
+            let prefix = kinds::prefix(kind.as_ref(), &request.prefix);
+            let (keys, next) = handle.keys(&prefix, request.after.as_deref(), limit);
+            let mut docs: FuturesOrdered<_> = keys.iter().map(|k| handle.get(k)).collect();
+            let mut items = Vec::with_capacity(keys.len());
+            while let Some(doc) = docs.next().await {
+                if let Some(doc) = doc.map_err(unavailable)? {
+                    items.push(doc);
+                }
+            }
+            Ok(json!({ "items": items, "next": next }))
+        }
+    }
+}
+
+/// The active version of `view`, once it reflects `min_seq` (following a switch of versions
+/// while waiting).
+async fn wait_for(projector: &Projector, view: &str, min_seq: Option<u64>) -> Result<ViewHandle, ErrorBody> {
+    let missing = || ErrorBody::new(ErrorCode::Unavailable, format!("view {view} is not running"));
+    let Some(min_seq) = min_seq else { return projector.view(view).ok_or_else(missing) };
+    let deadline = Instant::now() + projector.inner.config.consistency_wait;
+    loop {
+        let handle = projector.view(view).ok_or_else(missing)?;
+        if handle.wait_applied(min_seq, Duration::from_millis(50)).await {
+            return Ok(handle);
+        }
+        if Instant::now() >= deadline {
+            return Err(ErrorBody::new(
+                ErrorCode::ConsistencyTimeout,
+                format!("view {view} reflects stream seq {}, not yet {min_seq}", handle.applied()),
+            )
+            .with("applied_seq", handle.applied()));
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RetryRequest {
+    #[serde(default)]
+    subject: Option<String>,
+}
+
+async fn admin(projector: &Projector, message: &Message) -> Result<Value, ErrorBody> {
+    let mut parts = message.subject.splitn(3, '.').skip(1);
+    let (verb, view) = (parts.next().unwrap_or_default(), parts.next());
+    let unavailable = |e: ProjectionError| ErrorBody::new(ErrorCode::Unavailable, e.to_string());
+    let known = |view: Option<&str>| -> Result<String, ErrorBody> {
+        let view = view.unwrap_or_default();
+        projector.kind(view).map(|k| k.name().to_owned()).ok_or_else(|| {
+            ErrorBody::new(
+                ErrorCode::NotFound,
+                format!("unknown view {view:?}; views: {}", projector.view_names().join(", ")),
+            )
+        })
+    };
+    match verb {
+        "status" => Ok(projector.status().await),
+        "rebuild" => {
+            let view = known(view)?;
+            let version = projector.rebuild(&view).await.map_err(unavailable)?;
+            Ok(json!({ "view": view, "version": version, "state": "building" }))
+        }
+        "retry" => {
+            let view = known(view)?;
+            let request: RetryRequest =
+                parse_body(&message.payload).map_err(|e| ErrorBody::new(ErrorCode::Invalid, e.to_string()))?;
+            let handle =
+                projector.view(&view).ok_or_else(|| ErrorBody::new(ErrorCode::Unavailable, "view not running"))?;
+            let report = handle.retry(request.subject).await.map_err(unavailable)?;
+            Ok(json!({ "view": view, "applied": report.applied, "still_parked": report.still_parked }))
+        }
+        other => Err(ErrorBody::new(
+            ErrorCode::NotFound,
+            format!("unknown operation {other:?}; operations: status, rebuild.<view>, retry.<view>"),
+        )),
+    }
+}
