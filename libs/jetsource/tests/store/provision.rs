@@ -13,7 +13,7 @@ duplicate_window = "2m"
 deny_delete = true
 
 [[kv]]
-bucket = "views"
+bucket = "audit_views"
 history = 1
 
 [[consumer]]
