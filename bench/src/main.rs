@@ -9,6 +9,7 @@ mod commands;
 mod core;
 mod measure;
 mod model;
+mod projection;
 
 use std::time::Duration;
 
@@ -38,6 +39,9 @@ enum Suite {
     /// Command services over NATS request/reply vs raw OCC publish and a minimal responder,
     /// at concurrency 1/16/64/128; idle memory of `factory up`.
     Commands,
+    /// Projection throughput into KV vs a raw consumer of the same events; read-your-writes
+    /// wait at 1k commands/s.
+    Projection,
     /// Every suite in turn.
     All,
 }
@@ -50,9 +54,11 @@ fn main() -> anyhow::Result<()> {
         match cli.suite.unwrap_or(Suite::All) {
             Suite::Core => core::run(window).await,
             Suite::Commands => commands::run(window).await,
+            Suite::Projection => projection::run(window).await,
             Suite::All => {
                 core::run(window).await?;
-                commands::run(window).await
+                commands::run(window).await?;
+                projection::run(window).await
             }
         }
     })

@@ -125,7 +125,7 @@ async fn query(projector: &Projector, message: &Message) -> Result<Value, ErrorB
                 return Err(ErrorBody::new(ErrorCode::Invalid, format!("limit must be 1 to {MAX_LIMIT}, not {limit}")));
             }
             let prefix = kinds::prefix(kind.as_ref(), &request.prefix);
-            let (keys, next) = handle.keys(&prefix, request.after.as_deref(), limit);
+            let (keys, next) = handle.keys(&prefix, request.after.as_deref(), limit).await.map_err(unavailable)?;
             let mut docs: FuturesOrdered<_> = keys.iter().map(|k| handle.get(k)).collect();
             let mut items = Vec::with_capacity(keys.len());
             while let Some(doc) = docs.next().await {

@@ -327,6 +327,10 @@ impl Projection for CommandsView {
         Some(Duration::from_secs(25 * 3600))
     }
 
+    fn indexed(&self) -> bool {
+        false
+    }
+
     fn keys(&self, event: &EventView<'_>) -> Result<Vec<String>, String> {
         let command_id = event.command_id();
         Ok(if command_id.is_empty() { Vec::new() } else { vec![escape_kv_token(command_id)] })

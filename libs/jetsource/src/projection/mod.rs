@@ -14,6 +14,7 @@
 
 mod parked;
 pub mod registry;
+mod watch;
 mod worker;
 
 use std::time::Duration;
@@ -23,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 pub use parked::ParkedRecord;
+pub use watch::{ViewUpdate, WatchFilter};
 pub use worker::{Admin, RetryReport, ViewConfig, ViewHandle, ViewObserver, ViewWorker, delete_version};
 
 use crate::cloudevents::{self, Attributes};
@@ -43,6 +45,13 @@ pub trait Projection: Send + Sync + 'static {
     /// How long documents live (none: forever). The `commands` view keeps a day.
     fn max_age(&self) -> Option<Duration> {
         None
+    }
+
+    /// Whether the worker keeps every key in memory: listings without scans, and new keys
+    /// written without first asking the bucket. Turn it off for views with very many keys (the
+    /// `commands` view holds one per command).
+    fn indexed(&self) -> bool {
+        true
     }
 
     /// The keys (KV-safe) of the documents `event` changes; empty to ignore it.

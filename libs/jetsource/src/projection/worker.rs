@@ -98,10 +98,11 @@ pub struct RetryReport {
 /// What queries and operators need of a running view; cheap to clone.
 #[derive(Clone)]
 pub struct ViewHandle {
-    name: &'static str,
+    pub(crate) name: &'static str,
     version: u32,
-    bucket: kv::Store,
-    keys: Arc<RwLock<BTreeSet<String>>>,
+    pub(crate) bucket: kv::Store,
+    /// Every key, in order; `None` for views that are not indexed (too many keys to hold).
+    keys: Option<Arc<RwLock<BTreeSet<String>>>>,
     applied: watch::Receiver<u64>,
     parked: Arc<AtomicU64>,
     lag: Arc<AtomicU64>,
@@ -150,9 +151,37 @@ impl ViewHandle {
     }
 
     /// Keys in order, starting with `prefix`, after `after`, at most `limit`; plus the key to
-    /// continue after when there are more.
-    pub fn keys(&self, prefix: &str, after: Option<&str>, limit: usize) -> (Vec<String>, Option<String>) {
-        let keys = self.keys.read().unwrap_or_else(PoisonError::into_inner);
+    /// continue after when there are more. Views that are not indexed list their bucket's keys
+    /// (a scan: fine for occasional listings, not for hot paths).
+    ///
+    /// # Errors
+    /// When a scan cannot read the bucket.
+    pub async fn keys(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<String>, Option<String>), ProjectionError> {
+        let scanned;
+        let guard;
+        let keys: &BTreeSet<String> = match &self.keys {
+            Some(index) => {
+                guard = index.read().unwrap_or_else(PoisonError::into_inner);
+                &guard
+            }
+            None => {
+                let mut all = BTreeSet::new();
+                if let Ok(mut listing) = self.bucket.keys().await {
+                    while let Some(key) = listing.try_next().await.map_err(|e| self.unavailable(e))? {
+                        if key.starts_with(prefix) {
+                            all.insert(key);
+                        }
+                    }
+                }
+                scanned = all;
+                &scanned
+            }
+        };
         let start = match after {
             Some(after) if after >= prefix => Bound::Excluded(after.to_owned()),
             _ => Bound::Included(prefix.to_owned()),
@@ -167,7 +196,7 @@ impl ViewHandle {
             page.truncate(limit);
             page.last().cloned().unwrap_or_default()
         });
-        (page, next)
+        Ok((page, next))
     }
 
     /// Applies parked events again.
@@ -180,7 +209,7 @@ impl ViewHandle {
         answer.await.map_err(|e| self.unavailable(e))
     }
 
-    fn unavailable(&self, e: impl std::fmt::Display) -> ProjectionError {
+    pub(crate) fn unavailable(&self, e: impl std::fmt::Display) -> ProjectionError {
         ProjectionError::Unavailable { view: self.name.to_owned(), reason: e.to_string() }
     }
 }
@@ -196,6 +225,11 @@ pub struct ViewWorker<P: Projection> {
     parked_kv: kv::Store,
     consumer: PullConsumer,
     cache: HashMap<String, Stored<P::Doc>>,
+    /// Documents of a view without index taken as new without asking: they are written only
+    /// if the key is still empty, and fetched next time if it was not.
+    assumed_new: HashSet<String>,
+    /// Keys that turned out to exist after being assumed new.
+    must_fetch: HashSet<String>,
     parked: HashMap<String, ParkedRecord>,
     handle: ViewHandle,
     applied_tx: watch::Sender<u64>,
@@ -264,12 +298,17 @@ impl<P: Projection> ViewWorker<P> {
             )
             .await
             .map_err(|e| fail(&e))?;
-        let mut keys = BTreeSet::new();
-        if let Ok(mut listing) = bucket.keys().await {
-            while let Some(key) = listing.try_next().await.map_err(|e| fail(&e))? {
-                keys.insert(key);
+        let keys = if projection.indexed() {
+            let mut keys = BTreeSet::new();
+            if let Ok(mut listing) = bucket.keys().await {
+                while let Some(key) = listing.try_next().await.map_err(|e| fail(&e))? {
+                    keys.insert(key);
+                }
             }
-        }
+            Some(Arc::new(RwLock::new(keys)))
+        } else {
+            None
+        };
         let parked = load_parked(&parked_kv, name, version).await.map_err(|e| fail(&e))?;
         let mut consumer_info = consumer.clone();
         let acked = consumer_info.info().await.map(|i| i.ack_floor.stream_sequence).unwrap_or(0);
@@ -280,7 +319,7 @@ impl<P: Projection> ViewWorker<P> {
             name,
             version,
             bucket,
-            keys: Arc::new(RwLock::new(keys)),
+            keys,
             applied,
             parked: Arc::new(AtomicU64::new(parked_count)),
             lag: Arc::new(AtomicU64::new(0)),
@@ -299,6 +338,8 @@ impl<P: Projection> ViewWorker<P> {
             parked_kv,
             consumer,
             cache: HashMap::new(),
+            assumed_new: HashSet::new(),
+            must_fetch: HashSet::new(),
             parked,
             handle,
             applied_tx,
@@ -352,6 +393,7 @@ impl<P: Projection> ViewWorker<P> {
                             if let Err(e) = self.process(&batch).await {
                                 tracing::warn!(view = name, error = %e, "batch not applied; it will be redelivered");
                                 self.cache.clear();
+                                self.assumed_new.clear();
                                 for message in &batch {
                                     let _ = message.ack_with(AckKind::Nak(Some(Duration::from_millis(500)))).await;
                                 }
@@ -497,9 +539,30 @@ impl<P: Projection> ViewWorker<P> {
         self.observer.parked_count(name, count);
     }
 
-    /// Loads documents not in the cache (absent ones as defaults).
-    async fn load(&mut self, keys: HashSet<String>) -> Result<(), ProjectionError> {
+    /// Loads documents not in the cache (absent ones as defaults). Keys the index does not
+    /// know are new: this worker is the only writer of its bucket, so they are not fetched.
+    async fn load(&mut self, mut keys: HashSet<String>) -> Result<(), ProjectionError> {
         let name = self.projection.name();
+        match &self.handle.keys {
+            Some(index) => {
+                let known = index.read().unwrap_or_else(PoisonError::into_inner);
+                keys.retain(|key| {
+                    let exists = known.contains(key);
+                    if !exists {
+                        self.cache.insert(key.clone(), Stored::default());
+                    }
+                    exists
+                });
+            }
+            None => keys.retain(|key| {
+                let fetch = self.must_fetch.remove(key);
+                if !fetch {
+                    self.cache.insert(key.clone(), Stored::default());
+                    self.assumed_new.insert(key.clone());
+                }
+                fetch
+            }),
+        }
         let bucket = &self.handle.bucket;
         let mut loads: FuturesUnordered<_> = keys
             .into_iter()
@@ -529,12 +592,17 @@ impl<P: Projection> ViewWorker<P> {
         for key in &docs {
             let Some(stored) = self.cache.get(key) else { continue };
             let bytes = serde_json::to_vec(stored).map_err(|e| unavailable(name, e))?;
+            let mut publish = async_nats::jetstream::message::PublishMessage::build().payload(bytes.into());
+            if self.assumed_new.remove(key) {
+                publish = publish.expected_last_subject_sequence(0);
+            }
             let ack = self
                 .js
-                .publish(format!("{}{key}", self.bucket_prefix), bytes.into())
+                .send_publish(format!("{}{key}", self.bucket_prefix), publish)
                 .await
                 .map_err(|e| unavailable(name, e))?;
-            acks.push(ack.into_future());
+            let key = key.clone();
+            acks.push(ack.into_future().map(move |result| (key, result)));
         }
         for subject in &parked {
             let key = parked::key(name, self.version, subject);
@@ -548,12 +616,23 @@ impl<P: Projection> ViewWorker<P> {
                 }
             }
         }
-        while let Some(ack) = acks.next().await {
-            ack.map_err(|e| unavailable(name, e))?;
+        let mut failed = None;
+        while let Some((key, ack)) = acks.next().await {
+            match ack {
+                Ok(_) => {}
+                Err(e) if e.kind() == async_nats::jetstream::context::PublishErrorKind::WrongLastSequence => {
+                    // Assumed new, but it exists: fetch it when the batch comes again.
+                    self.must_fetch.insert(key);
+                    failed = Some(unavailable(name, "a document assumed new already existed; reapplying"));
+                }
+                Err(e) => failed = Some(unavailable(name, e)),
+            }
         }
-        if !docs.is_empty() {
-            let mut keys = self.handle.keys.write().unwrap_or_else(PoisonError::into_inner);
-            keys.extend(docs);
+        if let Some(error) = failed {
+            return Err(error);
+        }
+        if let Some(index) = self.handle.keys.as_ref().filter(|_| !docs.is_empty()) {
+            index.write().unwrap_or_else(PoisonError::into_inner).extend(docs);
         }
         Ok(())
     }

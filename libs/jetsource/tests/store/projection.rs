@@ -116,3 +116,96 @@ async fn redelivered_events_are_no_ops_thanks_to_the_seq_in_each_document() {
     assert_eq!((again["received"].as_u64(), again["events"].as_u64()), (Some(155), Some(11)));
     assert_eq!(again["seq"].as_u64(), Some(more.stream_seq));
 }
+
+/// The same tally, without a key index: new keys are assumed absent and written only if so.
+#[derive(Default)]
+struct Unindexed;
+
+impl Projection for Unindexed {
+    type Doc = TallyDoc;
+    fn name(&self) -> &'static str {
+        "unindexed"
+    }
+    fn subjects(&self) -> Vec<String> {
+        vec!["evt.bin.>".into()]
+    }
+    fn indexed(&self) -> bool {
+        false
+    }
+    fn keys(&self, event: &EventView<'_>) -> Result<Vec<String>, String> {
+        Tally.keys(event)
+    }
+    fn apply(&self, event: &EventView<'_>, key: &str, doc: &mut TallyDoc) -> Result<(), String> {
+        if event.aggregate_id == "flaky" {
+            return Ok(());
+        }
+        Tally.apply(event, key, doc)
+    }
+}
+
+#[tokio::test]
+async fn a_view_without_index_never_overwrites_a_document_it_assumed_new() {
+    // Arrange: a first run writes the document, a second starts with nothing in memory
+    let env = Env::start().await;
+    let repo = env.repository(RepositoryConfig::default());
+    let open = || ViewWorker::open(env.client.clone(), Arc::new(Unindexed), 1, ViewConfig::default(), None);
+    let first = open().await.unwrap();
+    let handle = first.handle();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(first.run(async move {
+        let _ = stopped.await;
+    }));
+    let one = repo.execute(&id("kept"), BinCommand::Receive { qty: 1 }, &CommandContext::new()).await.unwrap();
+    assert!(handle.wait_applied(one.stream_seq, Duration::from_secs(10)).await);
+    let _ = stop.send(());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    // Act
+    let second = open().await.unwrap();
+    let handle = second.handle();
+    tokio::spawn(second.run(std::future::pending()));
+    let two = repo.execute(&id("kept"), BinCommand::Receive { qty: 2 }, &CommandContext::new()).await.unwrap();
+
+    // Assert: the stored document was found and extended, not replaced
+    assert!(handle.wait_applied(two.stream_seq, Duration::from_secs(10)).await);
+    let kept = doc(&handle, "kept").await.unwrap();
+    assert_eq!((kept["received"].as_u64(), kept["events"].as_u64()), (Some(3), Some(2)));
+}
+
+type Updates = dyn futures::Stream<Item = Result<jetsource::projection::ViewUpdate, jetsource::projection::ProjectionError>>
+    + Unpin
+    + Send;
+
+async fn next(updates: &mut Updates) -> jetsource::projection::ViewUpdate {
+    use futures::StreamExt;
+    tokio::time::timeout(Duration::from_secs(10), updates.next()).await.unwrap().unwrap().unwrap()
+}
+
+#[tokio::test]
+async fn a_watch_sees_each_change_and_resumes_after_the_revision_it_last_saw() {
+    use jetsource::projection::WatchFilter;
+
+    // Arrange
+    let env = Env::start().await;
+    let repo = env.repository(RepositoryConfig::default());
+    let (handle, _stop) = start_worker(&env).await;
+    let first = repo.execute(&id("w1"), BinCommand::Receive { qty: 1 }, &CommandContext::new()).await.unwrap();
+    assert!(handle.wait_applied(first.stream_seq, Duration::from_secs(10)).await);
+    let mut updates = Box::pin(handle.watch(WatchFilter::Key("w1".into()), None).await.unwrap());
+
+    // Act / Assert: the current document first, then each change as it is applied
+    let current = next(&mut updates).await;
+    assert_eq!(current.doc.unwrap()["received"], 1);
+    repo.execute(&id("other"), BinCommand::Receive { qty: 7 }, &CommandContext::new()).await.unwrap();
+    repo.execute(&id("w1"), BinCommand::Receive { qty: 2 }, &CommandContext::new()).await.unwrap();
+    let changed = next(&mut updates).await;
+    assert_eq!(changed.doc.unwrap()["received"], 3, "only w1's changes");
+
+    // a new watch resuming after the first revision starts with the change, not the past
+    let mut resumed = Box::pin(handle.watch(WatchFilter::Key("w1".into()), Some(current.revision)).await.unwrap());
+    assert_eq!(next(&mut resumed).await.revision, changed.revision);
+
+    // a prefix watch sees every matching key
+    let mut all = Box::pin(handle.watch(WatchFilter::Prefix("w".into()), None).await.unwrap());
+    assert_eq!(next(&mut all).await.key, "w1");
+}
