@@ -154,10 +154,15 @@ pub fn validate_command_id(id: &str) -> Result<(), String> {
     if id.len() > MAX_COMMAND_ID_LEN {
         return Err(format!("command id is {} bytes long; the limit is {MAX_COMMAND_ID_LEN}", id.len()));
     }
-    match id.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':' | '@' | '='))) {
-        Some(c) => Err(format!("command id contains {c:?}; allowed are A-Z a-z 0-9 - _ . : @ =")),
-        None => Ok(()),
+    if let Some(c) = id.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':' | '@' | '=')))
+    {
+        return Err(format!("command id contains {c:?}; allowed are A-Z a-z 0-9 - _ . : @ ="));
     }
+    // Ids travel in subjects (`qry.commands.<id>`), where a dot separates tokens.
+    if id.starts_with('.') || id.ends_with('.') || id.contains("..") {
+        return Err("command id cannot start or end with a dot, or hold two in a row".into());
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -197,6 +202,10 @@ mod tests {
         assert!(validate_command_id("saga:evt-12:0").is_ok());
         assert!(validate_command_id("").is_err());
         assert!(validate_command_id("a b").is_err());
+        assert!(validate_command_id("a.b").is_ok());
+        for bad in [".", ".a", "a.", "a..b"] {
+            assert!(validate_command_id(bad).is_err(), "{bad}");
+        }
         assert!(validate_command_id(&"k".repeat(129)).is_err());
     }
 }

@@ -94,6 +94,8 @@ impl Telemetry {
             .or_else(|| std::env::var("FACTORY_LOG").ok())
             .or_else(|| std::env::var("RUST_LOG").ok())
             .unwrap_or_else(|| "info".to_owned());
+        // The log filter governs the JSON lines only; spans (which carry the trace ids into
+        // replies, events and logs) are kept at INFO and above whatever the log level.
         let filter = EnvFilter::try_new(format!("{filter},async_nats=warn,hyper=warn,warp=warn"))
             .map_err(|e| TelemetryError::Filter(e.to_string()))?;
         // The OTel layer sees spans and warnings/errors only (these mark the span as failed);
@@ -103,13 +105,15 @@ impl Telemetry {
             .with_threads(false)
             .with_tracked_inactivity(false)
             .with_location(false)
-            .with_filter(filter_fn(|meta| meta.is_span() || *meta.level() <= Level::WARN));
+            .with_filter(filter_fn(|meta| *meta.level() <= if meta.is_span() { Level::INFO } else { Level::WARN }));
         let stdout = tracing_subscriber::fmt::layer()
             .event_format(JsonLines { service: config.service.clone(), instance: config.instance.clone() })
-            .with_writer(std::io::stdout);
+            .with_writer(std::io::stdout)
+            .with_filter(filter);
+        // Every layer is filtered, so callsites no layer wants (debug events of dependencies)
+        // stay disabled and cost nothing.
         tracing_subscriber::registry()
-            .with(filter)
-            .with(ServiceFields)
+            .with(ServiceFields.with_filter(filter_fn(|meta| meta.is_span() && *meta.level() <= Level::INFO)))
             .with(otel)
             .with(stdout)
             .try_init()

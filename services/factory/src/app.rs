@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use async_nats::Client;
 use factory_commands::{CommandConfig, Deps, ServiceKind};
+use factory_gateway::{Gateway, GatewayConfig};
 use factory_projector::{Projector, ProjectorConfig};
 use factory_runtime::Shutdown;
 use factory_runtime::health::{self, Readiness};
@@ -25,12 +26,19 @@ pub enum ServiceName {
     Production,
     /// Views and queries (`qry.*`), rebuilds and parked events (`projector.*`).
     Projector,
+    /// The HTTP edge (on `--http`): commands, views, aggregates, status, auth.
+    Gateway,
 }
 
 impl ServiceName {
     /// Every service, in start order.
-    pub const ALL: [ServiceName; 4] =
-        [ServiceName::Catalog, ServiceName::Stock, ServiceName::Production, ServiceName::Projector];
+    pub const ALL: [ServiceName; 5] = [
+        ServiceName::Catalog,
+        ServiceName::Stock,
+        ServiceName::Production,
+        ServiceName::Projector,
+        ServiceName::Gateway,
+    ];
 
     /// Its name.
     pub fn as_str(self) -> &'static str {
@@ -39,6 +47,7 @@ impl ServiceName {
             ServiceName::Stock => "stock",
             ServiceName::Production => "production",
             ServiceName::Projector => "projector",
+            ServiceName::Gateway => "gateway",
         }
     }
 
@@ -47,7 +56,7 @@ impl ServiceName {
             ServiceName::Catalog => Some(ServiceKind::Catalog),
             ServiceName::Stock => Some(ServiceKind::Stock),
             ServiceName::Production => Some(ServiceKind::Production),
-            ServiceName::Projector => None,
+            ServiceName::Projector | ServiceName::Gateway => None,
         }
     }
 }
@@ -71,6 +80,8 @@ pub struct AppConfig {
     pub commands: CommandConfig,
     /// How the projector runs.
     pub projector: ProjectorConfig,
+    /// The gateway's limits and authentication (its address is `http`).
+    pub gateway: GatewayConfig,
 }
 
 impl AppConfig {
@@ -85,6 +96,7 @@ impl AppConfig {
             topology: Topology::parse(crate::TOPOLOGY).unwrap_or_default(),
             commands: CommandConfig::default(),
             projector: ProjectorConfig::default(),
+            gateway: GatewayConfig::default(),
         }
     }
 }
@@ -97,6 +109,7 @@ pub struct App {
     services: Vec<factory_commands::RunningService>,
     router: Option<factory_commands::router::Router>,
     projector: Option<Projector>,
+    gateway: Option<Arc<Gateway>>,
     local: Vec<&'static str>,
     http: Option<SocketAddr>,
     provisioned: Option<Report>,
@@ -148,10 +161,30 @@ impl App {
         } else {
             None
         };
+        let gateway = match (config.services.contains(&ServiceName::Gateway), config.http) {
+            (true, Some(addr)) => {
+                let gateway_config = GatewayConfig { addr, ..config.gateway.clone() };
+                local.push("gateway");
+                Some(Gateway::new(client.clone(), gateway_config, Arc::clone(&metrics), readiness.clone())?)
+            }
+            (true, None) => anyhow::bail!("the gateway needs an HTTP address (--http)"),
+            _ => None,
+        };
         // A round trip on this connection: once the server answers it has processed every
         // subscription sent before, so nobody is told we are up before we can be reached.
         async_nats::jetstream::new(client.clone()).query_account().await.context("JetStream does not answer")?;
-        Ok(Self { client, metrics, readiness, services, router, projector, local, http: config.http, provisioned })
+        Ok(Self {
+            client,
+            metrics,
+            readiness,
+            services,
+            router,
+            projector,
+            gateway,
+            local,
+            http: config.http,
+            provisioned,
+        })
     }
 
     /// The provisioning report, when the app provisioned.
@@ -181,8 +214,15 @@ impl App {
     /// When the HTTP address cannot be bound.
     pub async fn serve(self, shutdown: Shutdown, on_bound: impl FnOnce(Option<SocketAddr>)) -> anyhow::Result<()> {
         let mut tasks = tokio::task::JoinSet::new();
-        let http = match self.http {
-            Some(addr) => {
+        let http = match (self.http, self.gateway) {
+            (Some(_), Some(gateway)) => {
+                let (bound, server) = gateway.serve(shutdown.clone()).await?;
+                tasks.spawn(async move {
+                    let _ = server.await;
+                });
+                Some(bound)
+            }
+            (Some(addr), None) => {
                 let (bound, server) = health::serve_operational(
                     addr,
                     self.readiness.clone(),
@@ -196,7 +236,7 @@ impl App {
                 });
                 Some(bound)
             }
-            None => None,
+            (None, _) => None,
         };
         on_bound(http);
         if let Some(router) = self.router {

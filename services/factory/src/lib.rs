@@ -8,7 +8,6 @@
 //! ## Layout
 //! - [`app`]: assembling the services of one process, serving until shutdown.
 //! - [`managed`]: the managed local nats-server of `factory up`.
-//! - [`inspect`]: reading an aggregate from the event store (`factory inspect`).
 //!
 //! ## Example
 //! ```no_run
@@ -26,7 +25,6 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod app;
-pub mod inspect;
 pub mod managed;
 
 /// The declared topology shipped with the binary (`nats/topology.toml`).

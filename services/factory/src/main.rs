@@ -7,9 +7,9 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use factory::app::{App, AppConfig, ServiceName};
-use factory::inspect::{InspectRequest, inspect};
 use factory::managed::ManagedServer;
 use factory_domain::AggregateKind;
+use factory_gateway::aggregates::{InspectRequest, inspect};
 use factory_runtime::Shutdown;
 use jetsource::topology::{ProvisionOptions, Topology, provision};
 use jetsource::{EventStore, StoreConfig, Until};
@@ -157,7 +157,9 @@ struct UpArgs {
     /// Monitoring port of the managed server.
     #[arg(long, env = "FACTORY_NATS_MONITOR_PORT", default_value_t = 8222)]
     nats_monitor_port: u16,
-    /// HTTP address for /healthz, /readyz and /metrics.
+    /// HTTP address of the gateway (API, /status, /healthz, /readyz, /metrics). Beyond
+    /// loopback it needs authentication: FACTORY_JWT_HS256_SECRET, FACTORY_JWT_PUBLIC_KEY_FILE
+    /// or FACTORY_API_KEYS (name:role:key,...).
     #[arg(long, env = "FACTORY_HTTP_ADDR", default_value = "127.0.0.1:8080")]
     http: SocketAddr,
 }
@@ -169,7 +171,7 @@ struct RunArgs {
     services: Vec<ServiceName>,
     #[command(flatten)]
     nats: NatsArgs,
-    /// HTTP address for /healthz, /readyz and /metrics.
+    /// HTTP address: the gateway's API, or /healthz, /readyz and /metrics for other services.
     #[arg(long, env = "FACTORY_HTTP_ADDR", default_value = "127.0.0.1:8080")]
     http: SocketAddr,
     /// Replicas of streams and buckets provisioned at start (1 dev, 3 prod).
@@ -265,6 +267,7 @@ async fn up(args: UpArgs, log: Option<String>) -> anyhow::Result<()> {
     shutdown.on_signals();
     let mut config = AppConfig::new(&url, ServiceName::ALL.to_vec());
     config.http = Some(args.http);
+    config.gateway.auth = factory_gateway::AuthConfig::from_env().map_err(anyhow::Error::msg)?;
     let result = match App::build(config).await {
         Ok(app) => {
             let nats = match &managed {
@@ -286,7 +289,9 @@ async fn up(args: UpArgs, log: Option<String>) -> anyhow::Result<()> {
                     "  services  {services}: cmd.<product|stock|order>.<id>.<command>, $SRV discovery; router on cmd.>"
                 );
                 if let Some(http) = http {
-                    println!("  HTTP      http://{http}  (/healthz /readyz /metrics)");
+                    println!(
+                        "  HTTP      http://{http}  (API /v1/..., /status, /openapi.json, /healthz /readyz /metrics)"
+                    );
                 }
                 println!("Ctrl-C stops everything.");
             })
@@ -308,6 +313,7 @@ async fn run_services(args: RunArgs, log: Option<String>) -> anyhow::Result<()> 
     shutdown.on_signals();
     let mut config = AppConfig::new(&args.nats.nats_url, args.services.clone());
     config.http = Some(args.http);
+    config.gateway.auth = factory_gateway::AuthConfig::from_env().map_err(anyhow::Error::msg)?;
     config.provision = !args.no_provision;
     config.replicas = args.replicas;
     let result = match App::build(config).await {

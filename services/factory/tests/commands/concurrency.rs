@@ -35,13 +35,13 @@ async fn fifty_concurrent_reservations_for_room_for_ten_grant_exactly_ten() {
     // Assert: the replies and the state agree
     assert_eq!((granted, refused), (10, 40));
     let store = jetsource::EventStore::new(factory.client.clone(), Default::default());
-    let request = factory::inspect::InspectRequest {
+    let request = factory_gateway::aggregates::InspectRequest {
         kind: factory_domain::AggregateKind::Stock,
         id: jetsource::AggregateId::new("bolt@main").unwrap(),
         until: jetsource::Until::End,
         events: false,
     };
-    let stock = factory::inspect::inspect(&store, &request).await.unwrap();
+    let stock = factory_gateway::aggregates::inspect(&store, &request).await.unwrap();
     assert_eq!(stock["state"]["reservations"].as_object().unwrap().len(), 10);
     assert_eq!(stock["version"], 11);
 }

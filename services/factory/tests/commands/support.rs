@@ -48,7 +48,7 @@ impl Factory {
     /// A server and one process running every command service.
     pub async fn start() -> Self {
         let mut factory = Self::server_only().await;
-        factory.spawn(ServiceName::ALL.to_vec(), |_| {}).await;
+        factory.spawn(ServiceName::ALL.iter().copied().filter(|s| *s != ServiceName::Gateway).collect(), |_| {}).await;
         factory
     }
 

@@ -1,5 +1,5 @@
-//! `factory inspect`: an aggregate's authoritative state (optionally as of a version or time)
-//! and its events, read from the event store.
+//! Aggregates from the event store: authoritative state, now or as of a version or time (time
+//! travel), and history as CloudEvents. Shared by `GET /v1/aggregates/...` and `factory inspect`.
 
 use factory_domain::AggregateKind;
 use factory_domain::order::Order;
@@ -57,12 +57,15 @@ async fn inspect_as<A: Aggregate>(
     Ok(out)
 }
 
-/// A stored event in CloudEvents structured JSON (data as stored, with its schema version).
+/// A stored event in CloudEvents structured JSON (data as stored, with its schema version),
+/// with extension `recordedtime`: when the server stored it, the clock `?at=` reads.
 ///
 /// # Errors
 /// Undecodable attributes.
 pub fn structured(event: &StoredEvent) -> Result<Value, jetsource::StoreError> {
     let data = serde_json::from_slice(&event.data)
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&event.data).into_owned()));
-    Ok(event.attributes()?.to_structured(data, event.seq))
+    let mut value = event.attributes()?.to_structured(data, event.seq);
+    value["recordedtime"] = Value::String(jetsource::cloudevents::rfc3339(event.stored_at));
+    Ok(value)
 }

@@ -1,0 +1,149 @@
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use factory_gateway::auth::Role;
+use factory_gateway::config::{ApiKey, AuthConfig, JwtConfig, JwtKey, Secret};
+use ring::hmac;
+
+use crate::support::Stack;
+
+const SECRET: &str = "a-test-secret-of-at-least-32-characters";
+
+fn keys() -> Vec<ApiKey> {
+    [
+        ("viewer-bot", Role::Viewer, "viewer-key-0123456789"),
+        ("ops", Role::Operator, "operator-key-0123456789"),
+        ("root", Role::Admin, "admin-key-0123456789"),
+    ]
+    .into_iter()
+    .map(|(name, role, key)| ApiKey { name: name.into(), role, key: Secret::new(key) })
+    .collect()
+}
+
+fn b64(bytes: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn later() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp() + 600
+}
+
+fn hs256(claims: serde_json::Value) -> String {
+    let head = format!("{}.{}", b64(br#"{"alg":"HS256","typ":"JWT"}"#), b64(claims.to_string().as_bytes()));
+    let tag = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, SECRET.as_bytes()), head.as_bytes());
+    format!("{head}.{}", b64(tag.as_ref()))
+}
+
+async fn secured() -> Stack {
+    Stack::start_with(|c| {
+        c.gateway.auth = AuthConfig {
+            jwt: Some(JwtConfig { key: JwtKey::Hs256(Secret::new(SECRET)), issuer: None, audience: None }),
+            api_keys: keys(),
+        };
+    })
+    .await
+}
+
+/// Status of (read, command, admin) for the given credential header.
+async fn matrix(stack: &Stack, credential: Option<(&str, &str)>) -> (u16, u16, u16) {
+    let mut headers = vec![("content-type", "application/json")];
+    headers.extend(credential);
+    let read = stack.call("GET", "/v1/views/stock?limit=1", &headers, b"").await.status;
+    let command = stack.call("POST", "/v1/commands/stock/bolt@main/receive", &headers, br#"{"qty": 1}"#).await.status;
+    let admin = stack.call("POST", "/v1/projections/stock/retry", &headers, b"{}").await.status;
+    (read, command, admin)
+}
+
+#[tokio::test]
+async fn roles_allow_reads_commands_and_operations_in_turn() {
+    let stack = secured().await;
+    let operator_jwt =
+        format!("Bearer {}", hs256(serde_json::json!({"sub": "alice", "role": "operator", "exp": later()})));
+
+    assert_eq!(matrix(&stack, None).await, (401, 401, 401));
+    assert_eq!(matrix(&stack, Some(("x-api-key", "viewer-key-0123456789"))).await, (200, 403, 403));
+    assert_eq!(matrix(&stack, Some(("x-api-key", "operator-key-0123456789"))).await, (200, 200, 403));
+    assert_eq!(matrix(&stack, Some(("x-api-key", "admin-key-0123456789"))).await, (200, 200, 200));
+    assert_eq!(matrix(&stack, Some(("authorization", &operator_jwt))).await, (200, 200, 403));
+    assert_eq!(stack.get("/healthz").await.status, 200, "probes need no credentials");
+    assert_eq!(stack.get("/status").await.status, 401);
+}
+
+#[tokio::test]
+async fn bad_credentials_are_401_problems_and_missing_roles_403() {
+    let stack = secured().await;
+    let expired = format!("Bearer {}", hs256(serde_json::json!({"sub": "a", "role": "admin", "exp": 1})));
+    let forged =
+        format!("Bearer {}AAAA", &hs256(serde_json::json!({"sub": "a", "role": "admin", "exp": later()}))[..60]);
+
+    for (name, value, needle) in [
+        ("x-api-key", "not-a-key", "unknown API key"),
+        ("authorization", expired.as_str(), "expired"),
+        ("authorization", forged.as_str(), "invalid credentials"),
+        ("authorization", "Basic dXNlcjpwYXNz", "Bearer"),
+    ] {
+        let resp = stack.call("GET", "/v1/views/stock?limit=1", &[(name, value)], b"").await;
+        assert_eq!((resp.status, resp.code().as_str()), (401, "unauthorized"), "{value}");
+        assert_eq!(resp.header("www-authenticate"), Some("Bearer"));
+        assert!(resp.json()["detail"].as_str().unwrap().contains(needle), "{}", resp.json());
+    }
+    let viewer = stack
+        .call(
+            "POST",
+            "/v1/commands/stock/bolt@main/receive",
+            &[("x-api-key", "viewer-key-0123456789"), ("content-type", "application/json")],
+            b"{}",
+        )
+        .await;
+    assert_eq!((viewer.status, viewer.code().as_str()), (403, "forbidden"));
+}
+
+#[tokio::test]
+async fn the_authenticated_caller_is_the_actor_of_its_events() {
+    let stack = secured().await;
+    let headers = [("x-api-key", "operator-key-0123456789"), ("content-type", "application/json")];
+    stack.call("POST", "/v1/commands/stock/bolt@main/receive", &headers, br#"{"qty": 3}"#).await;
+
+    let history = stack.call("GET", "/v1/aggregates/stock/bolt@main/events", &headers, b"").await;
+
+    assert_eq!(history.json()["events"][0]["actor"], "ops");
+}
+
+#[tokio::test]
+async fn rs256_tokens_are_checked_against_the_public_key() {
+    let public = include_str!("../../../gateway/tests/fixtures/rs256-public.pem").to_owned();
+    let private = include_bytes!("../../../gateway/tests/fixtures/rs256-private.pk8");
+    let stack = Stack::start_with(|c| {
+        c.gateway.auth = AuthConfig {
+            jwt: Some(JwtConfig { key: JwtKey::PublicPem(public), issuer: Some("idp".into()), audience: None }),
+            api_keys: vec![],
+        };
+    })
+    .await;
+    let pair = ring::signature::RsaKeyPair::from_pkcs8(private).unwrap();
+    let head = format!(
+        "{}.{}",
+        b64(br#"{"alg":"RS256"}"#),
+        b64(serde_json::json!({"sub": "carol", "role": "viewer", "exp": later(), "iss": "idp"}).to_string().as_bytes())
+    );
+    let mut sig = vec![0; pair.public().modulus_len()];
+    pair.sign(&ring::signature::RSA_PKCS1_SHA256, &ring::rand::SystemRandom::new(), head.as_bytes(), &mut sig).unwrap();
+    let token = format!("Bearer {head}.{}", b64(&sig));
+
+    let resp = stack.call("GET", "/v1/views/stock?limit=1", &[("authorization", &token)], b"").await;
+
+    assert_eq!(resp.status, 200, "{}", resp.json());
+}
+
+#[tokio::test]
+async fn listing_beyond_loopback_without_authentication_is_refused() {
+    let server = jetsource_testkit::NatsServer::start();
+    let mut config = factory::app::AppConfig::new(server.url(), vec![factory::app::ServiceName::Gateway]);
+    config.http = Some("0.0.0.0:0".parse().unwrap());
+
+    let refused = factory::app::App::build(config.clone()).await;
+    config.gateway.auth.api_keys = keys();
+    let allowed = factory::app::App::build(config).await;
+
+    assert!(refused.err().unwrap().to_string().contains("refusing to listen on 0.0.0.0"));
+    assert!(allowed.is_ok());
+}

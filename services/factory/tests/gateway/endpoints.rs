@@ -1,0 +1,149 @@
+use std::time::Duration;
+
+use crate::support::Stack;
+
+async fn seeded() -> Stack {
+    let stack = Stack::start().await;
+    stack
+        .command("/v1/commands/product/widget/define", r#"{"name": "Widget", "bom": [{"sku": "bolt", "qty": 4}]}"#)
+        .await;
+    stack.command("/v1/commands/stock/bolt@main/receive", r#"{"qty": 100}"#).await;
+    stack
+}
+
+#[tokio::test]
+async fn a_command_answers_200_with_its_version_as_etag() {
+    let stack = seeded().await;
+
+    let resp = stack.post("/v1/commands/stock/bolt@main/ship", r#"{"qty": 5}"#).await;
+
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.header("etag"), Some("\"2\""));
+    assert_eq!(resp.header("content-type"), Some("application/json"));
+    let body = resp.json();
+    assert_eq!((body["status"].as_str(), body["version"].as_u64()), (Some("succeeded"), Some(2)));
+    assert!(resp.header("x-trace-id").is_some_and(|t| t.len() == 32));
+}
+
+#[tokio::test]
+async fn an_asynchronous_command_answers_202_with_location() {
+    let stack = seeded().await;
+    stack.command("/v1/commands/order/o-1/plan", r#"{"product_id": "widget", "qty": 1, "warehouse": "main"}"#).await;
+
+    let resp = stack.post("/v1/commands/order/o-1/start", "").await;
+
+    assert_eq!(resp.status, 202);
+    let id = resp.json()["command_id"].as_str().unwrap().to_owned();
+    assert_eq!(resp.header("location"), Some(format!("/v1/commands/{id}").as_str()));
+}
+
+#[tokio::test]
+async fn if_match_and_idempotency_key_work_over_http() {
+    let stack = seeded().await;
+
+    let pinned = stack
+        .call(
+            "POST",
+            "/v1/commands/stock/bolt@main/ship",
+            &[("content-type", "application/json"), ("if-match", "\"1\"")],
+            br#"{"qty": 1}"#,
+        )
+        .await;
+    let keyed = [("content-type", "application/json"), ("idempotency-key", "ship-42")];
+    let first = stack.call("POST", "/v1/commands/stock/bolt@main/ship", &keyed, br#"{"qty": 2}"#).await;
+    let again = stack.call("POST", "/v1/commands/stock/bolt@main/ship", &keyed, br#"{"qty": 2}"#).await;
+
+    assert_eq!(pinned.status, 200);
+    assert_eq!((first.status, again.status), (200, 200));
+    assert_eq!(first.json(), again.json());
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+}
+
+#[tokio::test]
+async fn command_status_and_its_event_stream() {
+    let stack = seeded().await;
+    let reply = stack.command("/v1/commands/stock/bolt@main/receive", r#"{"qty": 1}"#).await;
+    let id = reply["command_id"].as_str().unwrap();
+
+    let status = stack.call("GET", &format!("/v1/commands/{id}"), &[], b"").await;
+    let events = stack.get(&format!("/v1/commands/{id}/events")).await;
+
+    assert_eq!(status.status, 200, "{status:?}");
+    assert_eq!(status.json()["status"], "succeeded");
+    assert_eq!(events.status, 200);
+    assert_eq!(events.header("content-type"), Some("text/event-stream"));
+    let text = String::from_utf8_lossy(&events.body);
+    assert!(text.contains("event:status") && text.contains(r#""status":"succeeded""#), "{text}");
+}
+
+#[tokio::test]
+async fn views_answer_with_read_your_writes() {
+    let stack = seeded().await;
+    let reply = stack.command("/v1/commands/stock/bolt@main/reserve", r#"{"qty": 8, "order_id": "o-9"}"#).await;
+    let token = reply["stream_seq"].to_string();
+
+    let doc = stack.call("GET", "/v1/views/stock/bolt@main", &[("consistency-token", &token)], b"").await;
+    let warehouse = stack.call("GET", "/v1/views/warehouse/main", &[("consistency-token", &token)], b"").await;
+    let page = stack.call("GET", "/v1/views/stock?prefix=bolt&limit=10", &[("consistency-token", &token)], b"").await;
+    let products = stack.call("GET", "/v1/views/products/widget", &[("consistency-token", &token)], b"").await;
+
+    assert_eq!(doc.status, 200);
+    assert_eq!((doc.json()["reserved"].as_u64(), doc.json()["available"].as_u64()), (Some(8), Some(92)));
+    assert_eq!(doc.header("consistency-token"), Some(token.as_str()));
+    assert_eq!(warehouse.json()["skus"]["bolt"]["available"], 92);
+    assert_eq!(page.json()["items"][0]["sku"], "bolt");
+    assert_eq!(products.json()["name"], "Widget");
+}
+
+#[tokio::test]
+async fn aggregates_travel_in_time_and_list_their_history() {
+    let stack = seeded().await;
+    for _ in 0..3 {
+        stack.command("/v1/commands/stock/bolt@main/ship", r#"{"qty": 10}"#).await;
+    }
+    let first_event = stack.get("/v1/aggregates/stock/bolt@main/events?limit=1").await.json();
+    let at = first_event["events"][0]["recordedtime"].as_str().unwrap().to_owned();
+
+    let now = stack.get("/v1/aggregates/stock/bolt@main").await;
+    let v2 = stack.get("/v1/aggregates/stock/bolt@main?version=2").await;
+    let then = stack.get(&format!("/v1/aggregates/stock/bolt@main?at={}", at.replace(':', "%3A"))).await;
+    let page1 = stack.get("/v1/aggregates/stock/bolt@main/events?limit=2").await.json();
+    let page2 =
+        stack.get(&format!("/v1/aggregates/stock/bolt@main/events?limit=2&from={}", page1["next"])).await.json();
+
+    assert_eq!((now.json()["version"].as_u64(), now.json()["state"]["on_hand"].as_u64()), (Some(4), Some(70)));
+    assert_eq!(now.header("etag"), Some("\"4\""));
+    assert_eq!(v2.json()["state"]["on_hand"], 90);
+    assert_eq!(then.json()["state"]["on_hand"], 100, "{}", String::from_utf8_lossy(&then.body));
+    assert_eq!(page1["events"].as_array().unwrap().len(), 2);
+    assert_eq!(page1["events"][0]["specversion"], "1.0");
+    assert_eq!(page1["events"][0]["type"], "factory.stock.StockReceived");
+    assert_eq!(page2["events"].as_array().unwrap().len(), 2);
+    assert!(page2["next"].is_null());
+}
+
+#[tokio::test]
+async fn operations_status_health_metrics_openapi_and_projections() {
+    let stack = seeded().await;
+
+    let status = stack.get("/status").await;
+    let healthz = stack.get("/healthz").await;
+    let readyz = stack.get("/readyz").await;
+    let metrics = stack.get("/metrics").await;
+    let openapi = stack.get("/openapi.json").await;
+    let projections = stack.get("/v1/projections").await;
+    let rebuild = stack.post("/v1/projections/products/rebuild", "").await;
+    let retry = stack.post("/v1/projections/stock/retry", "{}").await;
+
+    assert_eq!(status.status, 200);
+    assert_eq!(status.json()["status"], "ok", "{}", status.json());
+    assert_eq!(status.json()["services"]["stock"][0]["version"], "0.1.0");
+    assert_eq!((healthz.status, readyz.status), (200, 200));
+    let text = String::from_utf8_lossy(&metrics.body);
+    assert!(text.contains("factory_http_requests_total") && text.contains("factory_commands_total"), "{text}");
+    assert_eq!(openapi.json()["openapi"], "3.1.0");
+    assert_eq!(projections.json()["views"].as_array().unwrap().len(), 5);
+    assert_eq!((rebuild.status, rebuild.json()["version"].as_u64()), (200, Some(2)));
+    assert_eq!(retry.json()["still_parked"], 0);
+    tokio::time::sleep(Duration::from_millis(10)).await;
+}

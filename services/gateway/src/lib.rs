@@ -1,0 +1,140 @@
+//! # factory-gateway
+//!
+//! The HTTP edge of the factory (warp): commands, views with read-your-writes, aggregates with
+//! time travel, history as CloudEvents, command status (also as Server-Sent Events),
+//! projections, `/status`, `/healthz`, `/readyz`, `/metrics` and `/openapi.json`. It speaks to
+//! the services over NATS only, authenticates (bearer JWT or API keys, roles `viewer`,
+//! `operator`, `admin`), and protects itself (body size, JSON only, in-flight bound, timeout).
+//! Every error is an RFC 9457 problem document with a stable `code` and the `trace_id`.
+//!
+//! ## Layout
+//! - [`config`], [`auth`], [`problem`]: what it needs, who may call, how errors look;
+//! - `edge`: the wrapper every route runs in (auth, load shedding, timeout, trace, metrics);
+//! - `routes`: one module per resource; [`aggregates`]: reading the event store.
+//!
+//! ## Example
+//! ```no_run
+//! # async fn run(client: async_nats::Client) -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! let metrics = Arc::new(jetsource_telemetry::Metrics::new());
+//! let readiness = factory_runtime::health::Readiness::new(client.clone());
+//! let gateway = factory_gateway::Gateway::new(client, Default::default(), metrics, readiness)?;
+//! let shutdown = factory_runtime::Shutdown::new();
+//! let (addr, server) = gateway.serve(shutdown).await?;
+//! println!("listening on http://{addr}");
+//! # Ok(()) }
+//! ```
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![warn(clippy::unwrap_used)]
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+// `ErrorBody` and `Problem` are the error replies themselves, built once per failed request.
+#![allow(clippy::result_large_err)]
+
+pub mod aggregates;
+pub mod auth;
+pub mod config;
+mod edge;
+pub mod problem;
+mod routes;
+mod status;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use async_nats::Client;
+use factory_runtime::Shutdown;
+use factory_runtime::health::Readiness;
+use jetsource::{EventStore, StoreConfig};
+use jetsource_telemetry::Metrics;
+use tokio::sync::Semaphore;
+
+pub use config::{AuthConfig, GatewayConfig};
+
+/// The OpenAPI 3.1 document of this gateway (served at `/openapi.json`).
+pub const OPENAPI: &str = include_str!("../openapi.json");
+
+/// The gateway: configuration, connections and the authenticator.
+pub struct Gateway {
+    pub(crate) client: Client,
+    pub(crate) store: EventStore,
+    pub(crate) auth: auth::Authenticator,
+    pub(crate) config: GatewayConfig,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) in_flight: Arc<Semaphore>,
+    pub(crate) readiness: Readiness,
+    pub(crate) shutdown: Shutdown,
+}
+
+/// Why the gateway cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// Non-loopback address without authentication.
+    #[error(
+        "refusing to listen on {0} without authentication: configure FACTORY_JWT_HS256_SECRET, \
+         FACTORY_JWT_PUBLIC_KEY_FILE or FACTORY_API_KEYS, or listen on a loopback address"
+    )]
+    Unprotected(SocketAddr),
+    /// The authentication settings are unusable.
+    #[error("authentication: {0}")]
+    Auth(String),
+    /// The address cannot be bound.
+    #[error("cannot listen on {0}: {1}")]
+    Bind(SocketAddr, std::io::Error),
+}
+
+impl Gateway {
+    /// A gateway over `client`.
+    ///
+    /// # Errors
+    /// [`GatewayError::Unprotected`] when asked to listen beyond loopback without
+    /// authentication, [`GatewayError::Auth`] when a key cannot be used.
+    pub fn new(
+        client: Client,
+        config: GatewayConfig,
+        metrics: Arc<Metrics>,
+        readiness: Readiness,
+    ) -> Result<Arc<Self>, GatewayError> {
+        if !config.auth.enabled() {
+            if !config.addr.ip().is_loopback() {
+                return Err(GatewayError::Unprotected(config.addr));
+            }
+            tracing::warn!(service = "gateway", addr = %config.addr, "authentication is off (loopback only): every caller is admin");
+        }
+        let auth = auth::Authenticator::new(config.auth.clone()).map_err(GatewayError::Auth)?;
+        let store = EventStore::new(client.clone(), StoreConfig { service: "gateway".into(), ..Default::default() });
+        Ok(Arc::new(Self {
+            in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
+            client,
+            store,
+            auth,
+            config,
+            metrics,
+            readiness,
+            shutdown: Shutdown::new(),
+        }))
+    }
+
+    /// Binds the configured address and serves until `shutdown`; returns the bound address
+    /// and the server task.
+    ///
+    /// # Errors
+    /// [`GatewayError::Bind`].
+    pub async fn serve(
+        self: Arc<Self>,
+        shutdown: Shutdown,
+    ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), GatewayError> {
+        let addr = self.config.addr;
+        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| GatewayError::Bind(addr, e))?;
+        let bound = listener.local_addr().map_err(|e| GatewayError::Bind(addr, e))?;
+        let routes = routes::all(Arc::clone(&self));
+        let stop = shutdown.clone();
+        let streams = self.shutdown.clone();
+        let server = warp::serve(routes).incoming(listener).graceful(async move {
+            stop.wait().await;
+            streams.trigger(); // ends open event streams so the server can stop
+        });
+        tracing::info!(service = "gateway", addr = %bound, "listening");
+        Ok((bound, tokio::spawn(server.run())))
+    }
+}

@@ -1,0 +1,125 @@
+//! `GET /v1/aggregates/{type}/{id}` (now, `?version=N` or `?at=RFC3339`: from the event
+//! store, not the views) and `GET /v1/aggregates/{type}/{id}/events?from=&limit=` (history as
+//! CloudEvents structured JSON, paged by stream sequence).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use factory_domain::AggregateKind;
+use jetsource::{StoreError, Until};
+use serde_json::json;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use warp::Filter;
+use warp::http::HeaderMap;
+
+use super::with;
+use crate::Gateway;
+use crate::aggregates::{InspectRequest, inspect, structured};
+use crate::auth::Role;
+use crate::edge::{Ctx, handle, json, segment};
+use crate::problem::Problem;
+
+pub(super) fn routes(
+    gw: &Arc<Gateway>,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = warp::Rejection> + Clone + use<> {
+    let state = warp::path!("v1" / "aggregates" / String / String)
+        .and(warp::get())
+        .and(with(gw))
+        .and(warp::header::headers_cloned())
+        .and(warp::query::<HashMap<String, String>>())
+        .then(|kind: String, id: String, gw: Arc<Gateway>, headers: HeaderMap, query: HashMap<String, String>| async move {
+            handle(gw, "/v1/aggregates/{type}/{id}", Role::Viewer, headers, |ctx| aggregate(ctx, kind, id, query)).await
+        });
+    let events = warp::path!("v1" / "aggregates" / String / String / "events")
+        .and(warp::get())
+        .and(with(gw))
+        .and(warp::header::headers_cloned())
+        .and(warp::query::<HashMap<String, String>>())
+        .then(|kind: String, id: String, gw: Arc<Gateway>, headers: HeaderMap, query: HashMap<String, String>| async move {
+            handle(gw, "/v1/aggregates/{type}/{id}/events", Role::Viewer, headers, |ctx| history(ctx, kind, id, query)).await
+        });
+    state.or(events).unify()
+}
+
+fn target(kind: &str, id: &str) -> Result<(AggregateKind, jetsource::AggregateId), Problem> {
+    let (kind, id) = (segment(kind)?, segment(id)?);
+    let aggregate = AggregateKind::parse(&kind).ok_or_else(|| {
+        Problem::new(404, "not_found", format!("unknown aggregate type {kind:?}; known types: product, stock, order"))
+    })?;
+    let id = aggregate.id(&id).map_err(|e| Problem::new(400, "invalid", e.to_string()))?;
+    Ok((aggregate, id))
+}
+
+fn store_problem(e: StoreError) -> Problem {
+    match e {
+        StoreError::Unavailable(m) => Problem::new(503, "unavailable", m).with("unavailable", "nats"),
+        other => Problem::new(500, "internal", other.to_string()),
+    }
+}
+
+fn only(query: &HashMap<String, String>, allowed: &[&str]) -> Result<(), Problem> {
+    match query.keys().find(|k| !allowed.contains(&k.as_str())) {
+        Some(other) => {
+            Err(Problem::new(400, "invalid", format!("unknown query parameter {other:?}; use {}", allowed.join(", "))))
+        }
+        None => Ok(()),
+    }
+}
+
+fn number(query: &HashMap<String, String>, name: &str) -> Result<Option<u64>, Problem> {
+    query
+        .get(name)
+        .map(|v| v.parse().map_err(|_| Problem::new(400, "invalid", format!("{name} {v:?} is not a number"))))
+        .transpose()
+}
+
+async fn aggregate(
+    ctx: Ctx,
+    kind: String,
+    id: String,
+    query: HashMap<String, String>,
+) -> Result<warp::reply::Response, Problem> {
+    let (kind, id) = target(&kind, &id)?;
+    only(&query, &["version", "at"])?;
+    let until = match (number(&query, "version")?, query.get("at")) {
+        (Some(_), Some(_)) => return Err(Problem::new(400, "invalid", "give version or at, not both")),
+        (Some(version), None) => Until::Version(version),
+        (None, Some(at)) => Until::Time(
+            OffsetDateTime::parse(at, &Rfc3339)
+                .map_err(|_| Problem::new(400, "invalid", format!("at {at:?} is not an RFC 3339 time")))?,
+        ),
+        (None, None) => Until::End,
+    };
+    let value = inspect(&ctx.gw.store, &InspectRequest { kind, id: id.clone(), until, events: false })
+        .await
+        .map_err(store_problem)?;
+    if value["exists"] == false {
+        return Err(Problem::new(404, "not_found", format!("no {} {id} (at that point)", kind.name())));
+    }
+    let mut response = json(200, &value);
+    if let Ok(tag) = warp::http::HeaderValue::from_str(&format!("\"{}\"", value["version"])) {
+        response.headers_mut().insert("etag", tag);
+    }
+    Ok(response)
+}
+
+async fn history(
+    ctx: Ctx,
+    kind: String,
+    id: String,
+    query: HashMap<String, String>,
+) -> Result<warp::reply::Response, Problem> {
+    let (kind, id) = target(&kind, &id)?;
+    only(&query, &["from", "limit"])?;
+    let from = number(&query, "from")?.unwrap_or(1).max(1);
+    let limit = number(&query, "limit")?.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(Problem::new(400, "invalid", format!("limit must be 1 to 1000, not {limit}")));
+    }
+    let subject = ctx.gw.store.subject(kind.name(), &id);
+    let mut stored = ctx.gw.store.read(&subject, from, limit as usize + 1).await.map_err(store_problem)?;
+    let next = (stored.len() > limit as usize).then(|| stored.pop().map(|e| e.seq)).flatten();
+    let events: Vec<_> = stored.iter().map(structured).collect::<Result<_, _>>().map_err(store_problem)?;
+    Ok(json(200, &json!({ "events": events, "next": next })))
+}

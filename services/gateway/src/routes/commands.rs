@@ -1,0 +1,190 @@
+//! `POST /v1/commands/{type}/{id}/{command}`, `GET /v1/commands/{command_id}`,
+//! `GET /v1/commands/{command_id}/events` (Server-Sent Events).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use factory_domain::AggregateKind;
+use futures::StreamExt;
+use jetsource::metadata::validate_command_id;
+use jetsource::projection::registry::Registry;
+use serde_json::Value;
+use warp::Filter;
+use warp::http::{HeaderMap, StatusCode};
+use warp::sse::Event;
+
+use super::with;
+use crate::Gateway;
+use crate::auth::Role;
+use crate::edge::{Ctx, handle, json, json_body, request, segment};
+use crate::problem::Problem;
+
+/// How long an event stream stays open at most.
+const STREAM_FOR: Duration = Duration::from_secs(600);
+
+pub(super) fn routes(
+    gw: &Arc<Gateway>,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = warp::Rejection> + Clone + use<> {
+    let send =
+        warp::path!("v1" / "commands" / String / String / String)
+            .and(warp::post())
+            .and(with(gw))
+            .and(warp::header::headers_cloned())
+            .and(warp::header::optional::<String>("content-type"))
+            .and(warp::body::stream())
+            .then(
+                |kind: String,
+                 id: String,
+                 command: String,
+                 gw: Arc<Gateway>,
+                 headers: HeaderMap,
+                 content_type,
+                 body| async move {
+                    let max = gw.config.max_body_bytes;
+                    let body = json_body(content_type, body, max).await;
+                    handle(gw, "/v1/commands/{type}/{id}/{command}", Role::Operator, headers, |ctx| {
+                        send_command(ctx, kind, id, command, body)
+                    })
+                    .await
+                },
+            );
+    let status = warp::path!("v1" / "commands" / String)
+        .and(warp::get())
+        .and(with(gw))
+        .and(warp::header::headers_cloned())
+        .then(|id: String, gw: Arc<Gateway>, headers: HeaderMap| async move {
+            handle(gw, "/v1/commands/{command_id}", Role::Viewer, headers, |ctx| command_status(ctx, id)).await
+        });
+    let events = warp::path!("v1" / "commands" / String / "events")
+        .and(warp::get())
+        .and(with(gw))
+        .and(warp::header::headers_cloned())
+        .then(|id: String, gw: Arc<Gateway>, headers: HeaderMap| async move {
+            handle(gw, "/v1/commands/{command_id}/events", Role::Viewer, headers, |ctx| command_events(ctx, id)).await
+        });
+    send.or(status).unify().or(events).unify()
+}
+
+async fn send_command(
+    ctx: Ctx,
+    kind: String,
+    id: String,
+    command: String,
+    body: Result<Bytes, Problem>,
+) -> Result<warp::reply::Response, Problem> {
+    let (kind, id, command) = (segment(&kind)?, segment(&id)?, segment(&command)?);
+    let aggregate = AggregateKind::parse(&kind).ok_or_else(|| {
+        Problem::new(404, "not_found", format!("unknown aggregate type {kind:?}; known types: product, stock, order"))
+    })?;
+    aggregate.command(&command).map_err(|e| Problem::new(404, "not_found", e.to_string()))?;
+    aggregate.id(&id).map_err(|e| Problem::new(400, "invalid", e.to_string()))?;
+    let body = body?;
+    let mut headers = async_nats::HeaderMap::new();
+    if let Some(key) = ctx.header("idempotency-key") {
+        validate_command_id(key).map_err(|e| Problem::new(400, "invalid", format!("Idempotency-Key: {e}")))?;
+        headers.insert("Idempotency-Key", key);
+    }
+    if let Some(expected) = ctx.header("if-match").map(if_match).transpose()?.flatten() {
+        headers.insert("Expected-Version", expected.to_string());
+    }
+    headers.insert("Actor", ctx.principal.actor.as_str());
+    let subject = format!("cmd.{kind}.{id}.{command}");
+    let reply = request(&ctx, subject, headers, body, aggregate.service()).await?;
+    let outcome: Value = serde_json::from_slice(&reply.payload)
+        .map_err(|e| Problem::new(502, "internal", format!("unreadable reply: {e}")))?;
+    let accepted = outcome["status"] == "accepted";
+    let mut response = json(if accepted { 202 } else { 200 }, &outcome);
+    let set = |response: &mut warp::reply::Response, name: &'static str, value: String| {
+        if let Ok(value) = warp::http::HeaderValue::from_str(&value) {
+            response.headers_mut().insert(name, value);
+        }
+    };
+    set(&mut response, "etag", format!("\"{}\"", outcome["version"]));
+    if accepted {
+        set(&mut response, "location", format!("/v1/commands/{}", outcome["command_id"].as_str().unwrap_or_default()));
+    }
+    if reply.headers.as_ref().and_then(|h| h.get("Idempotent-Replayed")).is_some() {
+        set(&mut response, "idempotent-replayed", "true".into());
+    }
+    Ok(response)
+}
+
+/// `If-Match: "3"` (or `3`, `W/"3"`) → 3; `*` → no precondition.
+fn if_match(value: &str) -> Result<Option<u64>, Problem> {
+    let value = value.trim();
+    if value == "*" {
+        return Ok(None);
+    }
+    let tag = value.trim_start_matches("W/").trim_matches('"');
+    tag.parse().map(Some).map_err(|_| {
+        Problem::new(400, "invalid", format!("If-Match {value:?} is not an entity tag of a version (\"3\")"))
+    })
+}
+
+async fn command_status(ctx: Ctx, id: String) -> Result<warp::reply::Response, Problem> {
+    let id = segment(&id)?;
+    validate_command_id(&id).map_err(|e| Problem::new(400, "invalid", e))?;
+    let reply =
+        request(&ctx, format!("qry.commands.{id}"), async_nats::HeaderMap::new(), Bytes::new(), "projector").await?;
+    let doc: Value = serde_json::from_slice(&reply.payload).unwrap_or(Value::Null);
+    Ok(json(200, &doc))
+}
+
+/// The command's status now and at each change, until it is final (`accepted` is not).
+async fn command_events(ctx: Ctx, id: String) -> Result<warp::reply::Response, Problem> {
+    let id = segment(&id)?;
+    validate_command_id(&id).map_err(|e| Problem::new(400, "invalid", e))?;
+    let gw = &ctx.gw;
+    let js = async_nats::jetstream::new(gw.client.clone());
+    let unavailable = |e: &dyn std::fmt::Display| {
+        Problem::new(503, "unavailable", format!("the commands view is not available: {e}"))
+    };
+    let registry = Registry::open(&js, "views").await.map_err(|e| unavailable(&e))?;
+    let (entry, _) = registry
+        .get("commands")
+        .await
+        .map_err(|e| unavailable(&e))?
+        .ok_or_else(|| unavailable(&"no projector has run"))?;
+    let bucket = js
+        .get_key_value(jetsource::projection::bucket_name("commands", entry.active))
+        .await
+        .map_err(|e| unavailable(&e))?;
+    let key = jetsource::id::escape_kv_token(&id);
+    let mut watch = bucket.watch_with_history(&key).await.map_err(|e| unavailable(&e))?;
+    let first = match tokio::time::timeout(Duration::from_secs(5), watch.next()).await {
+        Ok(Some(Ok(entry))) => entry,
+        _ => return Err(Problem::new(404, "not_found", format!("no command {id:?}"))),
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Event>(16);
+    let stop = gw.shutdown.clone();
+    tokio::spawn(async move {
+        let deadline = tokio::time::Instant::now() + STREAM_FOR;
+        let mut next = Some(first);
+        loop {
+            let Some(entry) = next.take() else { break };
+            let doc: Value = serde_json::from_slice(&entry.value).unwrap_or(Value::Null);
+            let done = doc["status"].as_str().is_some_and(|s| s != "accepted");
+            let event = Event::default().event("status").id(entry.revision.to_string()).json_data(&doc);
+            if let Ok(event) = event
+                && tx.send(event).await.is_err()
+            {
+                break;
+            }
+            if done {
+                break;
+            }
+            next = tokio::select! {
+                () = stop.wait() => None,
+                () = tokio::time::sleep_until(deadline) => None,
+                entry = watch.next() => entry.and_then(Result::ok),
+            };
+        }
+    });
+    let events = futures::stream::poll_fn(move |cx| rx.poll_recv(cx).map(|e| e.map(Ok::<Event, Infallible>)));
+    let reply = warp::sse::reply(warp::sse::keep_alive().interval(Duration::from_secs(15)).stream(events));
+    let mut response = warp::Reply::into_response(reply);
+    *response.status_mut() = StatusCode::OK;
+    Ok(response)
+}

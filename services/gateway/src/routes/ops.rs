@@ -1,0 +1,71 @@
+//! Operations: `/status`, `/healthz`, `/readyz`, `/metrics`, `/openapi.json`, and the
+//! projections (`GET /v1/projections`, `POST /v1/projections/{view}/rebuild|retry`).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde_json::Value;
+use warp::Filter;
+use warp::http::HeaderMap;
+
+use super::with;
+use crate::Gateway;
+use crate::auth::Role;
+use crate::edge::{Ctx, handle, json, json_body, request, segment};
+use crate::problem::Problem;
+use crate::status;
+
+pub(super) fn routes(
+    gw: &Arc<Gateway>,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = warp::Rejection> + Clone + use<> {
+    let health = factory_runtime::health::routes(gw.readiness.clone(), Arc::clone(&gw.metrics));
+    let openapi = warp::path!("openapi.json").and(warp::get()).map(|| {
+        warp::http::Response::builder()
+            .header("content-type", "application/json")
+            .body(crate::OPENAPI)
+            .map(warp::Reply::into_response)
+            .unwrap_or_else(warp::Reply::into_response)
+    });
+    let status = warp::path!("status").and(warp::get()).and(with(gw)).and(warp::header::headers_cloned()).then(
+        |gw: Arc<Gateway>, headers: HeaderMap| async move {
+            handle(gw, "/status", Role::Viewer, headers, |ctx| async move {
+                let (code, body) = status::report(&ctx.gw).await;
+                Ok(json(code, &body))
+            })
+            .await
+        },
+    );
+    let projections =
+        warp::path!("v1" / "projections").and(warp::get()).and(with(gw)).and(warp::header::headers_cloned()).then(
+            |gw: Arc<Gateway>, headers: HeaderMap| async move {
+                handle(gw, "/v1/projections", Role::Viewer, headers, |ctx| {
+                    admin(ctx, "projector.status".into(), Bytes::new())
+                })
+                .await
+            },
+        );
+    let operate = warp::path!("v1" / "projections" / String / String)
+        .and(warp::post())
+        .and(with(gw))
+        .and(warp::header::headers_cloned())
+        .and(warp::header::optional::<String>("content-type"))
+        .and(warp::body::stream())
+        .then(|view: String, action: String, gw: Arc<Gateway>, headers: HeaderMap, content_type, body| async move {
+            let body = json_body(content_type, body, gw.config.max_body_bytes).await;
+            handle(gw, "/v1/projections/{view}/{action}", Role::Admin, headers, |ctx| async move {
+                let (view, action) = (segment(&view)?, segment(&action)?);
+                if !matches!(action.as_str(), "rebuild" | "retry") || view.contains(['.', '*', '>']) {
+                    return Err(Problem::new(404, "not_found", "use POST /v1/projections/{view}/rebuild or /retry"));
+                }
+                admin(ctx, format!("projector.{action}.{view}"), body?).await
+            })
+            .await
+        });
+    health.or(openapi).unify().or(status).unify().or(projections).unify().or(operate).unify()
+}
+
+async fn admin(ctx: Ctx, subject: String, body: Bytes) -> Result<warp::reply::Response, Problem> {
+    let reply = request(&ctx, subject, async_nats::HeaderMap::new(), body, "projector").await?;
+    let value: Value = serde_json::from_slice(&reply.payload).unwrap_or(Value::Null);
+    Ok(json(200, &value))
+}

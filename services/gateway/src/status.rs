@@ -1,0 +1,82 @@
+//! `GET /status`: is the bus up, is JetStream answering, which services answer (NATS micro
+//! discovery, with instances and versions), how far behind each view is. Overall `ok`,
+//! `degraded` (something is missing or behind) or `down` (no bus).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde_json::{Value, json};
+
+use crate::Gateway;
+
+/// The services a complete factory runs.
+const EXPECTED: &[&str] = &["catalog", "stock", "production", "projector"];
+
+/// A view this far behind makes the factory `degraded`.
+const LAG_DEGRADED: u64 = 10_000;
+
+/// The status report and its HTTP status (503 when down).
+pub(crate) async fn report(gw: &Gateway) -> (u16, Value) {
+    let client = &gw.client;
+    let connected = client.connection_state() == async_nats::connection::State::Connected;
+    let info = client.server_info();
+    let js = async_nats::jetstream::new(client.clone());
+    let jetstream =
+        connected && matches!(tokio::time::timeout(Duration::from_secs(2), js.query_account()).await, Ok(Ok(_)));
+    let services = if connected { discover(client).await } else { BTreeMap::new() };
+    let missing: Vec<&str> = EXPECTED.iter().copied().filter(|s| !services.contains_key(*s)).collect();
+    let views = if connected && services.contains_key("projector") {
+        match tokio::time::timeout(Duration::from_secs(2), client.request("projector.status", "".into())).await {
+            Ok(Ok(reply)) => serde_json::from_slice::<Value>(&reply.payload).ok().map(|v| v["views"].clone()),
+            _ => None,
+        }
+    } else {
+        None
+    };
+    let behind = views.as_ref().and_then(Value::as_array).is_some_and(|views| {
+        views.iter().any(|v| v["lag"].as_u64().unwrap_or(0) > LAG_DEGRADED || v["parked"].as_u64().unwrap_or(0) > 0)
+    });
+    let overall = if !connected || !jetstream {
+        "down"
+    } else if !missing.is_empty() || views.is_none() || behind {
+        "degraded"
+    } else {
+        "ok"
+    };
+    let body = json!({
+        "status": overall,
+        "nats": {
+            "connected": connected,
+            "server": info.server_name,
+            "version": info.version,
+            "jetstream": if jetstream { "answering" } else { "not answering" },
+        },
+        "services": services,
+        "missing": missing,
+        "views": views,
+    });
+    (if overall == "down" { 503 } else { 200 }, body)
+}
+
+/// Every instance answering `$SRV.PING` within a moment, by service name.
+async fn discover(client: &async_nats::Client) -> BTreeMap<String, Vec<Value>> {
+    let mut services: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    let inbox = client.new_inbox();
+    let Ok(mut replies) = client.subscribe(inbox.clone()).await else { return services };
+    if client.publish_with_reply("$SRV.PING", inbox, "".into()).await.is_err() {
+        return services;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(300);
+    while let Ok(Some(reply)) = tokio::time::timeout_at(deadline, replies.next()).await {
+        if let Ok(ping) = serde_json::from_slice::<Value>(&reply.payload) {
+            let name = ping["name"].as_str().unwrap_or_default().to_owned();
+            services.entry(name).or_default().push(json!({
+                "id": ping["id"],
+                "version": ping["version"],
+                "instance": ping["metadata"]["instance"],
+            }));
+        }
+    }
+    services
+}
