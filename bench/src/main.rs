@@ -7,6 +7,7 @@
 
 mod commands;
 mod core;
+mod http;
 mod measure;
 mod model;
 mod projection;
@@ -42,6 +43,8 @@ enum Suite {
     /// Projection throughput into KV vs a raw consumer of the same events; read-your-writes
     /// wait at 1k commands/s.
     Projection,
+    /// HTTP commands through the gateway vs the NATS request/reply path at 16/64/128.
+    Http,
     /// Every suite in turn.
     All,
 }
@@ -55,10 +58,12 @@ fn main() -> anyhow::Result<()> {
             Suite::Core => core::run(window).await,
             Suite::Commands => commands::run(window).await,
             Suite::Projection => projection::run(window).await,
+            Suite::Http => http::run(window).await,
             Suite::All => {
                 core::run(window).await?;
                 commands::run(window).await?;
-                projection::run(window).await
+                projection::run(window).await?;
+                http::run(window).await
             }
         }
     })

@@ -165,7 +165,10 @@ impl App {
             (true, Some(addr)) => {
                 let gateway_config = GatewayConfig { addr, ..config.gateway.clone() };
                 local.push("gateway");
-                Some(Gateway::new(client.clone(), gateway_config, Arc::clone(&metrics), readiness.clone())?)
+                // Its own connection: the edge's requests and replies do not queue behind the
+                // services' traffic in one connection task.
+                let edge = jetsource::connect(&config.nats_url, "factory-gateway").await?;
+                Some(Gateway::new(edge, gateway_config, Arc::clone(&metrics), readiness.clone())?)
             }
             (true, None) => anyhow::bail!("the gateway needs an HTTP address (--http)"),
             _ => None,

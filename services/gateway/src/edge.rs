@@ -109,6 +109,9 @@ fn admit(
 
 /// Continues the caller's W3C trace (`traceparent`, `tracestate`).
 fn set_parent(span: &tracing::Span, headers: &HeaderMap) {
+    if !headers.contains_key("traceparent") {
+        return;
+    }
     let mut nats = async_nats::HeaderMap::new();
     for name in ["traceparent", "tracestate"] {
         if let Some(value) = headers.get(name).and_then(|v| v.to_str().ok()) {

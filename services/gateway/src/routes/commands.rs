@@ -92,18 +92,30 @@ async fn send_command(
     headers.insert("Actor", ctx.principal.actor.as_str());
     let subject = format!("cmd.{kind}.{id}.{command}");
     let reply = request(&ctx, subject, headers, body, aggregate.service()).await?;
-    let outcome: Value = serde_json::from_slice(&reply.payload)
-        .map_err(|e| Problem::new(502, "internal", format!("unreadable reply: {e}")))?;
-    let accepted = outcome["status"] == "accepted";
-    let mut response = json(if accepted { 202 } else { 200 }, &outcome);
+    /// What the edge needs of the reply; the body itself is passed on as it came.
+    #[derive(serde::Deserialize)]
+    struct Head<'a> {
+        status: &'a str,
+        version: u64,
+        command_id: &'a str,
+    }
+    let head: Head<'_> = serde_json::from_slice(&reply.payload)
+        .map_err(|e| Problem::new(500, "internal", format!("unreadable reply: {e}")))?;
+    let accepted = head.status == "accepted";
+    let mut response = warp::http::Response::builder()
+        .status(if accepted { StatusCode::ACCEPTED } else { StatusCode::OK })
+        .header("content-type", "application/json")
+        .body(reply.payload.clone())
+        .map(warp::Reply::into_response)
+        .unwrap_or_else(warp::Reply::into_response);
     let set = |response: &mut warp::reply::Response, name: &'static str, value: String| {
         if let Ok(value) = warp::http::HeaderValue::from_str(&value) {
             response.headers_mut().insert(name, value);
         }
     };
-    set(&mut response, "etag", format!("\"{}\"", outcome["version"]));
+    set(&mut response, "etag", format!("\"{}\"", head.version));
     if accepted {
-        set(&mut response, "location", format!("/v1/commands/{}", outcome["command_id"].as_str().unwrap_or_default()));
+        set(&mut response, "location", format!("/v1/commands/{}", head.command_id));
     }
     if reply.headers.as_ref().and_then(|h| h.get("Idempotent-Replayed")).is_some() {
         set(&mut response, "idempotent-replayed", "true".into());

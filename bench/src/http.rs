@@ -1,0 +1,159 @@
+//! HTTP commands through the gateway against the NATS request/reply path, same run, same
+//! server, same services.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use factory::app::{App, AppConfig, ServiceName};
+use factory_runtime::Shutdown;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use jetsource::topology::{ProvisionOptions, Topology, provision};
+use jetsource_testkit::NatsServer;
+
+use crate::measure::{Rate, header, run_workers};
+
+pub async fn run(window: Duration) -> anyhow::Result<()> {
+    let server = NatsServer::try_start()?;
+    let url = server.url();
+    let mut config = AppConfig::new(&url, ServiceName::ALL.to_vec());
+    config.http = Some("127.0.0.1:0".parse()?);
+    config.gateway.max_in_flight = 4096;
+    let app = App::build(config).await?;
+    let shutdown = Shutdown::new();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(app.serve(shutdown.clone(), move |addr| {
+        let _ = tx.send(addr);
+    }));
+    let http = rx.await?.ok_or_else(|| anyhow::anyhow!("no HTTP address"))?;
+    let client = jetsource::connect(&url, "bench").await?;
+    let js = async_nats::jetstream::new(client.clone());
+    let topology = Topology::parse(factory::TOPOLOGY)?;
+    println!(
+        "# HTTP gateway benchmark\n\nnats-server {} (R1), all services and the gateway in one process (auth off), {}s per figure",
+        client.server_info().version,
+        window.as_secs_f64()
+    );
+    header("Commands: HTTP (gateway → NATS → service) vs NATS request/reply, same run");
+    println!("| concurrency | NATS request/reply/s | p50/p99 µs | HTTP/s | p50/p99 µs | ÷ NATS |");
+    println!("|---:|---:|---:|---:|---:|---:|");
+    for concurrency in [16_usize, 64, 128] {
+        fresh(&js, &topology).await?;
+        let nats = nats_commands(&client, concurrency, window).await?;
+        fresh(&js, &topology).await?;
+        let over_http = http_commands(http, concurrency, window).await?;
+        println!(
+            "| {concurrency} | {:.0} | {}/{} | {:.0} | {}/{} | {:.2} |",
+            nats.per_second,
+            nats.p50_us,
+            nats.p99_us,
+            over_http.per_second,
+            over_http.p50_us,
+            over_http.p99_us,
+            over_http.per_second / nats.per_second
+        );
+    }
+    shutdown.trigger();
+    Ok(())
+}
+
+async fn fresh(js: &async_nats::jetstream::Context, topology: &Topology) -> anyhow::Result<()> {
+    js.delete_stream("EVENTS").await?;
+    js.delete_key_value("snapshots").await?;
+    provision(js, topology, ProvisionOptions::default()).await?;
+    Ok(())
+}
+
+async fn nats_commands(client: &async_nats::Client, concurrency: usize, window: Duration) -> anyhow::Result<Rate> {
+    let client = client.clone();
+    run_workers(concurrency, window, move |worker, _| {
+        let client = client.clone();
+        async move {
+            let reply = client.request(format!("cmd.stock.h{worker}@main.receive"), r#"{"qty":1}"#.into()).await?;
+            anyhow::ensure!(reply.headers.is_none(), "error reply: {:?}", reply);
+            Ok(())
+        }
+    })
+    .await
+}
+
+/// Each worker keeps one HTTP/1.1 connection and sends its requests on it one after the other,
+/// as a lean load generator (wrk-like) would; the first request of each worker goes through
+/// hyper's client to check the exchange is well formed.
+async fn http_commands(addr: std::net::SocketAddr, concurrency: usize, window: Duration) -> anyhow::Result<Rate> {
+    let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let probe = hyper::Request::post(format!("http://{addr}/v1/commands/stock/probe@main/receive"))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from_static(br#"{"qty":1}"#)))?;
+    let response = client.request(probe).await?;
+    let status = response.status();
+    let body = response.into_body().collect().await?.to_bytes();
+    anyhow::ensure!(status.is_success(), "{status}: {}", String::from_utf8_lossy(&body));
+    let connections: Arc<Vec<tokio::sync::Mutex<Option<KeepAlive>>>> =
+        Arc::new((0..concurrency).map(|_| tokio::sync::Mutex::new(None)).collect());
+    run_workers(concurrency, window, move |worker, _| {
+        let connections = Arc::clone(&connections);
+        async move {
+            let mut slot = connections[worker].lock().await;
+            if slot.is_none() {
+                *slot = Some(KeepAlive::connect(addr).await?);
+            }
+            let connection = slot.as_mut().ok_or_else(|| anyhow::anyhow!("no connection"))?;
+            let request = format!(
+                "POST /v1/commands/stock/h{worker}@main/receive HTTP/1.1\r\nhost: bench\r\ncontent-type: application/json\r\ncontent-length: 9\r\n\r\n{{\"qty\":1}}"
+            );
+            let status = connection.exchange(request.as_bytes()).await?;
+            anyhow::ensure!(status == 200, "status {status}");
+            Ok(())
+        }
+    })
+    .await
+}
+
+/// One keep-alive HTTP/1.1 connection.
+struct KeepAlive {
+    stream: tokio::io::BufReader<tokio::net::TcpStream>,
+    line: String,
+}
+
+impl KeepAlive {
+    async fn connect(addr: std::net::SocketAddr) -> anyhow::Result<Self> {
+        let stream = tokio::net::TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        Ok(Self { stream: tokio::io::BufReader::new(stream), line: String::new() })
+    }
+
+    /// Sends one request and reads the whole response; returns its status.
+    async fn exchange(&mut self, request: &[u8]) -> anyhow::Result<u16> {
+        use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+        self.stream.get_mut().write_all(request).await?;
+        self.line.clear();
+        self.stream.read_line(&mut self.line).await?;
+        let status: u16 = self
+            .line
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| anyhow::anyhow!("bad status line {:?}", self.line))?;
+        let mut length = 0;
+        loop {
+            self.line.clear();
+            self.stream.read_line(&mut self.line).await?;
+            let header = self.line.trim_end();
+            if header.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = header.split_once(':')
+                && name.eq_ignore_ascii_case("content-length")
+            {
+                length = value.trim().parse()?;
+            }
+        }
+        let mut body = vec![0; length];
+        self.stream.read_exact(&mut body).await?;
+        Ok(status)
+    }
+}
