@@ -58,6 +58,10 @@ enum Command {
     Query(QueryArgs),
     /// Operate the views: status, rebuild without downtime, retry parked events.
     Projections(ProjectionsArgs),
+    /// Is the bus up and JetStream answering, which services answer ($SRV discovery, with
+    /// instances and versions), how far behind each view is: the same report as GET /status.
+    /// Exits non-zero unless the overall status is `ok`.
+    Status(NatsArgs),
 }
 
 #[derive(Debug, Args)]
@@ -247,6 +251,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Send(args) => send_command(args).await,
         Command::Query(args) => query_command(args).await,
         Command::Projections(args) => projections_command(args).await,
+        Command::Status(nats) => status_command(nats).await,
+    }
+}
+
+async fn status_command(nats: NatsArgs) -> anyhow::Result<()> {
+    let client = jetsource::connect(&nats.nats_url, "factory-cli").await?;
+    let (_, report) = factory_gateway::status::status(&client).await;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    match report["status"].as_str() {
+        Some("ok") => Ok(()),
+        other => anyhow::bail!("the factory is {}", other.unwrap_or("unknown")),
     }
 }
 

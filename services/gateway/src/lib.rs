@@ -37,7 +37,7 @@ pub mod config;
 mod edge;
 pub mod problem;
 mod routes;
-mod status;
+pub mod status;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -18,7 +18,11 @@ const LAG_DEGRADED: u64 = 10_000;
 
 /// The status report and its HTTP status (503 when down).
 pub(crate) async fn report(gw: &Gateway) -> (u16, Value) {
-    let client = &gw.client;
+    status(&gw.client).await
+}
+
+/// The status report over any connection (what `factory status` prints), and its HTTP status.
+pub async fn status(client: &async_nats::Client) -> (u16, Value) {
     let connected = client.connection_state() == async_nats::connection::State::Connected;
     let info = client.server_info();
     let js = async_nats::jetstream::new(client.clone());

@@ -1,6 +1,7 @@
 use std::time::Duration;
 
 use crate::support::Stack;
+use jetsource_testkit::NatsServer;
 
 async fn seeded() -> Stack {
     let stack = Stack::start().await;
@@ -146,4 +147,31 @@ async fn operations_status_health_metrics_openapi_and_projections() {
     assert_eq!((rebuild.status, rebuild.json()["version"].as_u64()), (200, Some(2)));
     assert_eq!(retry.json()["still_parked"], 0);
     tokio::time::sleep(Duration::from_millis(10)).await;
+}
+
+#[tokio::test]
+async fn factory_status_prints_the_same_report_and_fails_when_a_service_is_missing() {
+    let stack = seeded().await;
+    let run = |url: String| {
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_factory"))
+                .args(["status", "--nats-url", &url])
+                .output()
+                .unwrap()
+        })
+    };
+    let all = run(stack.server.url()).await.unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&all.stdout).unwrap();
+    assert!(all.status.success(), "{}", String::from_utf8_lossy(&all.stderr));
+    assert_eq!(report["status"], "ok");
+    assert_eq!(report["views"].as_array().unwrap().len(), 5);
+
+    // A bare server with nothing running: degraded, every service missing, exit status 1.
+    let bare = NatsServer::start();
+    let none = run(bare.url()).await.unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&none.stdout).unwrap();
+    assert!(!none.status.success());
+    assert_eq!(report["status"], "degraded");
+    assert_eq!(report["missing"].as_array().unwrap().len(), 4);
+    assert!(String::from_utf8_lossy(&none.stderr).contains("the factory is degraded"));
 }
