@@ -36,7 +36,7 @@ pub async fn run(window: Duration) -> anyhow::Result<()> {
     println!("| raw pull consumer: fetch batches of 1000, ack each batch (baseline) | {raw:.0} | 1.00 |");
     let stock = view_rate(&client, StockView::default(), total).await?;
     println!("| view `stock` (decode, fold, KV write, ack) | {stock:.0} | {:.2} |", stock / raw);
-    let commands = view_rate(&client, CommandsView, total).await?;
+    let commands = view_rate(&client, CommandsView::default(), total).await?;
     println!("| view `commands` (one document per command) | {commands:.0} | {:.2} |", commands / raw);
 
     drop(server);

@@ -8,6 +8,9 @@
 //! - [`product`], [`stock`], [`order`]: one aggregate each, with its commands, events and rules.
 //! - [`command`]: parsing a command from its name and JSON body (strict: unknown fields and
 //!   wrong types are named), and the catalogue of aggregate types and commands.
+//! - [`saga`]: the production saga's decisions (what to reserve, release, consume; when an
+//!   order fails), with the I/O left to the saga service.
+//! - [`status`]: what events mean for the status of the command that began a conversation.
 //! - [`values`]: validated values: positive quantities, SKUs, warehouses, stock ids.
 //!
 //! ## Example
@@ -27,6 +30,8 @@
 pub mod command;
 pub mod order;
 pub mod product;
+pub mod saga;
+pub mod status;
 pub mod stock;
 pub mod values;
 

@@ -123,6 +123,8 @@ pub enum OrderCommand {
         reason: String,
         /// What happened.
         message: String,
+        /// The service whose answer failed it (`stock`).
+        service: String,
     },
 }
 
@@ -190,12 +192,16 @@ pub enum OrderEvent {
         /// What was reserved.
         lines: Vec<ReservedLine>,
     },
-    /// The order cannot be produced (what was reserved has been released).
+    /// The order cannot be produced (the saga releases what was reserved).
     OrderFailed {
         /// Stable reason (`insufficient_stock`).
         reason: String,
         /// What happened.
         message: String,
+        /// The service whose answer failed it (`stock`); empty in events written before it
+        /// was recorded.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        service: String,
     },
     /// Produced: the saga consumes the reservations and receives the product.
     OrderCompleted {},
@@ -303,7 +309,9 @@ impl Aggregate for Order {
             (OrderCommand::Cancel { .. }, _) => return refuse("cancel"),
             (OrderCommand::ConfirmReserved { lines }, S::Started) => OrderEvent::ResourcesReserved { lines },
             (OrderCommand::ConfirmReserved { .. }, _) => return refuse("confirm reservations of"),
-            (OrderCommand::Fail { reason, message }, S::Started) => OrderEvent::OrderFailed { reason, message },
+            (OrderCommand::Fail { reason, message, service }, S::Started) => {
+                OrderEvent::OrderFailed { reason, message, service }
+            }
             (OrderCommand::Fail { .. }, _) => return refuse("fail"),
         };
         Ok(vec![event])

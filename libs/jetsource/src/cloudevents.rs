@@ -226,6 +226,11 @@ pub fn command_id(headers: &HeaderMap) -> &str {
     headers.get(name::COMMANDID).map_or("", HeaderValue::as_str)
 }
 
+/// `ce-correlationid` of the headers, or "".
+pub fn correlation_id(headers: &HeaderMap) -> &str {
+    headers.get(name::CORRELATIONID).map_or("", HeaderValue::as_str)
+}
+
 /// `ce-schemaversion` (1 when absent).
 ///
 /// # Errors

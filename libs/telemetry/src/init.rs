@@ -10,12 +10,18 @@ use opentelemetry_sdk::runtime;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor;
 use tracing::Level;
-use tracing_subscriber::filter::filter_fn;
+use tracing_subscriber::filter::{FilterExt as _, filter_fn};
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer as _};
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::sync::mpsc;
+
 use crate::json::{JsonLines, ServiceFields};
+use crate::ship::{self, ShipLayer, Shipped, parse_level};
 
 /// What to set up.
 #[derive(Debug, Clone)]
@@ -26,6 +32,9 @@ pub struct TelemetryConfig {
     pub instance: String,
     /// Log filter (`info`, `factory_commands=debug`); `FACTORY_LOG`, then `RUST_LOG`, then `info`.
     pub filter: Option<String>,
+    /// Lowest level shipped to the `LOGS` stream (`off`, `error`, `warn`, `info`, ...);
+    /// `FACTORY_LOG_SHIP`, then `warn`.
+    pub ship: Option<String>,
 }
 
 /// Why telemetry could not be set up.
@@ -47,6 +56,8 @@ pub enum TelemetryError {
 pub struct Telemetry {
     provider: SdkTracerProvider,
     exporting: bool,
+    shipping: std::sync::Mutex<Option<mpsc::Receiver<Shipped>>>,
+    dropped: Arc<AtomicU64>,
 }
 
 fn env_set(name: &str) -> bool {
@@ -106,19 +117,62 @@ impl Telemetry {
             .with_tracked_inactivity(false)
             .with_location(false)
             .with_filter(filter_fn(|meta| *meta.level() <= if meta.is_span() { Level::INFO } else { Level::WARN }));
+        let ship_level = match config.ship.clone().or_else(|| std::env::var("FACTORY_LOG_SHIP").ok()) {
+            Some(text) => parse_level(&text).map_err(TelemetryError::Filter)?,
+            None => Some(Level::WARN),
+        };
+        let (tx, rx) = ship::queue();
+        let dropped = Arc::new(AtomicU64::new(0));
+        let shipper = ship_level.map(|level| {
+            ShipLayer {
+                tx,
+                service: config.service.clone(),
+                instance: config.instance.clone(),
+                dropped: Arc::clone(&dropped),
+            }
+            // The NATS client's own warnings are not shipped: shipping them over a failing
+            // connection would only feed itself.
+            // Spans are enabled too (and ignored): a filtered layer sees only the spans its
+            // filter enables, and the record names the service of the enclosing span.
+            .with_filter(filter_fn(move |meta| {
+                if meta.is_span() {
+                    *meta.level() <= Level::INFO
+                } else {
+                    *meta.level() <= level && !meta.target().starts_with("async_nats")
+                }
+            }))
+        });
         let stdout = tracing_subscriber::fmt::layer()
             .event_format(JsonLines { service: config.service.clone(), instance: config.instance.clone() })
             .with_writer(std::io::stdout)
-            .with_filter(filter);
+            // INFO spans pass whatever the log level, so every line can name its service.
+            .with_filter(filter.or(filter_fn(|meta| meta.is_span() && *meta.level() <= Level::INFO)));
         // Every layer is filtered, so callsites no layer wants (debug events of dependencies)
         // stay disabled and cost nothing.
         tracing_subscriber::registry()
             .with(ServiceFields.with_filter(filter_fn(|meta| meta.is_span() && *meta.level() <= Level::INFO)))
             .with(otel)
             .with(stdout)
+            .with(shipper)
             .try_init()
             .map_err(|_| TelemetryError::AlreadyInitialised)?;
-        Ok(Self { provider, exporting })
+        let shipping = std::sync::Mutex::new(ship_level.map(|_| rx));
+        Ok(Self { provider, exporting, shipping, dropped })
+    }
+
+    /// Starts shipping log records (those queued since [`Telemetry::init`] first) to
+    /// `logs.<service>.<level>` over `client`. Does nothing when shipping is off or already
+    /// started.
+    pub fn ship_logs(&self, client: async_nats::Client, metrics: Option<Arc<crate::Metrics>>) {
+        let rx = self.shipping.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        if let Some(rx) = rx {
+            tokio::spawn(ship::ship(client, rx, metrics, Arc::clone(&self.dropped)));
+        }
+    }
+
+    /// Log records not shipped (queue full or publish failed).
+    pub fn logs_dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
     }
 
     /// True when spans are exported.

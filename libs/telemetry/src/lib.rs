@@ -6,7 +6,9 @@
 //!   trace and span ids), OpenTelemetry spans, W3C propagation, OTLP export driven by the
 //!   standard `OTEL_*` variables and free when they are unset;
 //! - [`propagation`]: `traceparent` in and out of NATS headers and stored events;
-//! - [`metrics`]: the Prometheus registry behind `/metrics`.
+//! - [`metrics`]: the Prometheus registry behind `/metrics`;
+//! - log shipping: the same records (WARN and above unless `FACTORY_LOG_SHIP` says otherwise)
+//!   to `logs.<service>.<level>` once [`Telemetry::ship_logs`] has a connection.
 //!
 //! ## Example
 //! ```no_run
@@ -16,6 +18,7 @@
 //!     service: "stock".into(),
 //!     instance: "stock-1".into(),
 //!     filter: None,
+//!     ship: None,
 //! })?;
 //! tracing::info!(service = "stock", "ready");
 //! telemetry.shutdown().await;
@@ -30,6 +33,7 @@ mod init;
 mod json;
 pub mod metrics;
 pub mod propagation;
+mod ship;
 
 pub use init::{Telemetry, TelemetryConfig, TelemetryError};
 pub use metrics::Metrics;

@@ -57,6 +57,9 @@ pub struct Metrics {
     pub saga_orders: Family<Labels<1>, Counter>,
     /// `factory_saga_failures_total{reason}`.
     pub saga_failures: Family<Labels<1>, Counter>,
+    /// `factory_saga_steps_total{command, outcome}`: stock commands the saga sent (`done`,
+    /// `refused`, `no_answer`).
+    pub saga_steps: Family<Labels<2>, Counter>,
     /// `factory_saga_time_to_failure_seconds`: from `OrderStarted` to `OrderFailed`.
     pub saga_time_to_failure: Histogram,
     /// `factory_notifications_total{status}`.
@@ -95,6 +98,7 @@ impl Metrics {
             projection_rebuilds: Family::default(),
             saga_orders: Family::default(),
             saga_failures: Family::default(),
+            saga_steps: Family::default(),
             saga_time_to_failure: latency(),
             notifications: Family::default(),
             http_requests: Family::default(),
@@ -125,6 +129,7 @@ impl Metrics {
             r.register("projection_rebuilds", "View rebuilds", metrics.projection_rebuilds.clone());
             r.register("saga_orders", "Orders the saga finished, by outcome", metrics.saga_orders.clone());
             r.register("saga_failures", "Orders failed by the saga, by reason", metrics.saga_failures.clone());
+            r.register("saga_steps", "Stock commands sent by the saga, by outcome", metrics.saga_steps.clone());
             r.register(
                 "saga_time_to_failure_seconds",
                 "From OrderStarted to OrderFailed",

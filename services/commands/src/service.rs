@@ -33,6 +33,11 @@ pub const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
 pub const EXPECTED_VERSION: &str = "Expected-Version";
 /// Request header naming who asks (set by the gateway from the authenticated caller).
 pub const ACTOR: &str = "Actor";
+/// Request header naming the conversation a command belongs to (the saga sets it to the
+/// command that started the conversation); defaults to the command id.
+pub const CORRELATION_ID: &str = "Correlation-Id";
+/// Request header naming what caused the command (the saga sets the event id).
+pub const CAUSATION_ID: &str = "Causation-Id";
 /// Reply header set when a reply is the replay of an earlier outcome.
 pub const REPLAYED: &str = "Idempotent-Replayed";
 
@@ -40,6 +45,8 @@ pub const REPLAYED: &str = "Idempotent-Replayed";
 const IDEMPOTENCY_KEY_NAME: HeaderName = HeaderName::from_static(IDEMPOTENCY_KEY);
 const EXPECTED_VERSION_NAME: HeaderName = HeaderName::from_static(EXPECTED_VERSION);
 const ACTOR_NAME: HeaderName = HeaderName::from_static(ACTOR);
+const CORRELATION_ID_NAME: HeaderName = HeaderName::from_static(CORRELATION_ID);
+const CAUSATION_ID_NAME: HeaderName = HeaderName::from_static(CAUSATION_ID);
 
 /// What every command service of a process shares.
 #[derive(Clone)]
@@ -188,6 +195,8 @@ impl<M: Model> Handler<M> {
         let span = tracing::info_span!(
             "factory.command",
             otel.name = field::Empty,
+            otel.status_code = field::Empty,
+            service = M::KIND.service(),
             aggregate_type = M::KIND.name(),
             aggregate_id = field::Empty,
             command = field::Empty,
@@ -203,6 +212,9 @@ impl<M: Model> Handler<M> {
             Err(e) => e.code.as_str(),
         };
         span.record("code", code);
+        if result.is_err() {
+            span.record("otel.status_code", "error");
+        }
         let (headers, body) = match result {
             Ok(reply) => {
                 let mut headers = HeaderMap::new();
@@ -302,6 +314,15 @@ impl<M: Model> Handler<M> {
         };
         ctx.expected_version = expected;
         ctx.actor = header(ACTOR_NAME).filter(|a| !a.is_empty() && a.len() <= 200).unwrap_or_else(|| "nats".to_owned());
+        for (name, header_name, slot) in [
+            (CORRELATION_ID, CORRELATION_ID_NAME, &mut ctx.correlation_id),
+            (CAUSATION_ID, CAUSATION_ID_NAME, &mut ctx.causation_id),
+        ] {
+            if let Some(value) = header(header_name) {
+                validate_command_id(&value).map_err(|e| invalid(format!("{name}: {e}")))?;
+                *slot = Some(value);
+            }
+        }
         ctx.trace = propagation::trace_context(&tracing::Span::current());
         tracing::Span::current().record("command_id", ctx.command_id.as_str());
         let with_id = |e: ErrorBody| e.with_command_id(ctx.command_id.clone());

@@ -9,9 +9,12 @@ use anyhow::Context as _;
 use async_nats::Client;
 use factory_commands::{CommandConfig, Deps, ServiceKind};
 use factory_gateway::{Gateway, GatewayConfig};
+use factory_logbook::Logbook;
+use factory_notifier::Notifier;
 use factory_projector::{Projector, ProjectorConfig};
 use factory_runtime::Shutdown;
 use factory_runtime::health::{self, Readiness};
+use factory_saga::{Saga, SagaConfig};
 use jetsource::topology::{ProvisionOptions, Report, Topology, provision};
 use jetsource_telemetry::Metrics;
 
@@ -26,17 +29,26 @@ pub enum ServiceName {
     Production,
     /// Views and queries (`qry.*`), rebuilds and parked events (`projector.*`).
     Projector,
+    /// The production saga: reserves, releases and consumes stock for orders.
+    Saga,
+    /// Asynchronous outcomes of commands to `notify.<command_id>`.
+    Notifier,
+    /// Queries over the shipped logs (`logbook.query`).
+    Logbook,
     /// The HTTP edge (on `--http`): commands, views, aggregates, status, auth.
     Gateway,
 }
 
 impl ServiceName {
     /// Every service, in start order.
-    pub const ALL: [ServiceName; 5] = [
+    pub const ALL: [ServiceName; 8] = [
         ServiceName::Catalog,
         ServiceName::Stock,
         ServiceName::Production,
         ServiceName::Projector,
+        ServiceName::Saga,
+        ServiceName::Notifier,
+        ServiceName::Logbook,
         ServiceName::Gateway,
     ];
 
@@ -47,6 +59,9 @@ impl ServiceName {
             ServiceName::Stock => "stock",
             ServiceName::Production => "production",
             ServiceName::Projector => "projector",
+            ServiceName::Saga => "saga",
+            ServiceName::Notifier => "notifier",
+            ServiceName::Logbook => "logbook",
             ServiceName::Gateway => "gateway",
         }
     }
@@ -56,7 +71,7 @@ impl ServiceName {
             ServiceName::Catalog => Some(ServiceKind::Catalog),
             ServiceName::Stock => Some(ServiceKind::Stock),
             ServiceName::Production => Some(ServiceKind::Production),
-            ServiceName::Projector | ServiceName::Gateway => None,
+            _ => None,
         }
     }
 }
@@ -82,6 +97,8 @@ pub struct AppConfig {
     pub projector: ProjectorConfig,
     /// The gateway's limits and authentication (its address is `http`).
     pub gateway: GatewayConfig,
+    /// How the production saga runs.
+    pub saga: SagaConfig,
 }
 
 impl AppConfig {
@@ -97,6 +114,7 @@ impl AppConfig {
             commands: CommandConfig::default(),
             projector: ProjectorConfig::default(),
             gateway: GatewayConfig::default(),
+            saga: SagaConfig::default(),
         }
     }
 }
@@ -109,6 +127,9 @@ pub struct App {
     services: Vec<factory_commands::RunningService>,
     router: Option<factory_commands::router::Router>,
     projector: Option<Projector>,
+    saga: Option<Saga>,
+    notifier: Option<Notifier>,
+    logbook: Option<Logbook>,
     gateway: Option<Arc<Gateway>>,
     local: Vec<&'static str>,
     http: Option<SocketAddr>,
@@ -161,6 +182,24 @@ impl App {
         } else {
             None
         };
+        let saga = if config.services.contains(&ServiceName::Saga) {
+            local.push("saga");
+            Some(Saga::start(client.clone(), config.saga.clone(), Arc::clone(&metrics)).await?)
+        } else {
+            None
+        };
+        let notifier = if config.services.contains(&ServiceName::Notifier) {
+            local.push("notifier");
+            Some(Notifier::start(client.clone(), Arc::clone(&metrics)).await?)
+        } else {
+            None
+        };
+        let logbook = if config.services.contains(&ServiceName::Logbook) {
+            local.push("logbook");
+            Some(Logbook::start(client.clone()).await?)
+        } else {
+            None
+        };
         let gateway = match (config.services.contains(&ServiceName::Gateway), config.http) {
             (true, Some(addr)) => {
                 let gateway_config = GatewayConfig { addr, ..config.gateway.clone() };
@@ -183,6 +222,9 @@ impl App {
             services,
             router,
             projector,
+            saga,
+            notifier,
+            logbook,
             gateway,
             local,
             http: config.http,
@@ -250,6 +292,15 @@ impl App {
         }
         if let Some(projector) = self.projector {
             tasks.spawn(projector.run_until_stopped(shutdown.clone()));
+        }
+        if let Some(saga) = self.saga {
+            tasks.spawn(saga.run_until_stopped(shutdown.clone()));
+        }
+        if let Some(notifier) = self.notifier {
+            tasks.spawn(notifier.run_until_stopped(shutdown.clone()));
+        }
+        if let Some(logbook) = self.logbook {
+            tasks.spawn(logbook.run_until_stopped(shutdown.clone()));
         }
         shutdown.wait().await;
         if tokio::time::timeout(Duration::from_secs(10), async { while tasks.join_next().await.is_some() {} })

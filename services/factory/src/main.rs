@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
@@ -62,6 +63,34 @@ enum Command {
     /// instances and versions), how far behind each view is: the same report as GET /status.
     /// Exits non-zero unless the overall status is `ok`.
     Status(NatsArgs),
+    /// Shipped log records (WARN and above unless FACTORY_LOG_SHIP says otherwise) from the
+    /// LOGS stream, through the logbook service: by service, lowest level and trace id; with
+    /// --follow, new records as they come.
+    Logs(LogsArgs),
+}
+
+#[derive(Debug, Args)]
+struct LogsArgs {
+    /// Only this service (stock, saga, gateway, ...).
+    #[arg(long)]
+    service: Option<String>,
+    /// Only this level and above: trace, debug, info, warn, error.
+    #[arg(long)]
+    level: Option<String>,
+    /// Only records of this trace (32 hex digits, as in x-trace-id and every error).
+    #[arg(long = "trace", value_name = "TRACE_ID")]
+    trace_id: Option<String>,
+    /// How many of the newest records to show first (1-1000).
+    #[arg(long, default_value_t = 100)]
+    limit: usize,
+    /// Keep printing new records until Ctrl-C.
+    #[arg(long, short)]
+    follow: bool,
+    /// Print the raw JSON records instead of one readable line each.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    nats: NatsArgs,
 }
 
 #[derive(Debug, Args)]
@@ -252,7 +281,93 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Query(args) => query_command(args).await,
         Command::Projections(args) => projections_command(args).await,
         Command::Status(nats) => status_command(nats).await,
+        Command::Logs(args) => logs_command(args).await,
     }
+}
+
+async fn logs_command(args: LogsArgs) -> anyhow::Result<()> {
+    let query = factory_logbook::LogQuery {
+        service: args.service.clone(),
+        level: args.level.clone(),
+        trace_id: args.trace_id.clone(),
+        limit: Some(args.limit),
+    };
+    query.validate().map_err(anyhow::Error::msg)?;
+    let client = jetsource::connect(&args.nats.nats_url, "factory-logs").await?;
+    let show = |record: &serde_json::Value| {
+        if args.json {
+            println!("{record}");
+        } else {
+            println!("{}", readable(record));
+        }
+    };
+    // Subscribe first so nothing falls between the history and the live records.
+    let mut live = if args.follow {
+        let mut subscriptions = Vec::new();
+        for subject in query.subjects().map_err(anyhow::Error::msg)? {
+            subscriptions.push(client.subscribe(subject).await?);
+        }
+        Some(futures::stream::select_all(subscriptions))
+    } else {
+        None
+    };
+    let page = request(
+        &client,
+        factory_logbook::QUERY_SUBJECT.into(),
+        async_nats::HeaderMap::new(),
+        serde_json::to_string(&query)?,
+    )
+    .await?;
+    let mut last_seen = String::new();
+    for record in page["records"].as_array().into_iter().flatten() {
+        show(record);
+        last_seen = record["timestamp"].as_str().unwrap_or_default().to_owned();
+    }
+    let Some(live) = live.as_mut() else { return Ok(()) };
+    let shutdown = Shutdown::new();
+    shutdown.on_signals();
+    loop {
+        let message = tokio::select! {
+            () = shutdown.wait() => return Ok(()),
+            next = futures::StreamExt::next(live) => match next {
+                Some(message) => message,
+                None => return Ok(()),
+            },
+        };
+        let Ok(record) = serde_json::from_slice::<serde_json::Value>(&message.payload) else { continue };
+        if query.trace_id.as_ref().is_some_and(|t| record["trace_id"].as_str() != Some(t.as_str())) {
+            continue;
+        }
+        if record["timestamp"].as_str().is_some_and(|t| t <= last_seen.as_str()) {
+            continue; // already shown as history
+        }
+        show(&record);
+    }
+}
+
+/// `timestamp LEVEL service message key=value… trace=…`.
+fn readable(record: &serde_json::Value) -> String {
+    let text = |key: &str| record[key].as_str().unwrap_or_default().to_owned();
+    let mut line =
+        format!("{} {:5} {:10} {}", text("timestamp"), text("level").to_uppercase(), text("service"), text("message"));
+    if let Some(fields) = record.as_object() {
+        for (key, value) in fields {
+            if matches!(
+                key.as_str(),
+                "timestamp" | "level" | "service" | "message" | "instance" | "target" | "trace_id" | "span_id"
+            ) {
+                continue;
+            }
+            match value.as_str() {
+                Some(s) => line.push_str(&format!(" {key}={s}")),
+                None => line.push_str(&format!(" {key}={value}")),
+            }
+        }
+    }
+    if let Some(trace) = record["trace_id"].as_str() {
+        line.push_str(&format!(" trace={trace}"));
+    }
+    line
 }
 
 async fn status_command(nats: NatsArgs) -> anyhow::Result<()> {
@@ -266,8 +381,12 @@ async fn status_command(nats: NatsArgs) -> anyhow::Result<()> {
 }
 
 fn telemetry(service: &str, log: Option<String>) -> anyhow::Result<Telemetry> {
-    let config =
-        TelemetryConfig { service: service.to_owned(), instance: factory_runtime::micro::instance_name(), filter: log };
+    let config = TelemetryConfig {
+        service: service.to_owned(),
+        instance: factory_runtime::micro::instance_name(),
+        filter: log,
+        ship: None,
+    };
     Ok(Telemetry::init(&config)?)
 }
 
@@ -285,6 +404,7 @@ async fn up(args: UpArgs, log: Option<String>) -> anyhow::Result<()> {
     config.gateway.auth = factory_gateway::AuthConfig::from_env().map_err(anyhow::Error::msg)?;
     let result = match App::build(config).await {
         Ok(app) => {
+            telemetry.ship_logs(app.client().clone(), Some(Arc::clone(app.metrics())));
             let nats = match &managed {
                 Some(m) => format!(
                     "{url}  (managed nats-server {}, JetStream in {}, monitoring {})",
@@ -333,6 +453,7 @@ async fn run_services(args: RunArgs, log: Option<String>) -> anyhow::Result<()> 
     config.replicas = args.replicas;
     let result = match App::build(config).await {
         Ok(app) => {
+            telemetry.ship_logs(app.client().clone(), Some(Arc::clone(app.metrics())));
             app.serve(shutdown, |http| {
                 tracing::info!(services = %names.join(","), nats = %args.nats.nats_url, http = ?http, "running");
             })

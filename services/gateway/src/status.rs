@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use crate::Gateway;
 
 /// The services a complete factory runs.
-const EXPECTED: &[&str] = &["catalog", "stock", "production", "projector"];
+const EXPECTED: &[&str] = &["catalog", "stock", "production", "projector", "saga", "notifier", "logbook"];
 
 /// A view this far behind makes the factory `degraded`.
 const LAG_DEGRADED: u64 = 10_000;

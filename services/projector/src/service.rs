@@ -9,10 +9,15 @@ use async_nats::Client;
 use factory_runtime::Shutdown;
 use factory_runtime::micro::{Endpoint, MicroService};
 use jetsource::projection::registry::{Entry, Registry};
-use jetsource::projection::{ProjectionError, ViewConfig, ViewHandle, ViewObserver, delete_version};
+use jetsource::projection::{
+    EventParked, EventView, ProjectionError, ViewConfig, ViewHandle, ViewObserver, delete_version,
+};
+use jetsource::store::NewEvent;
+use jetsource::{EventStore, StoreConfig};
 use jetsource_telemetry::Metrics;
 use jetsource_telemetry::metrics::Metrics as M;
 use serde_json::{Value, json};
+use tokio::sync::mpsc;
 
 use crate::kinds::{self, Running, ViewKind};
 use crate::queries;
@@ -57,21 +62,82 @@ pub(crate) struct Inner {
     pub(crate) building: RwLock<HashMap<&'static str, Arc<Running>>>,
     endpoints: std::sync::Mutex<Vec<(async_nats::Subscriber, Arc<Endpoint>)>>,
     micro: MicroService,
+    store: EventStore,
+    faults: mpsc::Sender<(String, NewEvent)>,
 }
 
-/// Feeds view activity into the process metrics.
-struct Observe(Arc<Metrics>);
+/// Feeds view activity into the process metrics, and reports parked events as facts on
+/// `evt.view.<view>` (so the command that caused them is told, see [`EventParked`]).
+struct Observe {
+    metrics: Arc<Metrics>,
+    /// A span per applied event (only when traces are exported).
+    trace_events: bool,
+    version: u32,
+    store: EventStore,
+    faults: mpsc::Sender<(String, NewEvent)>,
+}
 
 impl ViewObserver for Observe {
     fn applied(&self, view: &str, events: u64) {
-        self.0.projection_events.get_or_create(&M::view(view.to_owned())).inc_by(events);
+        self.metrics.projection_events.get_or_create(&M::view(view.to_owned())).inc_by(events);
     }
     fn progress(&self, view: &str, last_seq: u64, lag: u64) {
-        self.0.projection_last_seq.get_or_create(&M::view(view.to_owned())).set(last_seq as i64);
-        self.0.projection_lag.get_or_create(&M::view(view.to_owned())).set(lag as i64);
+        self.metrics.projection_last_seq.get_or_create(&M::view(view.to_owned())).set(last_seq as i64);
+        self.metrics.projection_lag.get_or_create(&M::view(view.to_owned())).set(lag as i64);
     }
     fn parked_count(&self, view: &str, count: u64) {
-        self.0.projection_parked.get_or_create(&M::view(view.to_owned())).set(count as i64);
+        self.metrics.projection_parked.get_or_create(&M::view(view.to_owned())).set(count as i64);
+    }
+    fn span(&self, view: &str, event: &EventView<'_>) -> Option<tracing::Span> {
+        if !self.trace_events {
+            return None;
+        }
+        let span = tracing::info_span!(
+            "projector.apply",
+            service = "projector",
+            otel.name = %format!("project {} into {view}", event.name),
+            view,
+            event = event.name,
+            aggregate_type = event.aggregate_type,
+            aggregate_id = event.aggregate_id,
+            stream_seq = event.seq(),
+        );
+        let trace = jetsource::TraceContext {
+            traceparent: event.stored.headers.get("traceparent").map(|v| v.as_str().to_owned()),
+            tracestate: event.stored.headers.get("tracestate").map(|v| v.as_str().to_owned()),
+        };
+        jetsource_telemetry::propagation::set_parent_from_trace(&span, &trace);
+        Some(span)
+    }
+    fn parked(&self, view: &str, event: &EventView<'_>, reason: &str) {
+        if event.aggregate_type == EventParked::AGGREGATE_TYPE {
+            return; // a fact about a view that a view cannot apply: reporting it would loop
+        }
+        let fact = EventParked::fact(&self.store, view, self.version, event, reason);
+        let subject = format!("evt.{}.{view}", EventParked::AGGREGATE_TYPE);
+        if self.faults.try_send((subject, fact)).is_err() {
+            tracing::warn!(
+                service = "projector",
+                view,
+                seq = event.seq(),
+                "too many parked events to report; this one is not"
+            );
+        }
+    }
+}
+
+/// Appends the parked-event facts the views report.
+async fn report_faults(store: EventStore, mut faults: mpsc::Receiver<(String, NewEvent)>) {
+    while let Some((subject, fact)) = faults.recv().await {
+        for attempt in 0..5u32 {
+            match store.append_fact(&subject, fact.clone()).await {
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!(service = "projector", error = %e, attempt, "cannot record a parked event");
+                    tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+                }
+            }
+        }
     }
 }
 
@@ -96,7 +162,12 @@ impl Projector {
         )
         .await
         .map_err(|e| ProjectionError::Unavailable { view: "*".into(), reason: e.to_string() })?;
+        let store = EventStore::new(client.clone(), StoreConfig { service: "projector".into(), ..Default::default() });
+        let (faults, reports) = mpsc::channel(10_000);
+        tokio::spawn(report_faults(store.clone(), reports));
         let inner = Arc::new(Inner {
+            store,
+            faults,
             client,
             registry,
             config,
@@ -126,7 +197,13 @@ impl Projector {
     }
 
     async fn open(&self, kind: &dyn ViewKind, version: u32) -> Result<Running, ProjectionError> {
-        let observer: Arc<dyn ViewObserver> = Arc::new(Observe(Arc::clone(&self.inner.metrics)));
+        let observer: Arc<dyn ViewObserver> = Arc::new(Observe {
+            metrics: Arc::clone(&self.inner.metrics),
+            trace_events: jetsource_telemetry::Telemetry::export_configured(),
+            version,
+            store: self.inner.store.clone(),
+            faults: self.inner.faults.clone(),
+        });
         kind.start(self.inner.client.clone(), version, self.inner.config.view.clone(), observer).await
     }
 

@@ -5,10 +5,11 @@ use std::time::Duration;
 
 use factory_domain::order::{OrderEvent, OrderStatus};
 use factory_domain::product::ProductEvent;
+use factory_domain::status;
 use factory_domain::stock::StockEvent;
 use factory_domain::{BomLine, StockId};
 use jetsource::id::escape_kv_token;
-use jetsource::projection::{EventView, Projection};
+use jetsource::projection::{EventParked, EventView, Projection};
 use jetsource::{AggregateId, Codec};
 use serde::{Deserialize, Serialize};
 
@@ -204,7 +205,7 @@ impl Projection for OrdersView {
             }
             OrderEvent::OrderStarted {} => doc.status = OrderStatus::Started,
             OrderEvent::ResourcesReserved { .. } => doc.status = OrderStatus::Reserved,
-            OrderEvent::OrderFailed { reason, message } => {
+            OrderEvent::OrderFailed { reason, message, .. } => {
                 doc.status = OrderStatus::Failed;
                 doc.failure_reason = Some(reason);
                 doc.failure_message = Some(message);
@@ -271,9 +272,13 @@ impl Projection for ProductsView {
     }
 }
 
-/// `commands`: the status of every command, by command id, kept for 25 hours.
+/// `commands`: the status of every command, by command id, kept for 25 hours. The events of
+/// commands sent on a command's behalf (by the saga) and the facts of views that parked its
+/// events are listed under it too, and move its status on (see [`factory_domain::status`]).
 #[derive(Default)]
-pub struct CommandsView;
+pub struct CommandsView {
+    orders: Codec<OrderEvent>,
+}
 
 /// One event of a command, as in command replies.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -285,6 +290,28 @@ pub struct CommandEvent {
     pub version: u64,
     /// Stream sequence.
     pub seq: u64,
+    /// `<type>/<id>` of the aggregate, for events recorded on the command's behalf.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aggregate: Option<String>,
+}
+
+/// An asynchronous error of a command.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CommandErrorDoc {
+    /// The service that reported it.
+    pub service: String,
+    /// Error code (`rejected`, `timeout`, `unavailable`, `projection_failed`).
+    pub code: String,
+    /// Domain reason (`insufficient_stock`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// What happened.
+    pub message: String,
+    /// The trace it happened in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
+    /// When (RFC 3339).
+    pub at: String,
 }
 
 /// A `commands` document.
@@ -292,7 +319,7 @@ pub struct CommandEvent {
 pub struct CommandDoc {
     /// The command id.
     pub command_id: String,
-    /// `succeeded`, or `accepted` for asynchronous commands.
+    /// `succeeded`; `accepted` for asynchronous commands, then `completed` or `failed`.
     pub status: String,
     /// Aggregate type.
     pub aggregate_type: String,
@@ -307,6 +334,9 @@ pub struct CommandDoc {
     pub trace_id: Option<String>,
     /// When it was recorded (RFC 3339).
     pub at: String,
+    /// Asynchronous errors, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<CommandErrorDoc>,
 }
 
 /// Events that mean their command was accepted to finish asynchronously.
@@ -333,10 +363,22 @@ impl Projection for CommandsView {
 
     fn keys(&self, event: &EventView<'_>) -> Result<Vec<String>, String> {
         let command_id = event.command_id();
-        Ok(if command_id.is_empty() { Vec::new() } else { vec![escape_kv_token(command_id)] })
+        let correlation_id = event.correlation_id();
+        let mut keys = Vec::with_capacity(2);
+        if !command_id.is_empty() && event.aggregate_type != EventParked::AGGREGATE_TYPE {
+            keys.push(escape_kv_token(command_id));
+        }
+        if !correlation_id.is_empty() && correlation_id != command_id {
+            keys.push(escape_kv_token(correlation_id));
+        }
+        Ok(keys)
     }
 
-    fn apply(&self, event: &EventView<'_>, _key: &str, doc: &mut CommandDoc) -> Result<(), String> {
+    fn apply(&self, event: &EventView<'_>, key: &str, doc: &mut CommandDoc) -> Result<(), String> {
+        let own = event.aggregate_type != EventParked::AGGREGATE_TYPE && key == escape_kv_token(event.command_id());
+        if !own {
+            return self.apply_related(event, doc);
+        }
         let attributes = event.attributes()?;
         doc.command_id = event.command_id().to_owned();
         doc.aggregate_type = event.aggregate_type.to_owned();
@@ -351,10 +393,53 @@ impl Projection for CommandsView {
             event_type: event.name.to_owned(),
             version: version_of(event),
             seq: event.seq(),
+            aggregate: None,
         });
         doc.stream_seq = event.seq();
         doc.trace_id = attributes.metadata.trace.trace_id().map(str::to_owned);
         doc.at = attributes.time;
+        Ok(())
+    }
+}
+
+impl CommandsView {
+    /// An event recorded on the command's behalf (its correlation id is the command's id):
+    /// listed under it, and its outcome moves the command's status on.
+    fn apply_related(&self, event: &EventView<'_>, doc: &mut CommandDoc) -> Result<(), String> {
+        let attributes = event.attributes()?;
+        if doc.command_id.is_empty() {
+            doc.command_id = attributes.metadata.correlation_id.clone();
+            doc.status = "accepted".into();
+        }
+        let outcome = if event.aggregate_type == EventParked::AGGREGATE_TYPE {
+            let parked: EventParked = serde_json::from_slice(&event.stored.data).map_err(|e| e.to_string())?;
+            Some(status::of_parked(&parked))
+        } else if event.aggregate_type == "order" {
+            let source = status::source_service(&attributes.source);
+            status::of_order_event(&decode(&self.orders, event)?, source)
+        } else {
+            None
+        };
+        doc.events.push(CommandEvent {
+            event_type: event.name.to_owned(),
+            version: version_of(event),
+            seq: event.seq(),
+            aggregate: Some(format!("{}/{}", event.aggregate_type, event.aggregate_id)),
+        });
+        doc.stream_seq = doc.stream_seq.max(event.seq());
+        if let Some(outcome) = outcome {
+            doc.status = outcome.status.to_owned();
+            if outcome.failed() {
+                doc.errors.push(CommandErrorDoc {
+                    service: outcome.service,
+                    code: outcome.code,
+                    reason: outcome.reason,
+                    message: outcome.message,
+                    trace_id: attributes.metadata.trace.trace_id().map(str::to_owned),
+                    at: attributes.time,
+                });
+            }
+        }
         Ok(())
     }
 }

@@ -45,14 +45,18 @@ fn the_saga_confirms_reservations_or_fails_a_started_order() {
         .when(C::ConfirmReserved { lines: bolts(8) })
         .then_expect_events([E::ResourcesReserved { lines: bolts(8) }]);
     let failed = AggregateFixture::<Order>::given([planned(), E::OrderStarted {}])
-        .when(C::Fail { reason: "insufficient_stock".into(), message: "bolt: 3 of 8".into() })
-        .then_expect_events([E::OrderFailed { reason: "insufficient_stock".into(), message: "bolt: 3 of 8".into() }]);
+        .when(C::Fail { reason: "insufficient_stock".into(), message: "bolt: 3 of 8".into(), service: "stock".into() })
+        .then_expect_events([E::OrderFailed {
+            reason: "insufficient_stock".into(),
+            message: "bolt: 3 of 8".into(),
+            service: "stock".into(),
+        }]);
     assert_eq!((failed.status, failed.reason.as_deref()), (OrderStatus::Failed, Some("insufficient_stock")));
     AggregateFixture::<Order>::given([planned()])
         .when(C::ConfirmReserved { lines: vec![] })
         .then_expect_rejection("invalid_status");
     AggregateFixture::<Order>::given([planned()])
-        .when(C::Fail { reason: "x".into(), message: "y".into() })
+        .when(C::Fail { reason: "x".into(), message: "y".into(), service: "stock".into() })
         .then_expect_rejection("invalid_status");
 }
 

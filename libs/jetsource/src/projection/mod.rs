@@ -23,7 +23,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-pub use parked::ParkedRecord;
+pub use parked::{EventParked, ParkedRecord};
 pub use watch::{ViewUpdate, WatchFilter};
 pub use worker::{Admin, RetryReport, ViewConfig, ViewHandle, ViewObserver, ViewWorker, delete_version};
 
@@ -100,6 +100,11 @@ impl<'a> EventView<'a> {
     /// `ce-commandid`.
     pub fn command_id(&self) -> &'a str {
         cloudevents::command_id(&self.stored.headers)
+    }
+
+    /// `ce-correlationid`: the conversation (the first command's id).
+    pub fn correlation_id(&self) -> &'a str {
+        cloudevents::correlation_id(&self.stored.headers)
     }
 
     /// Every CloudEvents attribute.

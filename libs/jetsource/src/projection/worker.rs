@@ -69,6 +69,12 @@ pub trait ViewObserver: Send + Sync {
     fn parked(&self, view: &str, event: &EventView<'_>, reason: &str) {
         let _ = (view, event, reason);
     }
+    /// A span to apply `event` in (continuing the event's trace), or none: spans per event
+    /// cost, so an observer returns one only when traces are exported.
+    fn span(&self, view: &str, event: &EventView<'_>) -> Option<tracing::Span> {
+        let _ = (view, event);
+        None
+    }
 }
 
 struct Silent;
@@ -475,6 +481,8 @@ impl<P: Projection> ViewWorker<P> {
         let mut applied = 0;
         for (stored, plan) in events.iter().zip(plans) {
             let view = EventView::new(stored);
+            let span = self.observer.span(self.projection.name(), &view);
+            let _entered = span.as_ref().map(tracing::Span::enter);
             // An earlier event of this batch may have parked the aggregate: wait behind it.
             let outcome = match plan {
                 Ok(_) if self.parked.contains_key(&stored.subject) => Err(None),

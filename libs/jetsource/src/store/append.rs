@@ -62,6 +62,19 @@ impl EventStore {
         }
     }
 
+    /// Appends one event that does not depend on the subject's earlier events (a fact
+    /// recorded by infrastructure, such as an event a view had to park): no expectation on
+    /// the last sequence, deduplicated by its `Nats-Msg-Id`.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`], [`StoreError::TooLarge`].
+    pub async fn append_fact(&self, subject: &str, event: NewEvent) -> Result<Appended, StoreError> {
+        let NewEvent { msg_id, mut headers, data } = event;
+        headers.insert(MSG_ID, msg_id);
+        let ack = self.publish(subject, headers, data).await.map_err(|e| map_publish_error(e, subject, 0))?;
+        Ok(Appended { first_seq: ack.sequence, last_seq: ack.sequence, duplicate: ack.duplicate })
+    }
+
     async fn publish(&self, subject: &str, headers: HeaderMap, data: bytes::Bytes) -> Result<PublishAck, PublishError> {
         let publish = PublishMessage::build().payload(data).headers(headers);
         self.inner.js.send_publish(subject.to_owned(), publish).await?.await

@@ -47,6 +47,25 @@ impl StoredEvent {
         Ok(Self { subject, seq, stored_at, headers, data: message.payload })
     }
 
+    /// An event delivered by a JetStream consumer.
+    ///
+    /// # Errors
+    /// [`StoreError::Undecodable`] when the message carries no JetStream delivery info.
+    pub fn from_delivery(message: &async_nats::jetstream::Message) -> Result<Self, StoreError> {
+        let info = message.info().map_err(|e| StoreError::Undecodable {
+            subject: message.subject.to_string(),
+            seq: 0,
+            reason: format!("no delivery info: {e}"),
+        })?;
+        Ok(Self {
+            subject: message.subject.to_string(),
+            seq: info.stream_sequence,
+            stored_at: info.published,
+            headers: message.headers.clone().unwrap_or_default(),
+            data: message.payload.clone(),
+        })
+    }
+
     /// All CloudEvents attributes.
     ///
     /// # Errors

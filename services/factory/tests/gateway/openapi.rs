@@ -131,6 +131,9 @@ async fn real_responses_of_every_route_match_the_openapi_document() {
     let id = received["command_id"].as_str().unwrap().to_owned();
     let token = received["stream_seq"].to_string();
     stack.command("/v1/commands/order/o-1/plan", r#"{"product_id": "widget", "qty": 1, "warehouse": "main"}"#).await;
+    stack.command("/v1/commands/order/o-2/plan", r#"{"product_id": "widget", "qty": 1000, "warehouse": "main"}"#).await;
+    let short = stack.command("/v1/commands/order/o-2/start", "{}").await;
+    let failed = short["command_id"].as_str().unwrap().to_owned();
     let big = vec![b' '; 300 * 1024];
 
     // Act: every route, success and failure
@@ -163,6 +166,10 @@ async fn real_responses_of_every_route_match_the_openapi_document() {
         ("GET", "/v1/projections".into(), vec![], vec![]),
         ("POST", "/v1/projections/stock/retry".into(), json.to_vec(), b"{}".to_vec()),
         ("POST", "/v1/projections/stock/explode".into(), json.to_vec(), b"{}".to_vec()),
+        ("GET", format!("/v1/commands/{failed}/events"), vec![], vec![]),
+        ("GET", format!("/v1/commands/{failed}"), vec![], vec![]),
+        ("GET", "/v1/logs?level=warn&limit=5".into(), vec![], vec![]),
+        ("GET", "/v1/logs?level=loud".into(), vec![], vec![]),
         ("GET", "/status".into(), vec![], vec![]),
         ("GET", "/healthz".into(), vec![], vec![]),
         ("GET", "/readyz".into(), vec![], vec![]),
@@ -182,6 +189,10 @@ async fn real_responses_of_every_route_match_the_openapi_document() {
     // Assert
     assert!(failures.is_empty(), "responses that do not match /openapi.json:\n{}", failures.join("\n"));
     assert!(statuses.is_superset(&[200, 202, 400, 404, 412, 413, 415, 422].into()), "{statuses:?}");
+    // The failed order's status (read after its event stream ended) carries its error.
+    let status = stack.get(&format!("/v1/commands/{failed}")).await.json();
+    assert_eq!(status["status"], "failed", "{status}");
+    assert_eq!(status["errors"][0]["reason"], "insufficient_stock", "{status}");
 }
 
 #[test]

@@ -55,6 +55,7 @@ impl Stack {
             service: "factory".into(),
             instance: "test".into(),
             filter: Some("error".into()),
+            ship: Some("off".into()),
         };
         let _ = jetsource_telemetry::Telemetry::init(&config);
         let server = NatsServer::start();

@@ -81,11 +81,17 @@ impl Factory {
 
     /// Starts `factory run <services>` as a separate process against this server.
     pub fn run_process(&self, services: &[&str]) -> Process {
+        self.run_process_with_env(services, &[])
+    }
+
+    /// Starts `factory run <services>` as a separate process with extra environment.
+    pub fn run_process_with_env(&self, services: &[&str], env: &[(&str, &str)]) -> Process {
         let port = jetsource::server::free_port().unwrap();
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_factory"))
             .arg("run")
             .args(services)
             .args(["--nats-url", &self.server.url(), "--http", &format!("127.0.0.1:{port}"), "--log", "warn"])
+            .envs(env.iter().copied())
             .stdout(std::process::Stdio::null())
             .spawn()
             .expect("factory binary");

@@ -23,6 +23,24 @@ use crate::problem::Problem;
 
 /// How long an event stream stays open at most.
 const STREAM_FOR: Duration = Duration::from_secs(600);
+/// How long a final status waits for its notification (and the other way round).
+const NOTIFICATION_GRACE: Duration = Duration::from_secs(2);
+
+/// The notifications of a command, from the first kept (none when the stream is missing).
+async fn notifications(
+    js: &async_nats::jetstream::Context,
+    id: &str,
+) -> Option<async_nats::jetstream::consumer::pull::Ordered> {
+    let stream = js.get_stream("NOTIFICATIONS").await.ok()?;
+    let consumer = stream
+        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
+            filter_subject: format!("notify.{id}"),
+            ..Default::default()
+        })
+        .await
+        .ok()?;
+    consumer.messages().await.ok()
+}
 
 pub(super) fn routes(
     gw: &Arc<Gateway>,
@@ -144,7 +162,9 @@ async fn command_status(ctx: Ctx, id: String) -> Result<warp::reply::Response, P
     Ok(json(200, &doc))
 }
 
-/// The command's status now and at each change, until it is final (`accepted` is not).
+/// The command's status now and at each change (`event: status`), and its notifications from
+/// the `NOTIFICATIONS` stream (`event: notification`), until the status is final (`accepted`
+/// is not); an asynchronous outcome also waits a moment for its notification.
 async fn command_events(ctx: Ctx, id: String) -> Result<warp::reply::Response, Problem> {
     let id = segment(&id)?;
     validate_command_id(&id).map_err(|e| Problem::new(400, "invalid", e))?;
@@ -169,28 +189,70 @@ async fn command_events(ctx: Ctx, id: String) -> Result<warp::reply::Response, P
         Ok(Some(Ok(entry))) => entry,
         _ => return Err(Problem::new(404, "not_found", format!("no command {id:?}"))),
     };
+    let notifications = notifications(&js, &id).await;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Event>(16);
     let stop = gw.shutdown.clone();
     tokio::spawn(async move {
-        let deadline = tokio::time::Instant::now() + STREAM_FOR;
+        let mut deadline = tokio::time::Instant::now() + STREAM_FOR;
+        let mut notifications = notifications;
+        let mut notified = false;
+        let mut finished = false;
         let mut next = Some(first);
         loop {
-            let Some(entry) = next.take() else { break };
-            let doc: Value = serde_json::from_slice(&entry.value).unwrap_or(Value::Null);
-            let done = doc["status"].as_str().is_some_and(|s| s != "accepted");
-            let event = Event::default().event("status").id(entry.revision.to_string()).json_data(&doc);
-            if let Ok(event) = event
-                && tx.send(event).await.is_err()
-            {
-                break;
+            if let Some(entry) = next.take() {
+                let doc: Value = serde_json::from_slice(&entry.value).unwrap_or(Value::Null);
+                let status = doc["status"].as_str().unwrap_or("accepted").to_owned();
+                let event = Event::default().event("status").id(entry.revision.to_string()).json_data(&doc);
+                if let Ok(event) = event
+                    && tx.send(event).await.is_err()
+                {
+                    break;
+                }
+                match status.as_str() {
+                    "accepted" => {}
+                    // An outcome that came asynchronously has a notification: wait for it a moment.
+                    "completed" | "failed" if !notified && notifications.is_some() => {
+                        finished = true;
+                        deadline = deadline.min(tokio::time::Instant::now() + NOTIFICATION_GRACE);
+                    }
+                    _ => break,
+                }
             }
-            if done {
-                break;
-            }
-            next = tokio::select! {
-                () = stop.wait() => None,
-                () = tokio::time::sleep_until(deadline) => None,
-                entry = watch.next() => entry.and_then(Result::ok),
+            tokio::select! {
+                () = stop.wait() => break,
+                () = tokio::time::sleep_until(deadline) => break,
+                entry = watch.next() => match entry {
+                    Some(Ok(entry)) => next = Some(entry),
+                    _ => break,
+                },
+                message = async {
+                    match notifications.as_mut() {
+                        Some(stream) => stream.next().await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    let Some(Ok(message)) = message else {
+                        notifications = None;
+                        continue;
+                    };
+                    let notification: Value = serde_json::from_slice(&message.payload).unwrap_or(Value::Null);
+                    let final_outcome = notification["status"].as_str().is_some_and(|s| s != "accepted");
+                    let event = Event::default().event("notification").json_data(&notification);
+                    if let Ok(event) = event
+                        && tx.send(event).await.is_err()
+                    {
+                        break;
+                    }
+                    if final_outcome {
+                        if finished {
+                            break;
+                        }
+                        notified = true;
+                        // The status change the notification reports follows shortly, if it
+                        // has not come yet.
+                        deadline = deadline.min(tokio::time::Instant::now() + NOTIFICATION_GRACE);
+                    }
+                }
             };
         }
     });

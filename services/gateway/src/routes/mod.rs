@@ -2,6 +2,7 @@
 
 mod aggregates;
 mod commands;
+mod logs;
 mod ops;
 mod views;
 
@@ -30,6 +31,8 @@ pub(crate) fn all(
         .or(aggregates::routes(&gw))
         .unify()
         .or(ops::routes(&gw))
+        .unify()
+        .or(logs::routes(&gw))
         .unify()
         .recover(problem::recover)
         .unify()

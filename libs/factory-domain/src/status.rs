@@ -1,0 +1,74 @@
+//! How events change the status of the command that began a conversation (DESIGN §5): an
+//! asynchronous command (`order start`) is `accepted` at once, then `completed` when the saga
+//! reserved everything or `failed` when it could not; any command becomes `failed` when a view
+//! had to park one of its events. The commands view and the notifier share this reading, so
+//! the status and the notification always say the same.
+
+use jetsource::projection::EventParked;
+
+use crate::order::OrderEvent;
+
+/// What an event means for the command its conversation began with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// `completed` or `failed`.
+    pub status: &'static str,
+    /// The service whose answer decided it (`stock`, `saga`, `projector`).
+    pub service: String,
+    /// Error code (`rejected`, `timeout`, `unavailable`, `projection_failed`), or `completed`.
+    pub code: String,
+    /// The domain reason of a failure (`insufficient_stock`).
+    pub reason: Option<String>,
+    /// What happened.
+    pub message: String,
+}
+
+impl Outcome {
+    /// True for a failure.
+    pub fn failed(&self) -> bool {
+        self.status == "failed"
+    }
+}
+
+/// The outcome an order event reports, if any (`source` names the service that recorded it).
+pub fn of_order_event(event: &OrderEvent, source: &str) -> Option<Outcome> {
+    match event {
+        OrderEvent::ResourcesReserved { lines } => Some(Outcome {
+            status: "completed",
+            service: source.to_owned(),
+            code: "completed".into(),
+            reason: None,
+            message: format!("every resource is reserved ({} lines)", lines.len()),
+        }),
+        OrderEvent::OrderFailed { reason, message, service } => Some(Outcome {
+            status: "failed",
+            service: if service.is_empty() { source.to_owned() } else { service.clone() },
+            code: match reason.as_str() {
+                "timeout" | "unavailable" => reason.clone(),
+                _ => "rejected".into(),
+            },
+            reason: Some(reason.clone()),
+            message: message.clone(),
+        }),
+        _ => None,
+    }
+}
+
+/// The outcome of a view parking an event of the command.
+pub fn of_parked(parked: &EventParked) -> Outcome {
+    Outcome {
+        status: "failed",
+        service: "projector".into(),
+        code: "projection_failed".into(),
+        reason: None,
+        message: format!(
+            "view {} could not apply {} (seq {}) of {}: {}",
+            parked.view, parked.event_type, parked.seq, parked.subject, parked.reason
+        ),
+    }
+}
+
+/// The service name in a `ce-source` (`/factory/saga` → `saga`).
+pub fn source_service(source: &str) -> &str {
+    source.rsplit('/').next().unwrap_or(source)
+}

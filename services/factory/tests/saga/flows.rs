@@ -1,0 +1,259 @@
+//! The saga's flows through NATS, against services running in this process (and a saga in a
+//! separate process for the crash test).
+
+use std::time::Duration;
+
+use factory::app::ServiceName;
+use futures::StreamExt;
+use jetsource::{EventStore, StoreConfig};
+use serde_json::Value;
+
+use crate::eventually;
+use crate::support::Factory;
+
+/// A product `widget` of `bom` (sku, qty per unit), with `stock` units of each in `main`.
+async fn catalogue(factory: &Factory, bom: &[(&str, u64)], stock: u64) {
+    let lines: Vec<Value> = bom.iter().map(|(sku, qty)| serde_json::json!({"sku": sku, "qty": qty})).collect();
+    let define = serde_json::json!({"name": "Widget", "bom": lines}).to_string();
+    factory.send("cmd.product.widget.define", &define).await.ok();
+    for (sku, _) in bom {
+        factory.send(&format!("cmd.stock.{sku}@main.receive"), &format!(r#"{{"qty": {stock}}}"#)).await.ok();
+    }
+}
+
+/// Plans `order` for `qty` widgets and starts it with command id `key`; the start reply.
+async fn start(factory: &Factory, order: &str, qty: u64, key: &str) -> Value {
+    let plan = format!(r#"{{"product_id": "widget", "qty": {qty}, "warehouse": "main"}}"#);
+    factory.send(&format!("cmd.order.{order}.plan"), &plan).await.ok();
+    let started = factory.send_with(&format!("cmd.order.{order}.start"), "{}", &[("Idempotency-Key", key)]).await;
+    started.ok().clone()
+}
+
+/// The command's status document once it is no longer `accepted`.
+async fn final_status(factory: &Factory, command_id: &str) -> Value {
+    eventually(&format!("a final status of {command_id}"), || async {
+        let reply = factory.query(&format!("qry.commands.{command_id}"), "").await;
+        let doc = reply.body;
+        (reply.headers.is_none() && doc["status"] != "accepted").then_some(doc)
+    })
+    .await
+}
+
+async fn stock(factory: &Factory, id: &str) -> Value {
+    factory.query(&format!("qry.stock.{id}"), "").await.ok().clone()
+}
+
+/// Event names of an aggregate's history.
+async fn history(factory: &Factory, subject: &str) -> Vec<(String, Value)> {
+    let store = EventStore::new(factory.client.clone(), StoreConfig::default());
+    store
+        .read(subject, 1, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| {
+            let name = e.attributes().unwrap().event_name().to_owned();
+            (name, serde_json::from_slice(&e.data).unwrap())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_covered_order_reserves_completes_and_the_product_stock_rises() {
+    // Arrange
+    let factory = Factory::start().await;
+    catalogue(&factory, &[("bolt", 4), ("plate", 1)], 100).await;
+
+    // Act
+    let started = start(&factory, "o-1", 5, "start-o-1").await;
+    let status = final_status(&factory, "start-o-1").await;
+    let reserved = stock(&factory, "bolt@main").await;
+    let completed = factory.send("cmd.order.o-1.complete", "{}").await;
+    let widgets = eventually("widgets received", || async {
+        let reply = factory.query("qry.stock.widget@main", "").await;
+        (reply.headers.is_none() && reply.body["on_hand"] == 5).then_some(reply.body)
+    })
+    .await;
+
+    // Assert
+    assert_eq!(started["status"], "accepted");
+    assert_eq!(status["status"], "completed", "{status}");
+    let names: Vec<&str> = status["events"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert!(names.contains(&"StockReserved") && names.contains(&"ResourcesReserved"), "{names:?}");
+    assert_eq!((reserved["reserved"].as_u64(), reserved["available"].as_u64()), (Some(20), Some(80)));
+    completed.ok();
+    assert_eq!(widgets["available"], 5);
+    let bolts = eventually("bolts consumed", || async {
+        let doc = stock(&factory, "bolt@main").await;
+        (doc["reserved"] == 0).then_some(doc)
+    })
+    .await;
+    assert_eq!(bolts["on_hand"], 80);
+    let saga = factory.query("saga.get.o-1", "").await;
+    assert_eq!(saga.ok()["phase"], "completed");
+}
+
+#[tokio::test]
+async fn a_short_order_releases_what_it_took_fails_with_the_reason_and_notifies() {
+    // Arrange: 10 bolts, 10 plates; 5 widgets need 20 bolts and 5 plates
+    let factory = Factory::start().await;
+    catalogue(&factory, &[("bolt", 4), ("plate", 1)], 10).await;
+    let mut notifications = factory.client.subscribe("notify.start-o-2").await.unwrap();
+
+    // Act
+    let started = start(&factory, "o-2", 5, "start-o-2").await;
+    let notification = tokio::time::timeout(Duration::from_secs(20), notifications.next())
+        .await
+        .expect("a notification within 20 s")
+        .unwrap();
+    let status = final_status(&factory, "start-o-2").await;
+
+    // Assert: the notification and the status say the same, with the trace of the start
+    let notification: Value = serde_json::from_slice(&notification.payload).unwrap();
+    assert_eq!(started["status"], "accepted");
+    assert_eq!(
+        (&notification["status"], &notification["reason"], &notification["service"], &notification["code"]),
+        (&"failed".into(), &"insufficient_stock".into(), &"stock".into(), &"rejected".into()),
+        "{notification}"
+    );
+    assert!(notification["message"].as_str().unwrap().starts_with("bolt@main: "), "{notification}");
+    assert_eq!(status["status"], "failed");
+    let error = &status["errors"][0];
+    assert_eq!((&error["reason"], &error["service"]), (&"insufficient_stock".into(), &"stock".into()));
+    assert_eq!(error["trace_id"], status["trace_id"], "the failure is in the start command's trace");
+    assert_eq!(notification["trace_id"], status["trace_id"]);
+    // What was taken is given back
+    let names = eventually("the plates released", || async {
+        let names: Vec<String> = history(&factory, "evt.stock.plate@main").await.into_iter().map(|(n, _)| n).collect();
+        (names.len() == 3).then_some(names)
+    })
+    .await;
+    assert_eq!(names, ["StockReceived", "StockReserved", "ReservationReleased"]);
+    let plate = eventually("plates released in the view", || async {
+        let doc = stock(&factory, "plate@main").await;
+        (doc["reserved"] == 0 && doc["version"] == 3).then_some(doc)
+    })
+    .await;
+    assert_eq!(plate["available"], 10);
+    assert!(history(&factory, "evt.stock.bolt@main").await.iter().all(|(n, _)| n == "StockReceived"));
+    let order = factory.query("qry.orders.o-2", "").await;
+    assert_eq!(order.ok()["status"], "failed");
+}
+
+#[tokio::test]
+async fn a_reservation_without_an_answer_fails_the_order_after_the_bound() {
+    // Arrange: a "stock" service that answers discovery but never a command
+    let mut factory = Factory::server_only().await;
+    let fake = factory_runtime::micro::MicroService::start(&factory.client, "stock", "0.0.0", "silent").await.unwrap();
+    let _silent = factory.client.queue_subscribe("cmd.stock.>", "stock".into()).await.unwrap();
+    let services = ServiceName::ALL.iter().copied().filter(|s| !matches!(s, ServiceName::Stock | ServiceName::Gateway));
+    factory.spawn(services.collect(), |config| config.saga.request_timeout = Duration::from_millis(300)).await;
+    factory.send("cmd.product.widget.define", r#"{"name": "Widget", "bom": [{"sku": "bolt", "qty": 1}]}"#).await.ok();
+
+    // Act
+    start(&factory, "o-3", 1, "start-o-3").await;
+    let status = final_status(&factory, "start-o-3").await;
+
+    // Assert
+    assert_eq!(status["status"], "failed", "{status}");
+    assert_eq!((&status["errors"][0]["reason"], &status["errors"][0]["code"]), (&"timeout".into(), &"timeout".into()));
+    // The release of the unanswered line (it may have got through) is retried while the stock
+    // service stays silent.
+    let saga = factory.query("saga.get.o-3", "").await;
+    assert_eq!((saga.ok()["phase"].as_str(), saga.ok()["order_failed"].as_bool()), (Some("compensating"), Some(true)));
+    drop(fake);
+}
+
+#[tokio::test]
+async fn a_saga_killed_mid_flow_and_restarted_reserves_each_line_exactly_once() {
+    // Arrange: twelve resources; the saga runs in its own process, which aborts after three
+    // stock answers (most reservations then got through, their answers were never read)
+    let mut factory = Factory::server_only().await;
+    let services = ServiceName::ALL.iter().copied().filter(|s| !matches!(s, ServiceName::Saga | ServiceName::Gateway));
+    factory.spawn(services.collect(), |_| {}).await;
+    let bom: Vec<(String, u64)> = (0..12).map(|i| (format!("r{i}"), 1 + i % 3)).collect();
+    let bom_refs: Vec<(&str, u64)> = bom.iter().map(|(s, q)| (s.as_str(), *q)).collect();
+    catalogue(&factory, &bom_refs, 100).await;
+    let mut crashing = factory.run_process_with_env(&["saga"], &[("FACTORY_SAGA_ABORT_AFTER_STEPS", "3")]);
+
+    // Act
+    start(&factory, "o-4", 2, "start-o-4").await;
+    let exit = eventually("the saga process to abort", || {
+        let status = crashing.0.try_wait().unwrap();
+        async move { status }
+    })
+    .await;
+    let restarted = factory.run_process(&["saga"]);
+    let status = final_status(&factory, "start-o-4").await;
+    // Completion: consume twelve reservations, then receive the product; the saga aborts right
+    // after the receive was answered, before it could record that.
+    drop(restarted);
+    let mut crashing = factory.run_process_with_env(&["saga"], &[("FACTORY_SAGA_ABORT_AFTER_STEPS", "13")]);
+    factory.send("cmd.order.o-4.complete", "{}").await.ok();
+    let second_exit = eventually("the saga process to abort again", || {
+        let status = crashing.0.try_wait().unwrap();
+        async move { status }
+    })
+    .await;
+    let _restarted = factory.run_process(&["saga"]);
+    let saga = eventually("the saga to finish completing", || async {
+        let saga = factory.query("saga.get.o-4", "").await.body;
+        (saga["phase"] == "completed").then_some(saga)
+    })
+    .await;
+
+    // Assert
+    assert!(!exit.success() && !second_exit.success(), "the saga aborted twice: {exit:?} {second_exit:?}");
+    assert_eq!(status["status"], "completed", "{status}");
+    for (sku, qty) in &bom {
+        let events = history(&factory, &format!("evt.stock.{sku}@main")).await;
+        let count = |name: &str| events.iter().filter(|(n, _)| n == name).count();
+        let reserved: Vec<&Value> = events.iter().filter(|(n, _)| n == "StockReserved").map(|(_, d)| d).collect();
+        assert_eq!((reserved.len(), count("ReservationConsumed")), (1, 1), "{sku}: {events:?}");
+        assert_eq!(reserved[0]["qty"].as_u64(), Some(qty * 2), "{sku}");
+    }
+    let widgets = history(&factory, "evt.stock.widget@main").await;
+    assert_eq!(widgets.len(), 1, "the product was received once: {widgets:?}");
+    assert_eq!(widgets[0].1["qty"], 2);
+    assert_eq!(saga["received"], true);
+}
+
+#[tokio::test]
+async fn an_event_a_view_parks_fails_its_command_and_notifies() {
+    // Arrange: another client writes a stock event the views cannot read
+    let factory = Factory::start().await;
+    let mut notifications = factory.client.subscribe("notify.poison-1").await.unwrap();
+    let js = async_nats::jetstream::new(factory.client.clone());
+    let mut headers = async_nats::HeaderMap::new();
+    for (name, value) in [
+        ("ce-specversion", "1.0"),
+        ("ce-id", "poison-1:0"),
+        ("ce-source", "/elsewhere"),
+        ("ce-type", "factory.stock.StockReceived"),
+        ("ce-subject", "bad@main"),
+        ("ce-time", "2026-11-27T10:00:00Z"),
+        ("ce-schemaversion", "2"),
+        ("ce-commandid", "poison-1"),
+        ("ce-correlationid", "poison-1"),
+    ] {
+        headers.insert(name, value);
+    }
+
+    // Act
+    js.publish_with_headers("evt.stock.bad@main", headers, r#"{"qty": "lots"}"#.into()).await.unwrap().await.unwrap();
+    let notification = tokio::time::timeout(Duration::from_secs(20), notifications.next())
+        .await
+        .expect("a notification within 20 s")
+        .unwrap();
+    let status = eventually("the command marked failed", || async {
+        let doc = factory.query("qry.commands.poison-1", "").await.body;
+        (doc["status"] == "failed").then_some(doc)
+    })
+    .await;
+
+    // Assert
+    let notification: Value = serde_json::from_slice(&notification.payload).unwrap();
+    assert_eq!((&notification["service"], &notification["code"]), (&"projector".into(), &"projection_failed".into()));
+    assert!(notification["message"].as_str().unwrap().contains("evt.stock.bad@main"), "{notification}");
+    assert_eq!(status["errors"][0]["code"], "projection_failed", "{status}");
+}

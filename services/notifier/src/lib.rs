@@ -1,0 +1,247 @@
+//! # factory-notifier
+//!
+//! Tells clients about asynchronous outcomes (DESIGN §4, Async errors). A durable consumer
+//! (`notifier`) reads order events and the facts of views that parked events; each one that
+//! moves a command's status on ([`factory_domain::status`]) becomes a notification published to
+//! `notify.<command_id>` in the stream `NOTIFICATIONS` (kept 24 h):
+//!
+//! ```json
+//! {"command_id":"…","correlation_id":"…","status":"failed","service":"stock","code":"rejected",
+//!  "reason":"insufficient_stock","message":"bolt@main: insufficient stock: 8 requested, 2 available",
+//!  "trace_id":"…","at":"2026-11-27T10:00:00Z"}
+//! ```
+//!
+//! The notification carries the trace of the event (its span is a child of the event's
+//! trace), and its `Nats-Msg-Id` is derived from the event, so a redelivered event notifies
+//! once. The HTTP edge streams these as Server-Sent Events.
+//!
+//! ## Example
+//! ```no_run
+//! # async fn run(client: async_nats::Client) -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! let metrics = Arc::new(jetsource_telemetry::Metrics::new());
+//! let notifier = factory_notifier::Notifier::start(client, metrics).await?;
+//! notifier.run_until_stopped(factory_runtime::Shutdown::new()).await;
+//! # Ok(()) }
+//! ```
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![warn(clippy::unwrap_used)]
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::PullConsumer;
+use async_nats::jetstream::message::PublishMessage;
+use async_nats::jetstream::{self, AckKind};
+use async_nats::{Client, HeaderMap};
+use factory_domain::order::OrderEvent;
+use factory_domain::status::{self, Outcome};
+use factory_runtime::Shutdown;
+use factory_runtime::micro::MicroService;
+use futures::StreamExt;
+use jetsource::projection::EventParked;
+use jetsource::{Codec, StoredEvent};
+use jetsource_telemetry::Metrics;
+use jetsource_telemetry::propagation;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
+use tracing::Instrument;
+
+/// The prefix of notification subjects: `notify.<command_id>`.
+pub const SUBJECT_PREFIX: &str = "notify";
+
+/// One notification (DESIGN §5).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Notification {
+    /// The command whose status changed.
+    pub command_id: String,
+    /// Its conversation (the same id: the command began it).
+    pub correlation_id: String,
+    /// `completed` or `failed`.
+    pub status: String,
+    /// The service that reported it.
+    pub service: String,
+    /// Error code, or `completed`.
+    pub code: String,
+    /// Domain reason of a failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// What happened.
+    pub message: String,
+    /// The trace the command began.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
+    /// When the outcome was recorded (RFC 3339).
+    pub at: String,
+}
+
+/// Why the notifier could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("notifier: {0}; is the topology provisioned (`factory provision`)?")]
+pub struct NotifierError(String);
+
+/// The running notifier.
+pub struct Notifier {
+    client: Client,
+    consumer: PullConsumer,
+    metrics: Arc<Metrics>,
+    _micro: MicroService,
+}
+
+impl Notifier {
+    /// Binds the `notifier` consumer and answers `$SRV` discovery.
+    ///
+    /// # Errors
+    /// [`NotifierError`] when the consumer is missing or JetStream does not answer.
+    pub async fn start(client: Client, metrics: Arc<Metrics>) -> Result<Self, NotifierError> {
+        let js = jetstream::new(client.clone());
+        let consumer: PullConsumer = js
+            .get_consumer_from_stream("notifier", "EVENTS")
+            .await
+            .map_err(|e| NotifierError(format!("consumer notifier on EVENTS: {e}")))?;
+        let micro = MicroService::start(
+            &client,
+            "notifier",
+            env!("CARGO_PKG_VERSION"),
+            "Asynchronous outcomes of commands to notify.<command_id>",
+        )
+        .await
+        .map_err(|e| NotifierError(e.to_string()))?;
+        tracing::info!(service = "notifier", service_id = micro.id(), "notifier ready");
+        Ok(Self { client, consumer, metrics, _micro: micro })
+    }
+
+    /// Notifies until `shutdown`.
+    pub async fn run_until_stopped(self, shutdown: Shutdown) {
+        let work = Arc::new(Work {
+            js: jetstream::new(self.client.clone()),
+            orders: Codec::default(),
+            metrics: Arc::clone(&self.metrics),
+        });
+        let permits = Arc::new(Semaphore::new(256));
+        'connect: loop {
+            let mut messages = match self.consumer.messages().await {
+                Ok(messages) => messages,
+                Err(e) => {
+                    tracing::warn!(service = "notifier", error = %e, "cannot pull events; retrying");
+                    tokio::select! {
+                        () = shutdown.wait() => break,
+                        () = tokio::time::sleep(Duration::from_secs(1)) => continue 'connect,
+                    }
+                }
+            };
+            loop {
+                let message = tokio::select! {
+                    () = shutdown.wait() => break 'connect,
+                    next = messages.next() => match next {
+                        Some(Ok(message)) => message,
+                        Some(Err(e)) => {
+                            tracing::warn!(service = "notifier", error = %e, "pulling events");
+                            continue;
+                        }
+                        None => continue 'connect,
+                    },
+                };
+                let Ok(permit) = Arc::clone(&permits).acquire_owned().await else { break 'connect };
+                let work = Arc::clone(&work);
+                tokio::spawn(async move {
+                    work.handle(message).await;
+                    drop(permit);
+                });
+            }
+        }
+        tracing::info!(service = "notifier", "stopping");
+    }
+}
+
+struct Work {
+    js: jetstream::Context,
+    orders: Codec<OrderEvent>,
+    metrics: Arc<Metrics>,
+}
+
+impl Work {
+    async fn handle(&self, message: jetstream::Message) {
+        let ack = match self.notify(&message).await {
+            Ok(()) => message.ack().await,
+            Err(e) => {
+                tracing::warn!(service = "notifier", subject = %message.subject, error = %e, "cannot notify; will retry");
+                message.ack_with(AckKind::Nak(Some(Duration::from_millis(500)))).await
+            }
+        };
+        if let Err(e) = ack {
+            tracing::warn!(service = "notifier", error = %e, "cannot acknowledge an event");
+        }
+    }
+
+    /// Publishes the notification an event calls for, if any.
+    async fn notify(&self, message: &jetstream::Message) -> Result<(), String> {
+        let stored = StoredEvent::from_delivery(message).map_err(|e| e.to_string())?;
+        let Some((notification, event_id, trace)) = self.read(&stored) else { return Ok(()) };
+        let span = tracing::info_span!(
+            "notifier.notify",
+            service = "notifier",
+            otel.name = %format!("notify {}", notification.status),
+            command_id = %notification.command_id,
+            status = %notification.status,
+            code = %notification.code,
+            stream_seq = stored.seq,
+        );
+        propagation::set_parent_from_trace(&span, &trace);
+        let mut headers = HeaderMap::new();
+        headers.insert("Nats-Msg-Id", format!("notify-{event_id}").as_str());
+        propagation::inject(&span, &mut headers);
+        let body = serde_json::to_vec(&notification).map_err(|e| e.to_string())?;
+        let subject = format!("{SUBJECT_PREFIX}.{}", notification.command_id);
+        let publish = PublishMessage::build().payload(body.into()).headers(headers);
+        async {
+            let ack = self.js.send_publish(subject, publish).await.map_err(|e| e.to_string())?;
+            ack.await.map_err(|e| e.to_string())?;
+            if notification.status == "failed" {
+                tracing::warn!(
+                    command_id = %notification.command_id,
+                    failed_in = %notification.service,
+                    code = %notification.code,
+                    detail = %notification.message,
+                    "command failed asynchronously"
+                );
+            }
+            Ok::<_, String>(())
+        }
+        .instrument(span)
+        .await?;
+        self.metrics.notifications.get_or_create(&[("status", notification.status.clone().into())]).inc();
+        Ok(())
+    }
+
+    /// The notification of an event, with the event's id and trace; `None` when the event
+    /// changes no command's status (or cannot be read: nothing to tell then).
+    fn read(&self, stored: &StoredEvent) -> Option<(Notification, String, jetsource::TraceContext)> {
+        let attributes = stored.attributes().ok()?;
+        let correlation = attributes.metadata.correlation_id.clone();
+        if correlation.is_empty() {
+            return None;
+        }
+        let outcome: Outcome = if stored.subject.starts_with(&format!("evt.{}.", EventParked::AGGREGATE_TYPE)) {
+            status::of_parked(&serde_json::from_slice(&stored.data).ok()?)
+        } else {
+            let (_, event) = self.orders.decode(stored).ok()?;
+            status::of_order_event(&event, status::source_service(&attributes.source))?
+        };
+        let trace = attributes.metadata.trace.clone();
+        let notification = Notification {
+            command_id: correlation.clone(),
+            correlation_id: correlation,
+            status: outcome.status.to_owned(),
+            service: outcome.service,
+            code: outcome.code,
+            reason: outcome.reason,
+            message: outcome.message,
+            trace_id: trace.trace_id().map(str::to_owned),
+            at: attributes.time,
+        };
+        Some((notification, attributes.id, trace))
+    }
+}

@@ -1,0 +1,614 @@
+//! The saga's consumer loop, its steps and its stock requests.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::PullConsumer;
+use async_nats::jetstream::{self, AckKind, kv};
+use async_nats::{Client, HeaderMap, RequestErrorKind};
+use factory_domain::order::{Order, OrderCommand, OrderEvent};
+use factory_domain::saga::{Answer, Decision, Phase, SagaState, StockRequest};
+use factory_runtime::Shutdown;
+use factory_runtime::micro::{Endpoint, MicroService};
+use factory_runtime::reply::{ErrorBody, read_reply};
+use futures::StreamExt;
+use futures::future::join_all;
+use jetsource::id::escape_kv_token;
+use jetsource::{
+    AggregateId, Codec, CommandContext, CommandError, ErrorCode, EventStore, Repository, RepositoryConfig,
+    SnapshotStore, StoreConfig, StoredEvent,
+};
+use jetsource_telemetry::Metrics;
+use jetsource_telemetry::propagation;
+use ring::digest;
+use tokio::sync::{Mutex, Semaphore};
+use tracing::{Instrument, field};
+
+/// How the saga runs.
+#[derive(Debug, Clone)]
+pub struct SagaConfig {
+    /// How long a stock command may go unanswered before the order fails (`timeout`).
+    pub request_timeout: Duration,
+    /// Order events handled at once (events of one order are always one after the other).
+    pub max_in_flight: usize,
+    /// Longest pause between attempts at a step that could not be done (stock down).
+    pub max_retry_pause: Duration,
+}
+
+impl Default for SagaConfig {
+    fn default() -> Self {
+        Self { request_timeout: Duration::from_secs(5), max_in_flight: 256, max_retry_pause: Duration::from_secs(5) }
+    }
+}
+
+/// Why the saga could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SagaError {
+    /// The consumer or a bucket is missing, or JetStream does not answer.
+    #[error("saga: {0}; is the topology provisioned (`factory provision`)?")]
+    Setup(String),
+}
+
+/// A step that cannot be done now and must be tried again.
+#[derive(Debug)]
+struct Retry(String);
+
+/// The running saga.
+pub struct Saga {
+    inner: Arc<Inner>,
+    consumer: PullConsumer,
+    queries: async_nats::Subscriber,
+    _micro: MicroService,
+}
+
+struct Inner {
+    /// Fault injection for crash tests: abort the process after this many stock answers
+    /// (`FACTORY_SAGA_ABORT_AFTER_STEPS`), as a crash mid-saga would.
+    abort_after: Option<std::sync::atomic::AtomicU64>,
+    client: Client,
+    sagas: kv::Store,
+    orders: Repository<Order>,
+    codec: Codec<OrderEvent>,
+    config: SagaConfig,
+    metrics: Arc<Metrics>,
+    queries: Arc<Endpoint>,
+}
+
+/// What caused a step: the event, for derived command ids, provenance and the trace.
+struct Cause {
+    /// Short stable digest of the event id: command ids are `saga-<tag>-<command>-<line>`.
+    tag: String,
+    event_id: String,
+    correlation_id: String,
+}
+
+impl Saga {
+    /// Binds the `saga` consumer and the `sagas` bucket and answers `$SRV` discovery and
+    /// `saga.get.<order_id>`.
+    ///
+    /// # Errors
+    /// [`SagaError::Setup`].
+    pub async fn start(client: Client, config: SagaConfig, metrics: Arc<Metrics>) -> Result<Self, SagaError> {
+        let setup = |e: &dyn std::fmt::Display| SagaError::Setup(e.to_string());
+        let js = jetstream::new(client.clone());
+        let consumer: PullConsumer = js
+            .get_consumer_from_stream("saga", "EVENTS")
+            .await
+            .map_err(|e| SagaError::Setup(format!("consumer saga on EVENTS: {e}")))?;
+        let sagas = js.get_key_value("sagas").await.map_err(|e| SagaError::Setup(format!("bucket sagas: {e}")))?;
+        let snapshots = SnapshotStore::open(&js, "snapshots").await.ok();
+        let store = EventStore::new(client.clone(), StoreConfig { service: "saga".into(), ..Default::default() });
+        let orders =
+            Repository::<Order>::new(store, snapshots, RepositoryConfig { cache_capacity: 0, ..Default::default() });
+        let micro = MicroService::start(
+            &client,
+            "saga",
+            env!("CARGO_PKG_VERSION"),
+            "Production saga: reserves, releases and consumes stock for production orders",
+        )
+        .await
+        .map_err(|e| setup(&e))?;
+        let (queries, endpoint) = micro.endpoint("state", "saga.get.*", "saga").await.map_err(|e| setup(&e))?;
+        tracing::info!(service = "saga", service_id = micro.id(), "production saga ready");
+        let abort_after = std::env::var("FACTORY_SAGA_ABORT_AFTER_STEPS")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(std::sync::atomic::AtomicU64::new);
+        let inner = Arc::new(Inner {
+            abort_after,
+            client,
+            sagas,
+            orders,
+            codec: Codec::default(),
+            config,
+            metrics,
+            queries: endpoint,
+        });
+        Ok(Self { inner, consumer, queries, _micro: micro })
+    }
+
+    /// Handles order events until `shutdown`; steps in progress then stop where they are and
+    /// resume after a restart (their events were not acknowledged).
+    pub async fn run_until_stopped(self, shutdown: Shutdown) {
+        let Saga { inner, consumer, mut queries, _micro } = self;
+        let answer = {
+            let inner = Arc::clone(&inner);
+            let shutdown = shutdown.clone();
+            async move {
+                loop {
+                    tokio::select! {
+                        () = shutdown.wait() => break,
+                        request = queries.next() => match request {
+                            Some(request) => inner.answer_query(request).await,
+                            None => break,
+                        },
+                    }
+                }
+            }
+        };
+        tokio::select! {
+            () = consume(Arc::clone(&inner), consumer, shutdown.clone()) => {}
+            () = answer => {}
+        }
+        tracing::info!(service = "saga", "stopping");
+    }
+}
+
+/// Pulls order events; hands each to a task, one order's events strictly in order.
+async fn consume(inner: Arc<Inner>, consumer: PullConsumer, shutdown: Shutdown) {
+    let permits = Arc::new(Semaphore::new(inner.config.max_in_flight));
+    let mut orders: HashMap<String, Arc<Mutex<()>>> = HashMap::new();
+    'connect: loop {
+        let mut messages = match consumer.messages().await {
+            Ok(messages) => messages,
+            Err(e) => {
+                tracing::warn!(service = "saga", error = %e, "cannot pull order events; retrying");
+                tokio::select! {
+                    () = shutdown.wait() => return,
+                    () = tokio::time::sleep(Duration::from_secs(1)) => continue 'connect,
+                }
+            }
+        };
+        loop {
+            let message = tokio::select! {
+                () = shutdown.wait() => return,
+                next = messages.next() => match next {
+                    Some(Ok(message)) => message,
+                    Some(Err(e)) => {
+                        tracing::warn!(service = "saga", error = %e, "pulling order events");
+                        continue;
+                    }
+                    None => continue 'connect,
+                },
+            };
+            let order = message.subject.splitn(3, '.').nth(2).unwrap_or_default().to_owned();
+            if orders.len() > 10_000 {
+                orders.retain(|_, lock| Arc::strong_count(lock) > 1);
+            }
+            let lock = Arc::clone(orders.entry(order).or_default());
+            // Taken here, in delivery order: the next event of this order waits for this one.
+            let guard = lock.lock_owned().await;
+            let Ok(permit) = Arc::clone(&permits).acquire_owned().await else { return };
+            let inner = Arc::clone(&inner);
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                inner.handle(message, shutdown).await;
+                drop(guard);
+                drop(permit);
+            });
+        }
+    }
+}
+
+impl Inner {
+    /// Handles one event until it is done (or the process stops), then acknowledges it.
+    async fn handle(&self, message: jetstream::Message, shutdown: Shutdown) {
+        let mut pause = Duration::from_millis(100);
+        loop {
+            match self.step(&message).await {
+                Ok(()) => {
+                    if let Err(e) = message.ack().await {
+                        tracing::warn!(service = "saga", error = %e, "cannot acknowledge an order event");
+                    }
+                    return;
+                }
+                Err(Retry(why)) => {
+                    tracing::warn!(service = "saga", subject = %message.subject, reason = %why, "saga step postponed; retrying");
+                    let _ = message.ack_with(AckKind::Progress).await;
+                    tokio::select! {
+                        () = shutdown.wait() => return,
+                        () = tokio::time::sleep(pause) => {}
+                    }
+                    pause = (pause * 2).min(self.config.max_retry_pause);
+                }
+            }
+        }
+    }
+
+    async fn step(&self, message: &jetstream::Message) -> Result<(), Retry> {
+        let stored = match StoredEvent::from_delivery(message) {
+            Ok(stored) => stored,
+            Err(e) => {
+                tracing::error!(service = "saga", error = %e, "an order event without delivery info; skipped");
+                return Ok(());
+            }
+        };
+        let (attributes, event) = match (stored.attributes(), self.codec.decode(&stored)) {
+            (Ok(attributes), Ok((_, event))) => (attributes, event),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::error!(service = "saga", error = %e, "an order event the saga cannot read; skipped");
+                return Ok(());
+            }
+        };
+        let Ok(order_id) = AggregateId::new(attributes.subject.as_str()) else { return Ok(()) };
+        let name = attributes.event_name().to_owned();
+        let span = tracing::info_span!(
+            "saga.event",
+            service = "saga",
+            otel.name = %format!("saga {name}"),
+            otel.status_code = field::Empty,
+            aggregate_type = "order",
+            aggregate_id = %order_id,
+            event = %name,
+            stream_seq = stored.seq,
+            outcome = field::Empty,
+        );
+        propagation::set_parent_from_trace(&span, &attributes.metadata.trace);
+        let cause = Cause {
+            tag: tag(&attributes.id),
+            event_id: attributes.id.clone(),
+            correlation_id: attributes.metadata.correlation_id.clone(),
+        };
+        let work = async {
+            match event {
+                OrderEvent::OrderStarted {} => self.on_started(&order_id, &cause, &stored).await,
+                OrderEvent::OrderCompleted {} => self.on_completed(&order_id, &cause).await,
+                OrderEvent::OrderCancelled { .. } => self.on_cancelled(&order_id, &cause).await,
+                _ => Ok(()),
+            }
+        };
+        work.instrument(span).await
+    }
+
+    async fn on_started(&self, order_id: &AggregateId, cause: &Cause, stored: &StoredEvent) -> Result<(), Retry> {
+        let key = escape_kv_token(order_id.as_str());
+        let mut state = match self.load(&key).await? {
+            Some(state) => state,
+            None => {
+                let order = self.orders.load(order_id).await.map_err(|e| Retry(e.to_string()))?;
+                let Some(state) = SagaState::start(order_id.as_str(), &order.state, &cause.correlation_id) else {
+                    tracing::Span::current().record("outcome", "skipped");
+                    return Ok(()); // cancelled before the saga got to it, or old history
+                };
+                self.save(&key, &state).await?;
+                state
+            }
+        };
+        if state.phase == Phase::Reserving {
+            let asks = state.reservations();
+            let answers = join_all(asks.iter().map(|ask| self.send(ask, cause))).await;
+            let mut postponed = None;
+            for (ask, answer) in asks.iter().zip(answers) {
+                match answer {
+                    Ok(answer) => state.reserved(ask.line, &answer),
+                    Err(retry) => postponed = Some(retry),
+                }
+            }
+            if let Some(retry) = postponed {
+                self.save(&key, &state).await?;
+                return Err(retry);
+            }
+            match state.decide() {
+                Decision::Wait => {}
+                Decision::Confirm(lines) => {
+                    self.save(&key, &state).await?;
+                    self.tell_order(order_id, cause, "confirm", OrderCommand::ConfirmReserved { lines }).await?;
+                    state.confirmed();
+                    self.save(&key, &state).await?;
+                    self.metrics.saga_orders.get_or_create(&[("outcome", "reserved".into())]).inc();
+                    tracing::Span::current().record("outcome", "reserved");
+                }
+                Decision::Compensate(_) => self.save(&key, &state).await?,
+            }
+        }
+        if state.phase == Phase::Compensating {
+            if !state.order_failed {
+                self.fail_order(order_id, cause, stored, &state).await?;
+                state.order_failed = true;
+                self.save(&key, &state).await?;
+            }
+            let releases = state.compensations();
+            let answers = join_all(releases.iter().map(|ask| self.send(ask, cause))).await;
+            let mut pending = None;
+            for (ask, answer) in releases.iter().zip(answers) {
+                match answer {
+                    Ok(answer) if state.released(ask.line, &answer) => {}
+                    Ok(_) => pending = Some(Retry(format!("release of {} unanswered", ask.stock_id))),
+                    Err(retry) => pending = Some(retry),
+                }
+            }
+            if pending.is_none() {
+                state.failed();
+            }
+            self.save(&key, &state).await?;
+            if let Some(retry) = pending {
+                return Err(retry);
+            }
+        }
+        Ok(())
+    }
+
+    /// Records `OrderFailed` with the saga's failure, and reports it.
+    async fn fail_order(
+        &self,
+        order_id: &AggregateId,
+        cause: &Cause,
+        stored: &StoredEvent,
+        state: &SagaState,
+    ) -> Result<(), Retry> {
+        let failure = state.failure.clone().unwrap_or_else(|| factory_domain::saga::Failure {
+            service: "stock".into(),
+            code: "rejected".into(),
+            reason: "not_reserved".into(),
+            message: "a resource could not be reserved".into(),
+        });
+        let fail = OrderCommand::Fail {
+            reason: failure.reason.clone(),
+            message: failure.message.clone(),
+            service: failure.service.clone(),
+        };
+        self.tell_order(order_id, cause, "fail", fail).await?;
+        let reason = match failure.reason.as_str() {
+            known @ ("insufficient_stock" | "timeout" | "unavailable") => known.to_owned(),
+            _ => "other".to_owned(),
+        };
+        self.metrics.saga_orders.get_or_create(&[("outcome", "failed".into())]).inc();
+        self.metrics.saga_failures.get_or_create(&[("reason", reason.into())]).inc();
+        let since = time::OffsetDateTime::now_utc() - stored.stored_at;
+        self.metrics.saga_time_to_failure.observe(since.as_seconds_f64().max(0.0));
+        let span = tracing::Span::current();
+        span.record("outcome", "failed");
+        span.record("otel.status_code", "error");
+        tracing::warn!(
+            order_id = %order_id,
+            reason = %failure.reason,
+            detail = %failure.message,
+            correlation_id = %cause.correlation_id,
+            "production order failed"
+        );
+        Ok(())
+    }
+
+    async fn on_completed(&self, order_id: &AggregateId, cause: &Cause) -> Result<(), Retry> {
+        let key = escape_kv_token(order_id.as_str());
+        let Some(mut state) = self.load(&key).await? else {
+            tracing::warn!(order_id = %order_id, "an order completed without a saga; nothing consumed");
+            return Ok(());
+        };
+        let steps = state.complete();
+        if steps.is_empty() {
+            return Ok(());
+        }
+        // Consume first, then receive the product: one after the other, as production would.
+        for step in steps {
+            let answer = self.send(&step, cause).await?;
+            if !state.completed_step(step.line, &answer) {
+                self.save(&key, &state).await?;
+                return Err(Retry(format!("{} of {} unanswered", step.command, step.stock_id)));
+            }
+        }
+        self.save(&key, &state).await?;
+        self.metrics.saga_orders.get_or_create(&[("outcome", "completed".into())]).inc();
+        tracing::Span::current().record("outcome", "completed");
+        Ok(())
+    }
+
+    async fn on_cancelled(&self, order_id: &AggregateId, cause: &Cause) -> Result<(), Retry> {
+        let key = escape_kv_token(order_id.as_str());
+        let Some(mut state) = self.load(&key).await? else { return Ok(()) };
+        if state.phase.is_final() {
+            return Ok(()); // failed or completed before the cancel: nothing is held
+        }
+        let releases = state.cancel();
+        let answers = join_all(releases.iter().map(|ask| self.send(ask, cause))).await;
+        let mut pending = None;
+        for (ask, answer) in releases.iter().zip(answers) {
+            match answer {
+                Ok(answer) if state.cancel_step(ask.line, &answer) => {}
+                Ok(_) => pending = Some(Retry(format!("release of {} unanswered", ask.stock_id))),
+                Err(retry) => pending = Some(retry),
+            }
+        }
+        self.save(&key, &state).await?;
+        if let Some(retry) = pending {
+            return Err(retry);
+        }
+        self.metrics.saga_orders.get_or_create(&[("outcome", "cancelled".into())]).inc();
+        tracing::Span::current().record("outcome", "cancelled");
+        Ok(())
+    }
+
+    /// Sends one stock command with an id derived from the cause; the answer, or `Retry` when
+    /// the answer says nothing about the stock (a conflict or internal error worth repeating).
+    async fn send(&self, ask: &StockRequest, cause: &Cause) -> Result<Answer, Retry> {
+        let command_id = format!("saga-{}-{}-{}", cause.tag, ask.command, ask.line);
+        let span = tracing::info_span!(
+            "saga.request",
+            service = "saga",
+            otel.name = %format!("saga {} {}", ask.command, ask.stock_id),
+            otel.status_code = field::Empty,
+            aggregate_type = "stock",
+            aggregate_id = %ask.stock_id,
+            command = ask.command,
+            command_id = %command_id,
+            outcome = field::Empty,
+        );
+        let mut headers = HeaderMap::new();
+        headers.insert("Idempotency-Key", command_id.as_str());
+        headers.insert("Correlation-Id", cause.correlation_id.as_str());
+        headers.insert("Causation-Id", cause.event_id.as_str());
+        headers.insert("Actor", "saga");
+        propagation::inject(&span, &mut headers);
+        let subject = format!("cmd.stock.{}.{}", ask.stock_id, ask.command);
+        let request = self.client.request_with_headers(subject, headers, ask.body.clone().into());
+        let bound = self.config.request_timeout;
+        let answer = match tokio::time::timeout(bound, request).instrument(span.clone()).await {
+            Err(_) => Ok(Answer::NoAnswer { code: "timeout".into(), message: format!("no answer within {bound:?}") }),
+            Ok(Err(e)) => match e.kind() {
+                RequestErrorKind::NoResponders => Ok(Answer::NoAnswer {
+                    code: "unavailable".into(),
+                    message: "the stock service is not running".into(),
+                }),
+                RequestErrorKind::TimedOut => {
+                    Ok(Answer::NoAnswer { code: "timeout".into(), message: format!("no answer within {bound:?}") })
+                }
+                RequestErrorKind::InvalidSubject | RequestErrorKind::MaxPayloadExceeded => Ok(Answer::Refused {
+                    code: "invalid".into(),
+                    reason: "invalid".into(),
+                    message: format!("the stock service cannot take this request: {e}"),
+                }),
+                RequestErrorKind::Other => Err(Retry(format!("request to the stock service failed: {e}"))),
+            },
+            Ok(Ok(reply)) => match read_reply(&reply) {
+                Ok(_) => Ok(Answer::Done),
+                Err(error) => classify(error),
+            },
+        };
+        let outcome = match &answer {
+            Ok(Answer::Done) => "done",
+            Ok(Answer::Refused { .. }) => "refused",
+            Ok(Answer::NoAnswer { .. }) => "no_answer",
+            Err(_) => "retry",
+        };
+        if let Some(left) = &self.abort_after
+            && left.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) <= 1
+        {
+            tracing::error!(service = "saga", "FACTORY_SAGA_ABORT_AFTER_STEPS reached: aborting (fault injection)");
+            std::process::abort();
+        }
+        span.record("outcome", outcome);
+        if outcome != "done" {
+            span.record("otel.status_code", "error");
+        }
+        self.metrics.saga_steps.get_or_create(&[("command", ask.command.into()), ("outcome", outcome.into())]).inc();
+        answer
+    }
+
+    /// Runs a saga-only order command (`ConfirmReserved`, `Fail`) with an id derived from the
+    /// cause. An order that moved on (cancelled meanwhile) refuses it; that is fine: the
+    /// cancel is handled next.
+    async fn tell_order(
+        &self,
+        order_id: &AggregateId,
+        cause: &Cause,
+        what: &str,
+        command: OrderCommand,
+    ) -> Result<(), Retry> {
+        let ctx = CommandContext::with_command_id(format!("saga-{}-{what}", cause.tag))
+            .with_actor("saga")
+            .with_correlation_id(cause.correlation_id.clone())
+            .with_causation_id(cause.event_id.clone())
+            .with_trace(propagation::trace_context(&tracing::Span::current()));
+        match self.orders.execute(order_id, command, &ctx).await {
+            Ok(_) => Ok(()),
+            Err(CommandError::Rejected(e)) => {
+                tracing::info!(order_id = %order_id, reason = %e, "the order moved on; {what} not recorded");
+                Ok(())
+            }
+            Err(e) => Err(Retry(format!("{what} of order {order_id}: {e}"))),
+        }
+    }
+
+    async fn load(&self, key: &str) -> Result<Option<SagaState>, Retry> {
+        let raw = self.sagas.get(key).await.map_err(|e| Retry(format!("reading saga state: {e}")))?;
+        Ok(raw.and_then(|bytes| match serde_json::from_slice(&bytes) {
+            Ok(state) => Some(state),
+            Err(e) => {
+                tracing::error!(key, error = %e, "saga state does not decode; starting it afresh");
+                None
+            }
+        }))
+    }
+
+    async fn save(&self, key: &str, state: &SagaState) -> Result<(), Retry> {
+        let bytes = serde_json::to_vec(state).map_err(|e| Retry(e.to_string()))?;
+        self.sagas.put(key, bytes.into()).await.map_err(|e| Retry(format!("writing saga state: {e}")))?;
+        Ok(())
+    }
+
+    /// `saga.get.<order_id>`: the saga state, or `not_found`.
+    async fn answer_query(&self, request: async_nats::Message) {
+        let started = std::time::Instant::now();
+        let Some(reply) = request.reply.clone() else { return };
+        let order = request.subject.strip_prefix("saga.get.").unwrap_or_default();
+        let result = match AggregateId::new(order) {
+            Err(e) => Err(ErrorBody::new(ErrorCode::Invalid, e.to_string())),
+            Ok(id) => match self.sagas.get(escape_kv_token(id.as_str())).await {
+                Ok(Some(bytes)) => Ok(bytes),
+                Ok(None) => Err(ErrorBody::new(ErrorCode::NotFound, format!("no saga for order {id}"))),
+                Err(e) => Err(ErrorBody::new(ErrorCode::Unavailable, e.to_string())),
+            },
+        };
+        let sent = match result {
+            Ok(bytes) => {
+                self.queries.record(started.elapsed(), None);
+                self.client.publish(reply, bytes).await
+            }
+            Err(error) => {
+                self.queries.record(started.elapsed(), Some((error.status(), &error.message)));
+                let (headers, body) = error.to_message();
+                self.client.publish_with_headers(reply, headers, body).await
+            }
+        };
+        if let Err(e) = sent {
+            tracing::warn!(error = %e, "cannot answer a saga query");
+        }
+    }
+}
+
+/// What an error reply means for the saga.
+fn classify(error: ErrorBody) -> Result<Answer, Retry> {
+    match error.code {
+        ErrorCode::Unavailable | ErrorCode::Timeout | ErrorCode::ConsistencyTimeout => {
+            Ok(Answer::NoAnswer { code: error.code.as_str().to_owned(), message: error.message })
+        }
+        ErrorCode::Conflict | ErrorCode::Internal => Err(Retry(format!("{}: {}", error.code.as_str(), error.message))),
+        code => Ok(Answer::Refused {
+            code: code.as_str().to_owned(),
+            reason: error.reason.unwrap_or_else(|| code.as_str().to_owned()),
+            message: error.message,
+        }),
+    }
+}
+
+/// 16 hex digits of SHA-256 over an event id: short, stable, and unique enough to derive
+/// command ids from (ids may be client keys of up to 128 characters).
+fn tag(event_id: &str) -> String {
+    digest::digest(&digest::SHA256, event_id.as_bytes()).as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn derived_ids_are_stable_short_and_valid() {
+        let a = tag("01a21bb7-993c-7364-9baf-3b54955930a1:0");
+        assert_eq!(a, tag("01a21bb7-993c-7364-9baf-3b54955930a1:0"));
+        assert_ne!(a, tag("01a21bb7-993c-7364-9baf-3b54955930a1:1"));
+        assert_eq!(a.len(), 16);
+        jetsource::metadata::validate_command_id(&format!("saga-{a}-reserve-12")).unwrap();
+    }
+
+    #[test]
+    fn error_replies_map_to_refusals_missing_answers_or_retries() {
+        let rejected = ErrorBody::new(ErrorCode::Rejected, "short").with_reason("insufficient_stock");
+        assert!(matches!(classify(rejected), Ok(Answer::Refused { reason, .. }) if reason == "insufficient_stock"));
+        assert!(matches!(
+            classify(ErrorBody::new(ErrorCode::Unavailable, "down")),
+            Ok(Answer::NoAnswer { code, .. }) if code == "unavailable"
+        ));
+        assert!(classify(ErrorBody::new(ErrorCode::Conflict, "busy")).is_err());
+    }
+}
