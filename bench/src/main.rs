@@ -5,6 +5,7 @@
 //!
 //! `cargo run --release -p jetsource-bench -- core` (or `make bench` for every suite).
 
+mod asynchronous;
 mod commands;
 mod core;
 mod http;
@@ -45,6 +46,9 @@ enum Suite {
     Projection,
     /// HTTP commands through the gateway vs the NATS request/reply path at 16/64/128.
     Http,
+    /// Async errors: failure → status and notification latency at 1k commands/s beside raw
+    /// JetStream delivery; command throughput with tracing on vs off.
+    Async,
     /// Every suite in turn.
     All,
 }
@@ -59,11 +63,13 @@ fn main() -> anyhow::Result<()> {
             Suite::Commands => commands::run(window).await,
             Suite::Projection => projection::run(window).await,
             Suite::Http => http::run(window).await,
+            Suite::Async => asynchronous::run(window).await,
             Suite::All => {
                 core::run(window).await?;
                 commands::run(window).await?;
                 projection::run(window).await?;
-                http::run(window).await
+                http::run(window).await?;
+                asynchronous::run(window).await
             }
         }
     })

@@ -88,14 +88,29 @@ impl ViewObserver for Observe {
     fn parked_count(&self, view: &str, count: u64) {
         self.metrics.projection_parked.get_or_create(&M::view(view.to_owned())).set(count as i64);
     }
+    /// Traced: each event's status update (the `commands` view, which every command's
+    /// events pass through) and every parked event, in whichever view. A span per event and
+    /// view would triple the span volume for little more insight.
     fn span(&self, view: &str, event: &EventView<'_>) -> Option<tracing::Span> {
-        if !self.trace_events {
-            return None;
+        (self.trace_events && view == "commands").then(|| self.event_span("project", view, event))
+    }
+    fn parked(&self, view: &str, event: &EventView<'_>, reason: &str) {
+        if self.trace_events && view != "commands" {
+            let span = self.event_span("park", view, event);
+            span.record("otel.status_code", "error");
+            tracing::warn!(parent: &span, view, seq = event.seq(), reason, "event parked");
         }
+        self.report(view, event, reason);
+    }
+}
+
+impl Observe {
+    fn event_span(&self, name: &'static str, view: &str, event: &EventView<'_>) -> tracing::Span {
         let span = tracing::info_span!(
-            "projector.apply",
+            "projector.event",
+            otel.name = %format!("{name} {} into {view}", event.name),
+            otel.status_code = tracing::field::Empty,
             service = "projector",
-            otel.name = %format!("project {} into {view}", event.name),
             view,
             event = event.name,
             aggregate_type = event.aggregate_type,
@@ -107,9 +122,10 @@ impl ViewObserver for Observe {
             tracestate: event.stored.headers.get("tracestate").map(|v| v.as_str().to_owned()),
         };
         jetsource_telemetry::propagation::set_parent_from_trace(&span, &trace);
-        Some(span)
+        span
     }
-    fn parked(&self, view: &str, event: &EventView<'_>, reason: &str) {
+
+    fn report(&self, view: &str, event: &EventView<'_>, reason: &str) {
         if event.aggregate_type == EventParked::AGGREGATE_TYPE {
             return; // a fact about a view that a view cannot apply: reporting it would loop
         }
