@@ -39,24 +39,50 @@ pub enum ConnectError {
 /// # Errors
 /// [`ConnectError::Unreachable`] or [`ConnectError::ServerTooOld`].
 pub async fn connect(url: &str, name: &str) -> Result<Client, ConnectError> {
-    let client = ConnectOptions::new()
+    let addrs = server_addrs(url)?;
+    // Credentials in the URL (`nats://user:password@host:4222`) authenticate the connection.
+    let options = match addrs.iter().find(|a| a.has_user_pass()) {
+        Some(addr) => ConnectOptions::with_user_and_password(
+            addr.username().unwrap_or_default().to_owned(),
+            addr.password().unwrap_or_default().to_owned(),
+        ),
+        None => ConnectOptions::new(),
+    };
+    let client = options
         .name(name)
         .connection_timeout(Duration::from_secs(5))
         .max_reconnects(None)
-        .connect(server_addrs(url)?)
+        .connect(addrs)
         .await
-        .map_err(|e| ConnectError::Unreachable { url: url.to_owned(), reason: e.to_string() })?;
+        .map_err(|e| ConnectError::Unreachable { url: redact(url), reason: e.to_string() })?;
     check_server_version(url, &client.server_info().version)?;
     Ok(client)
 }
 
 /// Splits a comma-separated server list (`nats://a:4222,nats://b:4222`).
+/// The URL(s) with any password replaced by `***`, for messages and logs.
+pub fn redact(url: &str) -> String {
+    url.split(',')
+        .map(|one| match (one.find("://"), one.rfind('@')) {
+            (Some(scheme), Some(at)) if at > scheme => {
+                let userinfo = &one[scheme + 3..at];
+                match userinfo.split_once(':') {
+                    Some((user, _)) => format!("{}{user}:***{}", &one[..scheme + 3], &one[at..]),
+                    None => one.to_owned(),
+                }
+            }
+            _ => one.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 fn server_addrs(url: &str) -> Result<Vec<async_nats::ServerAddr>, ConnectError> {
     url.split(',')
         .map(|one| {
             one.trim()
                 .parse()
-                .map_err(|e: std::io::Error| ConnectError::Unreachable { url: url.to_owned(), reason: e.to_string() })
+                .map_err(|e: std::io::Error| ConnectError::Unreachable { url: redact(url), reason: e.to_string() })
         })
         .collect()
 }
@@ -66,7 +92,7 @@ fn server_addrs(url: &str) -> Result<Vec<async_nats::ServerAddr>, ConnectError> 
 /// # Errors
 /// [`ConnectError::ServerTooOld`] naming the version found.
 pub fn check_server_version(url: &str, found: &str) -> Result<(), ConnectError> {
-    let too_old = || ConnectError::ServerTooOld { url: url.to_owned(), found: found.to_owned() };
+    let too_old = || ConnectError::ServerTooOld { url: redact(url), found: found.to_owned() };
     let core = found.trim_start_matches('v').split(['-', '+']).next().unwrap_or_default();
     let mut parts = core.split('.').map(|p| p.parse::<u64>());
     let version = match (parts.next(), parts.next(), parts.next()) {
@@ -79,6 +105,14 @@ pub fn check_server_version(url: &str, found: &str) -> Result<(), ConnectError> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn passwords_never_reach_messages() {
+        assert_eq!(redact("nats://stock:s3cret@nats:4222"), "nats://stock:***@nats:4222");
+        assert_eq!(redact("nats://a:b@n1:4222,nats://n2:4222"), "nats://a:***@n1:4222,nats://n2:4222");
+        assert_eq!(redact("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
+        assert_eq!(redact("nats://token@host:4222"), "nats://token@host:4222");
+    }
 
     #[test]
     fn refuses_servers_before_2_12_and_names_the_version() {

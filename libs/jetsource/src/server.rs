@@ -118,6 +118,10 @@ pub struct ServerConfig {
     pub cluster: Option<ClusterConfig>,
     /// Upper bound on file storage.
     pub max_file_store: String,
+    /// More configuration appended as is (`include "/abs/accounts.conf"`).
+    pub extra: String,
+    /// Environment of the server process (variables the configuration refers to).
+    pub env: Vec<(String, String)>,
 }
 
 impl ServerConfig {
@@ -134,6 +138,8 @@ impl ServerConfig {
             work_dir: dir.to_path_buf(),
             cluster: None,
             max_file_store: "4G".into(),
+            extra: String::new(),
+            env: Vec::new(),
         })
     }
 
@@ -163,6 +169,10 @@ impl ServerConfig {
                 cluster.port,
                 routes.join(", ")
             ));
+        }
+        if !self.extra.is_empty() {
+            conf.push_str(&self.extra);
+            conf.push('\n');
         }
         conf
     }
@@ -209,6 +219,7 @@ impl ServerProcess {
         std::fs::write(&conf_path, self.config.render())?;
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.config.log_file())?;
         let child = Command::new(&self.binary)
+            .envs(self.config.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .arg("-c")
             .arg(&conf_path)
             .stdin(Stdio::null())

@@ -44,6 +44,8 @@ impl NatsCluster {
                 work_dir: node_dir,
                 cluster: Some(ClusterConfig { name: "jetsource-test".into(), port: route, routes: routes.clone() }),
                 max_file_store: "2G".into(),
+                extra: String::new(),
+                env: Vec::new(),
             };
             // Launch all before waiting on any: a node is healthy only once it sees a quorum.
             nodes.push(ServerProcess::launch(&binary, config)?);

@@ -28,11 +28,28 @@ impl NatsServer {
     /// # Errors
     /// [`ServerError`] when no binary is usable or the server does not come up.
     pub fn try_start() -> Result<Self, ServerError> {
+        Self::try_start_with(|_| {})
+    }
+
+    /// Starts a server whose configuration `tune` may extend (accounts, environment).
+    pub fn start_with(tune: impl Fn(&mut ServerConfig)) -> Self {
+        match Self::try_start_with(tune) {
+            Ok(server) => server,
+            Err(e) => panic!("cannot start a test nats-server: {e}"),
+        }
+    }
+
+    /// Starts a server whose configuration `tune` may extend. Retries on a port race.
+    ///
+    /// # Errors
+    /// [`ServerError`] when no binary is usable or the server does not come up.
+    pub fn try_start_with(tune: impl Fn(&mut ServerConfig)) -> Result<Self, ServerError> {
         let binary = find_server_binary()?;
         let mut last = None;
         for _ in 0..3 {
             let dir = tempfile::Builder::new().prefix("jetsource-nats-").tempdir()?;
-            let config = ServerConfig::single("test", dir.path())?;
+            let mut config = ServerConfig::single("test", dir.path())?;
+            tune(&mut config);
             match ServerProcess::start(&binary, config, READY_WITHIN) {
                 Ok(process) => return Ok(Self { process, dir }),
                 Err(e) => last = Some(e),

@@ -48,12 +48,41 @@ pub async fn run(router: Router, shutdown: Shutdown) {
         };
         let Some(reply) = message.reply.clone() else { continue };
         let Some(error) = judge(&message.subject, &local, &seen) else { continue };
-        let (headers, body) = error.to_message();
-        if let Err(e) = client.publish_with_headers(reply, headers, body).await {
-            tracing::warn!(error = %e, "router cannot answer");
+        if error.code != ErrorCode::Unavailable {
+            answer(&client, reply, &error).await;
+            continue;
         }
+        // Not seen lately: ask once more before saying so (a service that has just started
+        // may not have been discovered yet).
+        let (client, seen) = (client.clone(), Arc::clone(&seen));
+        let service = message.subject.split('.').nth(1).and_then(AggregateKind::parse).map(AggregateKind::service);
+        tokio::spawn(async move {
+            if let Some(service) = service
+                && ping(&client, service).await
+            {
+                seen.lock().unwrap_or_else(PoisonError::into_inner).insert(service.to_owned(), Instant::now());
+                return;
+            }
+            answer(&client, reply, &error).await;
+        });
     }
     discovery.abort();
+}
+
+async fn answer(client: &Client, reply: async_nats::Subject, error: &ErrorBody) {
+    let (headers, body) = error.to_message();
+    if let Err(e) = client.publish_with_headers(reply, headers, body).await {
+        tracing::warn!(error = %e, "router cannot answer");
+    }
+}
+
+/// True when an instance of `service` answers `$SRV.PING` within 500 ms.
+async fn ping(client: &Client, service: &str) -> bool {
+    matches!(
+        tokio::time::timeout(Duration::from_millis(500), client.request(format!("$SRV.PING.{service}"), "".into()))
+            .await,
+        Ok(Ok(_))
+    )
 }
 
 /// The answer for a command subject, or `None` when its service will answer.
@@ -91,12 +120,7 @@ async fn discover(client: Client, seen: Arc<Mutex<HashMap<String, Instant>>>) {
     loop {
         for kind in AggregateKind::ALL {
             let service = kind.service();
-            if let Ok(Ok(_)) = tokio::time::timeout(
-                Duration::from_millis(500),
-                client.request(format!("$SRV.PING.{service}"), "".into()),
-            )
-            .await
-            {
+            if ping(&client, service).await {
                 seen.lock().unwrap_or_else(PoisonError::into_inner).insert(service.to_owned(), Instant::now());
             }
         }

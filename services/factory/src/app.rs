@@ -157,11 +157,12 @@ impl App {
         let metrics = Arc::new(Metrics::new());
         metrics.nats_connected.set(1);
         let readiness = Readiness::new(client.clone());
-        let deps = Deps::open(client.clone(), Arc::clone(&metrics)).await.map_err(|e| anyhow::anyhow!(e))?;
         let mut services = Vec::new();
         let mut local = Vec::new();
-        for name in &config.services {
-            if let Some(kind) = name.command_service() {
+        let kinds: Vec<_> = config.services.iter().filter_map(|name| name.command_service()).collect();
+        if !kinds.is_empty() {
+            let deps = Deps::open(client.clone(), Arc::clone(&metrics)).await.map_err(|e| anyhow::anyhow!(e))?;
+            for kind in kinds {
                 services.push(kind.build(&deps, config.commands.clone()).await?);
                 local.push(kind.name());
             }

@@ -412,7 +412,7 @@ async fn up(args: UpArgs, log: Option<String>) -> anyhow::Result<()> {
                     m.store_dir().display(),
                     m.monitor_url()
                 ),
-                None => format!("{url}  (given with --nats-url)"),
+                None => format!("{}  (given with --nats-url)", jetsource::connect::redact(&url)),
             };
             let topology = app.provisioned().map(summary).unwrap_or_default();
             let services = app.service_names().join(", ");
@@ -455,7 +455,7 @@ async fn run_services(args: RunArgs, log: Option<String>) -> anyhow::Result<()> 
         Ok(app) => {
             telemetry.ship_logs(app.client().clone(), Some(Arc::clone(app.metrics())));
             app.serve(shutdown, |http| {
-                tracing::info!(services = %names.join(","), nats = %args.nats.nats_url, http = ?http, "running");
+                tracing::info!(services = %names.join(","), nats = %jetsource::connect::redact(&args.nats.nats_url), http = ?http, "running");
             })
             .await
         }

@@ -41,6 +41,8 @@ impl ManagedServer {
             work_dir: dir.clone(),
             cluster: None,
             max_file_store: "10G".into(),
+            extra: String::new(),
+            env: Vec::new(),
         };
         let process = ServerProcess::start(&binary, config, Duration::from_secs(30))?;
         let version = std::process::Command::new(&binary)

@@ -4,6 +4,7 @@
 
 mod flows;
 mod otel;
+mod permissions;
 #[allow(dead_code)]
 #[path = "../views/support.rs"]
 mod support;
