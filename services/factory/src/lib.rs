@@ -8,6 +8,7 @@
 //! ## Layout
 //! - [`app`]: assembling the services of one process, serving until shutdown.
 //! - [`managed`]: the managed local nats-server of `factory up`.
+//! - [`k8s`]: the Kubernetes files derived from `nats/` (`factory k8s`).
 //!
 //! ## Example
 //! ```no_run
@@ -25,6 +26,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod app;
+pub mod k8s;
 pub mod managed;
 
 /// The declared topology shipped with the binary (`nats/topology.toml`).

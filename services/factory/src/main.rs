@@ -67,6 +67,20 @@ enum Command {
     /// LOGS stream, through the logbook service: by service, lowest level and trace id; with
     /// --follow, new records as they come.
     Logs(LogsArgs),
+    /// Generate the Kubernetes files derived from nats/: the topology as NACK resources
+    /// (k8s/overlays/{dev,prod}/topology.yaml) and the NATS server configuration with the
+    /// accounts (k8s/base/nats/). With --check, only report files that differ.
+    K8s(K8sArgs),
+}
+
+#[derive(Debug, Args)]
+struct K8sArgs {
+    /// The kustomize tree to write into.
+    #[arg(long, default_value = "k8s")]
+    dir: PathBuf,
+    /// Change nothing; fail if a committed file differs from a fresh generation.
+    #[arg(long)]
+    check: bool,
 }
 
 #[derive(Debug, Args)]
@@ -282,7 +296,29 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Projections(args) => projections_command(args).await,
         Command::Status(nats) => status_command(nats).await,
         Command::Logs(args) => logs_command(args).await,
+        Command::K8s(args) => k8s_command(&args),
     }
+}
+
+fn k8s_command(args: &K8sArgs) -> anyhow::Result<()> {
+    let topology = Topology::parse(factory::TOPOLOGY)?;
+    let files = factory::k8s::generate(&topology).map_err(anyhow::Error::msg)?;
+    if args.check {
+        let drift = factory::k8s::drift(&args.dir, &files);
+        if drift.is_empty() {
+            println!("{} generated files are up to date", files.len());
+            return Ok(());
+        }
+        for path in &drift {
+            println!("differs: {}", args.dir.join(path).display());
+        }
+        anyhow::bail!("{} generated files are stale: run `factory k8s`", drift.len());
+    }
+    factory::k8s::write(&args.dir, &files)?;
+    for file in &files {
+        println!("wrote {}", args.dir.join(&file.path).display());
+    }
+    Ok(())
 }
 
 async fn logs_command(args: LogsArgs) -> anyhow::Result<()> {

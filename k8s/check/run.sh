@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Renders every overlay with kustomize and validates every object with kubernetes-validate
+# --strict, custom resources (NACK, KEDA) included. Installs what it needs into .tools/.
+# Fails on an object it cannot validate, so nothing passes by being skipped.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+TOOLS="$PWD/.tools"
+K8S_VERSION=1.32.0
+VALIDATE="kubernetes-validate==1.37.0"
+
+kubectl_bin() {
+    if command -v kubectl >/dev/null && kubectl kustomize --help >/dev/null 2>&1; then
+        command -v kubectl
+        return
+    fi
+    local local_kubectl="$TOOLS/kubectl/usr/bin/kubectl"
+    if [ ! -x "$local_kubectl" ]; then
+        echo "k8s check: fetching Debian's kubernetes-client into .tools/kubectl" >&2
+        local tmp
+        tmp="$(mktemp -d)"
+        (cd "$tmp" && apt-get download kubernetes-client >/dev/null 2>&1 || { apt-get update -qq >/dev/null && apt-get download kubernetes-client >/dev/null; })
+        mkdir -p "$TOOLS/kubectl"
+        dpkg -x "$tmp"/kubernetes-client_*.deb "$TOOLS/kubectl"
+        rm -rf "$tmp"
+    fi
+    echo "$local_kubectl"
+}
+
+KUBECTL="$(kubectl_bin)"
+PYLIB="$TOOLS/kubernetes-validate"
+if [ ! -f "$PYLIB/.installed-1.37.0" ]; then
+    echo "k8s check: installing $VALIDATE into .tools/kubernetes-validate" >&2
+    rm -rf "$PYLIB"
+    python3 -m pip install --quiet --disable-pip-version-check --target "$PYLIB" "$VALIDATE"
+    touch "$PYLIB/.installed-1.37.0"
+fi
+export PYTHONPATH="$PYLIB"
+python3 k8s/check/crd_schemas.py "$K8S_VERSION" k8s/check/crds/*.yml
+
+OUT="$TOOLS/rendered"
+mkdir -p "$OUT"
+status=0
+for tree in overlays/dev overlays/prod extras/keda; do
+    name="$(echo "$tree" | tr / -)"
+    if ! "$KUBECTL" kustomize "k8s/$tree" > "$OUT/$name.yaml" 2> "$OUT/$name.err"; then
+        grep -v '^# Warning' "$OUT/$name.err" >&2 || true
+        echo "k8s check: kustomize failed for k8s/$tree" >&2
+        status=1
+        continue
+    fi
+    report="$(python3 -m kubernetes_validate --strict -k "$K8S_VERSION" "$OUT/$name.yaml" 2>&1)" || status=1
+    if echo "$report" | grep -Eq "ERROR|Couldn't find schema|could not be validated"; then
+        status=1
+    fi
+    echo "$report" | grep -Ev "^INFO .* passed" || true
+    echo "k8s/$tree: $(grep -c '^kind:' "$OUT/$name.yaml") objects rendered and validated (Kubernetes $K8S_VERSION, strict)"
+done
+exit $status
