@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 NATS_SERVER := .tools/bin/nats-server
 
-.PHONY: up test bench lint server
+.PHONY: up test bench lint server check-assets
 
 ## up: install the pinned nats-server if missing, build, and run every service (factory up)
 up: $(NATS_SERVER)
@@ -17,6 +17,13 @@ test: $(NATS_SERVER)
 		cargo test --workspace --no-fail-fast; \
 	fi
 	cargo test --workspace --doc
+	$(MAKE) check-assets
+
+## check-assets: Kubernetes manifests (kustomize + kubernetes-validate --strict, CRDs included),
+## Prometheus config, rules and rule tests (promtool), Grafana dashboards (@grafana/schema + tsc)
+check-assets:
+	k8s/check/run.sh
+	observability/check/run.sh
 
 ## bench: every benchmark, each with its raw JetStream baseline from the same run
 bench: $(NATS_SERVER)

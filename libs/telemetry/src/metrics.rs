@@ -72,6 +72,9 @@ pub struct Metrics {
     pub nats_connected: Gauge,
     /// `factory_logs_shipped_total{level}`.
     pub logs_shipped: Family<Labels<1>, Counter>,
+    /// `factory_service_instances{service}`: instances answering NATS discovery (the gateway
+    /// keeps it).
+    pub service_instances: Family<Labels<1>, Gauge>,
 }
 
 impl Default for Metrics {
@@ -105,6 +108,7 @@ impl Metrics {
             http_seconds: Family::new_with_constructor(latency),
             nats_connected: Gauge::default(),
             logs_shipped: Family::default(),
+            service_instances: Family::default(),
         };
         {
             let mut r = metrics.registry.lock().unwrap_or_else(PoisonError::into_inner);
@@ -140,6 +144,11 @@ impl Metrics {
             r.register("http_request_duration_seconds", "HTTP request time", metrics.http_seconds.clone());
             r.register("nats_connected", "1 while the NATS connection is up", metrics.nats_connected.clone());
             r.register("logs_shipped", "Log records shipped to the LOGS stream", metrics.logs_shipped.clone());
+            r.register(
+                "service_instances",
+                "Instances of each service answering NATS discovery",
+                metrics.service_instances.clone(),
+            );
         }
         metrics
     }

@@ -135,6 +135,7 @@ impl Gateway {
             streams.trigger(); // ends open event streams so the server can stop
         });
         tracing::info!(service = "gateway", addr = %bound, "listening");
+        tokio::spawn(status::watch_services(self.client.clone(), Arc::clone(&self.metrics), shutdown));
         Ok((bound, tokio::spawn(server.run())))
     }
 }

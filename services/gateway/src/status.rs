@@ -63,6 +63,26 @@ pub async fn status(client: &async_nats::Client) -> (u16, Value) {
     (if overall == "down" { 503 } else { 200 }, body)
 }
 
+/// Keeps `factory_service_instances{service}` (instances answering discovery) current, every
+/// 15 s, for dashboards and the "service missing" alert.
+pub(crate) async fn watch_services(
+    client: async_nats::Client,
+    metrics: std::sync::Arc<jetsource_telemetry::Metrics>,
+    shutdown: factory_runtime::Shutdown,
+) {
+    loop {
+        let services = discover(&client).await;
+        for name in EXPECTED {
+            let count = services.get(*name).map_or(0, Vec::len);
+            metrics.service_instances.get_or_create(&[("service", (*name).into())]).set(count as i64);
+        }
+        tokio::select! {
+            () = shutdown.wait() => return,
+            () = tokio::time::sleep(Duration::from_secs(15)) => {}
+        }
+    }
+}
+
 /// Every instance answering `$SRV.PING` within a moment, by service name.
 async fn discover(client: &async_nats::Client) -> BTreeMap<String, Vec<Value>> {
     let mut services: BTreeMap<String, Vec<Value>> = BTreeMap::new();

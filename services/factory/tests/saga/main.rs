@@ -3,6 +3,7 @@
 //! and one OpenTelemetry trace across gateway, services, saga and notifier.
 
 mod flows;
+mod metrics;
 mod otel;
 mod permissions;
 #[allow(dead_code)]
