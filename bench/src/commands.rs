@@ -36,7 +36,8 @@ pub async fn run(window: Duration) -> anyhow::Result<()> {
     let minimal = MinimalResponder::start(&url, "min", None).await?;
     let _minimal_event = MinimalResponder::start(&url, "mev", Some(event_headers())).await?;
     let shutdown = Shutdown::new();
-    let app = App::build(AppConfig::new(&url, ServiceName::ALL.to_vec())).await?;
+    let services = ServiceName::ALL.iter().copied().filter(|s| *s != ServiceName::Gateway).collect();
+    let app = App::build(AppConfig::new(&url, services)).await?;
     tokio::spawn(app.run_until_stopped(shutdown.clone()));
 
     header("Commands over NATS request/reply");

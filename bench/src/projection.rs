@@ -130,7 +130,8 @@ async fn read_your_writes(window: Duration) -> anyhow::Result<()> {
     let server = NatsServer::try_start()?;
     let url = &server.url();
     let shutdown = Shutdown::new();
-    let app = App::build(AppConfig::new(url, ServiceName::ALL.to_vec())).await?;
+    let services = ServiceName::ALL.iter().copied().filter(|s| *s != ServiceName::Gateway).collect();
+    let app = App::build(AppConfig::new(url, services)).await?;
     tokio::spawn(app.run_until_stopped(shutdown.clone()));
     let client = async_nats::connect(url).await?;
     let sampler = tokio::spawn(sample_lag(client.clone(), window.max(Duration::from_secs(5))));

@@ -5,6 +5,7 @@
 //! the status and the notification always say the same.
 
 use jetsource::projection::EventParked;
+use serde::{Deserialize, Serialize};
 
 use crate::order::OrderEvent;
 
@@ -27,6 +28,33 @@ impl Outcome {
     /// True for a failure.
     pub fn failed(&self) -> bool {
         self.status == "failed"
+    }
+}
+
+/// An asynchronous error (or outcome) as the status document lists it and the notification
+/// carries it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Report {
+    /// The service that reported it.
+    pub service: String,
+    /// Error code (`rejected`, `timeout`, `unavailable`, `projection_failed`), or `completed`.
+    pub code: String,
+    /// Domain reason of a failure (`insufficient_stock`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// What happened.
+    pub message: String,
+    /// The trace it happened in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
+    /// When it was recorded (RFC 3339).
+    pub at: String,
+}
+
+impl Outcome {
+    /// The report of this outcome, in trace `trace_id`, recorded `at`.
+    pub fn report(self, trace_id: Option<String>, at: String) -> Report {
+        Report { service: self.service, code: self.code, reason: self.reason, message: self.message, trace_id, at }
     }
 }
 

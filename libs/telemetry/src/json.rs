@@ -47,6 +47,18 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for ServiceFields {
     }
 }
 
+/// The `service` of the innermost span of `scope` that declared one.
+pub(crate) fn scope_service<'a, R: LookupSpan<'a>>(
+    scope: Option<tracing_subscriber::registry::Scope<'a, R>>,
+) -> Option<String> {
+    scope?
+        .from_root()
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .find_map(|span| span.extensions().get::<ServiceName>().map(|s| s.0.clone()))
+}
+
 /// Collects an event's fields into a JSON map.
 pub(crate) struct Fields<'a>(pub(crate) &'a mut Map<String, Value>);
 
@@ -117,15 +129,7 @@ where
     N: for<'a> FormatFields<'a> + 'static,
 {
     fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> fmt::Result {
-        let service = ctx.event_scope().and_then(|scope| {
-            scope
-                .from_root()
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-                .find_map(|span| span.extensions().get::<ServiceName>().map(|s| s.0.clone()))
-        });
-        let line = record(event, service, &self.service, &self.instance);
+        let line = record(event, scope_service(ctx.event_scope()), &self.service, &self.instance);
         writeln!(writer, "{}", Value::Object(line))
     }
 }

@@ -13,7 +13,7 @@ use tracing_subscriber::Layer;
 use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 
-use crate::json::{ServiceName, record};
+use crate::json::{record, scope_service};
 
 /// Records queued before the NATS connection exists or while it is slow.
 const QUEUE: usize = 10_000;
@@ -58,15 +58,7 @@ fn token(text: &str) -> String {
 
 impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for ShipLayer {
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
-        let service = ctx.event_scope(event).and_then(|scope| {
-            scope
-                .from_root()
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-                .find_map(|span| span.extensions().get::<ServiceName>().map(|s| s.0.clone()))
-        });
-        let record = record(event, service, &self.service, &self.instance);
+        let record = record(event, scope_service(ctx.event_scope(event)), &self.service, &self.instance);
         let service = record.get("service").and_then(Value::as_str).map(token).unwrap_or_default();
         let level = level_name(*event.metadata().level());
         let Ok(body) = serde_json::to_vec(&record) else { return };

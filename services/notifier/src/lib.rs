@@ -29,6 +29,7 @@
 #![warn(clippy::unwrap_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,7 +41,6 @@ use factory_domain::order::OrderEvent;
 use factory_domain::status::{self, Outcome};
 use factory_runtime::Shutdown;
 use factory_runtime::micro::MicroService;
-use futures::StreamExt;
 use jetsource::projection::EventParked;
 use jetsource::{Codec, StoredEvent};
 use jetsource_telemetry::Metrics;
@@ -61,20 +61,9 @@ pub struct Notification {
     pub correlation_id: String,
     /// `completed` or `failed`.
     pub status: String,
-    /// The service that reported it.
-    pub service: String,
-    /// Error code, or `completed`.
-    pub code: String,
-    /// Domain reason of a failure.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    /// What happened.
-    pub message: String,
-    /// The trace the command began.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub trace_id: Option<String>,
-    /// When the outcome was recorded (RFC 3339).
-    pub at: String,
+    /// Who reported what, in which trace, when.
+    #[serde(flatten)]
+    pub report: status::Report,
 }
 
 /// Why the notifier could not start.
@@ -121,37 +110,18 @@ impl Notifier {
             metrics: Arc::clone(&self.metrics),
         });
         let permits = Arc::new(Semaphore::new(256));
-        'connect: loop {
-            let mut messages = match self.consumer.messages().await {
-                Ok(messages) => messages,
-                Err(e) => {
-                    tracing::warn!(service = "notifier", error = %e, "cannot pull events; retrying");
-                    tokio::select! {
-                        () = shutdown.wait() => break,
-                        () = tokio::time::sleep(Duration::from_secs(1)) => continue 'connect,
-                    }
-                }
-            };
-            loop {
-                let message = tokio::select! {
-                    () = shutdown.wait() => break 'connect,
-                    next = messages.next() => match next {
-                        Some(Ok(message)) => message,
-                        Some(Err(e)) => {
-                            tracing::warn!(service = "notifier", error = %e, "pulling events");
-                            continue;
-                        }
-                        None => continue 'connect,
-                    },
-                };
-                let Ok(permit) = Arc::clone(&permits).acquire_owned().await else { break 'connect };
-                let work = Arc::clone(&work);
+        factory_runtime::consume::pull(&self.consumer, &shutdown, "notifier", |message| {
+            let (work, permits) = (Arc::clone(&work), Arc::clone(&permits));
+            async move {
+                let Ok(permit) = permits.acquire_owned().await else { return ControlFlow::Break(()) };
                 tokio::spawn(async move {
                     work.handle(message).await;
                     drop(permit);
                 });
+                ControlFlow::Continue(())
             }
-        }
+        })
+        .await;
         tracing::info!(service = "notifier", "stopping");
     }
 }
@@ -186,7 +156,7 @@ impl Work {
             otel.name = %format!("notify {}", notification.status),
             command_id = %notification.command_id,
             status = %notification.status,
-            code = %notification.code,
+            code = %notification.report.code,
             stream_seq = stored.seq,
         );
         propagation::set_parent_from_trace(&span, &trace);
@@ -202,9 +172,9 @@ impl Work {
             if notification.status == "failed" {
                 tracing::warn!(
                     command_id = %notification.command_id,
-                    failed_in = %notification.service,
-                    code = %notification.code,
-                    detail = %notification.message,
+                    failed_in = %notification.report.service,
+                    code = %notification.report.code,
+                    detail = %notification.report.message,
                     "command failed asynchronously"
                 );
             }
@@ -235,12 +205,7 @@ impl Work {
             command_id: correlation.clone(),
             correlation_id: correlation,
             status: outcome.status.to_owned(),
-            service: outcome.service,
-            code: outcome.code,
-            reason: outcome.reason,
-            message: outcome.message,
-            trace_id: trace.trace_id().map(str::to_owned),
-            at: attributes.time,
+            report: outcome.report(trace.trace_id().map(str::to_owned), attributes.time),
         };
         Some((notification, attributes.id, trace))
     }

@@ -295,24 +295,8 @@ pub struct CommandEvent {
     pub aggregate: Option<String>,
 }
 
-/// An asynchronous error of a command.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct CommandErrorDoc {
-    /// The service that reported it.
-    pub service: String,
-    /// Error code (`rejected`, `timeout`, `unavailable`, `projection_failed`).
-    pub code: String,
-    /// Domain reason (`insufficient_stock`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    /// What happened.
-    pub message: String,
-    /// The trace it happened in.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub trace_id: Option<String>,
-    /// When (RFC 3339).
-    pub at: String,
-}
+/// An asynchronous error of a command (the notification carries the same).
+pub type CommandErrorDoc = status::Report;
 
 /// A `commands` document.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -430,14 +414,8 @@ impl CommandsView {
         if let Some(outcome) = outcome {
             doc.status = outcome.status.to_owned();
             if outcome.failed() {
-                doc.errors.push(CommandErrorDoc {
-                    service: outcome.service,
-                    code: outcome.code,
-                    reason: outcome.reason,
-                    message: outcome.message,
-                    trace_id: attributes.metadata.trace.trace_id().map(str::to_owned),
-                    at: attributes.time,
-                });
+                doc.errors
+                    .push(outcome.report(attributes.metadata.trace.trace_id().map(str::to_owned), attributes.time));
             }
         }
         Ok(())

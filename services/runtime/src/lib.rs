@@ -28,6 +28,7 @@
 // `ErrorBody` is the error reply itself, built once per failed request; boxing it buys nothing.
 #![allow(clippy::result_large_err)]
 
+pub mod consume;
 pub mod health;
 pub mod ledger;
 pub mod micro;

@@ -1,6 +1,7 @@
 //! The saga's consumer loop, its steps and its stock requests.
 
 use std::collections::HashMap;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -159,46 +160,26 @@ impl Saga {
 async fn consume(inner: Arc<Inner>, consumer: PullConsumer, shutdown: Shutdown) {
     let permits = Arc::new(Semaphore::new(inner.config.max_in_flight));
     let mut orders: HashMap<String, Arc<Mutex<()>>> = HashMap::new();
-    'connect: loop {
-        let mut messages = match consumer.messages().await {
-            Ok(messages) => messages,
-            Err(e) => {
-                tracing::warn!(service = "saga", error = %e, "cannot pull order events; retrying");
-                tokio::select! {
-                    () = shutdown.wait() => return,
-                    () = tokio::time::sleep(Duration::from_secs(1)) => continue 'connect,
-                }
-            }
-        };
-        loop {
-            let message = tokio::select! {
-                () = shutdown.wait() => return,
-                next = messages.next() => match next {
-                    Some(Ok(message)) => message,
-                    Some(Err(e)) => {
-                        tracing::warn!(service = "saga", error = %e, "pulling order events");
-                        continue;
-                    }
-                    None => continue 'connect,
-                },
-            };
-            let order = message.subject.splitn(3, '.').nth(2).unwrap_or_default().to_owned();
-            if orders.len() > 10_000 {
-                orders.retain(|_, lock| Arc::strong_count(lock) > 1);
-            }
-            let lock = Arc::clone(orders.entry(order).or_default());
+    factory_runtime::consume::pull(&consumer, &shutdown, "saga", |message| {
+        let order = message.subject.splitn(3, '.').nth(2).unwrap_or_default().to_owned();
+        if orders.len() > 10_000 {
+            orders.retain(|_, lock| Arc::strong_count(lock) > 1);
+        }
+        let lock = Arc::clone(orders.entry(order).or_default());
+        let (inner, shutdown, permits) = (Arc::clone(&inner), shutdown.clone(), Arc::clone(&permits));
+        async move {
             // Taken here, in delivery order: the next event of this order waits for this one.
             let guard = lock.lock_owned().await;
-            let Ok(permit) = Arc::clone(&permits).acquire_owned().await else { return };
-            let inner = Arc::clone(&inner);
-            let shutdown = shutdown.clone();
+            let Ok(permit) = permits.acquire_owned().await else { return ControlFlow::Break(()) };
             tokio::spawn(async move {
                 inner.handle(message, shutdown).await;
                 drop(guard);
                 drop(permit);
             });
+            ControlFlow::Continue(())
         }
-    }
+    })
+    .await;
 }
 
 impl Inner {
