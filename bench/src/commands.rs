@@ -275,7 +275,7 @@ async fn idle_memory() -> anyhow::Result<()> {
         .map(rss)
         .sum::<anyhow::Result<f64>>()?;
     println!("| process | RSS MiB |\n|---|---:|");
-    println!("| factory (catalog, stock, production, router, HTTP) | {factory_rss:.1} |");
+    println!("| factory (every service and the gateway) | {factory_rss:.1} |");
     println!("| its managed nats-server (a separate process) | {server_rss:.1} |");
     let _ = std::process::Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
     let _ = child.wait();

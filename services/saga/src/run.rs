@@ -300,15 +300,7 @@ impl Inner {
                 self.save(&key, &state).await?;
             }
             let releases = state.compensations();
-            let answers = join_all(releases.iter().map(|ask| self.send(ask, cause))).await;
-            let mut pending = None;
-            for (ask, answer) in releases.iter().zip(answers) {
-                match answer {
-                    Ok(answer) if state.released(ask.line, &answer) => {}
-                    Ok(_) => pending = Some(Retry(format!("release of {} unanswered", ask.stock_id))),
-                    Err(retry) => pending = Some(retry),
-                }
-            }
+            let pending = self.send_all(&mut state, &releases, cause, SagaState::released).await;
             if pending.is_none() {
                 state.failed();
             }
@@ -392,15 +384,7 @@ impl Inner {
             return Ok(()); // failed or completed before the cancel: nothing is held
         }
         let releases = state.cancel();
-        let answers = join_all(releases.iter().map(|ask| self.send(ask, cause))).await;
-        let mut pending = None;
-        for (ask, answer) in releases.iter().zip(answers) {
-            match answer {
-                Ok(answer) if state.cancel_step(ask.line, &answer) => {}
-                Ok(_) => pending = Some(Retry(format!("release of {} unanswered", ask.stock_id))),
-                Err(retry) => pending = Some(retry),
-            }
-        }
+        let pending = self.send_all(&mut state, &releases, cause, SagaState::cancel_step).await;
         self.save(&key, &state).await?;
         if let Some(retry) = pending {
             return Err(retry);
@@ -408,6 +392,27 @@ impl Inner {
         self.metrics.saga_orders.get_or_create(&[("outcome", "cancelled".into())]).inc();
         tracing::Span::current().record("outcome", "cancelled");
         Ok(())
+    }
+
+    /// Sends `asks` at once and records each answer with `record` (false: to be tried again);
+    /// what must be tried again, if anything.
+    async fn send_all(
+        &self,
+        state: &mut SagaState,
+        asks: &[StockRequest],
+        cause: &Cause,
+        record: fn(&mut SagaState, usize, &Answer) -> bool,
+    ) -> Option<Retry> {
+        let answers = join_all(asks.iter().map(|ask| self.send(ask, cause))).await;
+        let mut pending = None;
+        for (ask, answer) in asks.iter().zip(answers) {
+            match answer {
+                Ok(answer) if record(state, ask.line, &answer) => {}
+                Ok(_) => pending = Some(Retry(format!("{} of {} unanswered", ask.command, ask.stock_id))),
+                Err(retry) => pending = Some(retry),
+            }
+        }
+        pending
     }
 
     /// Sends one stock command with an id derived from the cause; the answer, or `Retry` when
