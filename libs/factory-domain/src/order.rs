@@ -76,7 +76,11 @@ pub struct Order {
 impl Order {
     /// The resources one order needs: `qty × bom`, per SKU.
     pub fn requirements(&self) -> Vec<ReservedLine> {
-        self.bom.iter().map(|line| ReservedLine { sku: line.sku.clone(), qty: line.qty.get() * self.qty }).collect()
+        // `plan` refuses orders whose product would overflow.
+        self.bom
+            .iter()
+            .map(|line| ReservedLine { sku: line.sku.clone(), qty: line.qty.get().saturating_mul(self.qty) })
+            .collect()
     }
 }
 
@@ -249,6 +253,9 @@ pub enum OrderError {
     /// `plan` for a retired product.
     #[error("product {0} is retired")]
     ProductRetired(String),
+    /// `plan` whose resources (`qty × bom`) cannot be counted.
+    #[error("{0} units of this product need more resources than can be counted")]
+    QuantityTooLarge(u64),
     /// A command the order's status does not allow.
     #[error("cannot {command} an order that is {status}")]
     InvalidStatus {
@@ -266,6 +273,7 @@ impl DomainError for OrderError {
             OrderError::AlreadyPlanned => "already_planned",
             OrderError::UnknownProduct(_) => "unknown_product",
             OrderError::ProductRetired(_) => "product_retired",
+            OrderError::QuantityTooLarge(_) => "quantity_too_large",
             OrderError::InvalidStatus { .. } => "invalid_status",
         }
     }
@@ -291,6 +299,11 @@ impl Aggregate for Order {
             }
             (OrderCommand::Plan { product_id, product: Some(p), .. }, _) if p.retired => {
                 return Err(OrderError::ProductRetired(product_id));
+            }
+            (OrderCommand::Plan { qty, product: Some(p), .. }, _)
+                if p.bom.iter().any(|line| line.qty.get().checked_mul(qty.get()).is_none()) =>
+            {
+                return Err(OrderError::QuantityTooLarge(qty.get()));
             }
             (OrderCommand::Plan { product_id, qty, warehouse, product: Some(p) }, _) => OrderEvent::OrderPlanned {
                 product_id,

@@ -43,8 +43,8 @@ pub async fn connect(url: &str, name: &str) -> Result<Client, ConnectError> {
     // Credentials in the URL (`nats://user:password@host:4222`) authenticate the connection.
     let options = match addrs.iter().find(|a| a.has_user_pass()) {
         Some(addr) => ConnectOptions::with_user_and_password(
-            addr.username().unwrap_or_default().to_owned(),
-            addr.password().unwrap_or_default().to_owned(),
+            percent_decode(addr.username().unwrap_or_default()),
+            percent_decode(addr.password().unwrap_or_default()),
         ),
         None => ConnectOptions::new(),
     };
@@ -60,6 +60,27 @@ pub async fn connect(url: &str, name: &str) -> Result<Client, ConnectError> {
 }
 
 /// Splits a comma-separated server list (`nats://a:4222,nats://b:4222`).
+/// `%XX` escapes of a URL's user information decoded (a malformed escape stays as written).
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (bytes[i], bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex)) {
+            (b'%', Some(high), Some(low)) => {
+                out.push((high * 16 + low) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// The URL(s) with any password replaced by `***`, for messages and logs.
 pub fn redact(url: &str) -> String {
     url.split(',')
@@ -105,6 +126,13 @@ pub fn check_server_version(url: &str, found: &str) -> Result<(), ConnectError> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_are_percent_decoded() {
+        assert_eq!(percent_decode("p%40ss%3Aw0rd"), "p@ss:w0rd");
+        assert_eq!(percent_decode("plain"), "plain");
+        assert_eq!(percent_decode("bad%zz"), "bad%zz");
+    }
 
     #[test]
     fn passwords_never_reach_messages() {

@@ -319,7 +319,13 @@ impl<M: Model> Handler<M> {
             (CAUSATION_ID, CAUSATION_ID_NAME, &mut ctx.causation_id),
         ] {
             if let Some(value) = header(header_name) {
-                validate_command_id(&value).map_err(|e| invalid(format!("{name}: {e}")))?;
+                // An event id (`<command id>:<index>`) may be a little longer than a command id.
+                let valid = !value.is_empty()
+                    && value.len() <= 2 * jetsource::metadata::MAX_COMMAND_ID_LEN
+                    && value.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:@=".contains(&b));
+                if !valid {
+                    return Err(invalid(format!("{name} {value:?}: 1-256 characters of A-Z a-z 0-9 - _ . : @ =")));
+                }
                 *slot = Some(value);
             }
         }

@@ -185,15 +185,22 @@ struct SendArgs {
 
 #[derive(Debug, Args)]
 struct NatsArgs {
-    /// NATS server URL(s), comma-separated for a cluster.
-    #[arg(long, global = true, env = "FACTORY_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    /// NATS server URL(s), comma-separated for a cluster; credentials as nats://user:password@host:4222
+    /// (percent-encode special characters).
+    #[arg(
+        long,
+        global = true,
+        env = "FACTORY_NATS_URL",
+        hide_env_values = true,
+        default_value = "nats://127.0.0.1:4222"
+    )]
     nats_url: String,
 }
 
 #[derive(Debug, Args)]
 struct UpArgs {
     /// Use this NATS instead of starting the managed server.
-    #[arg(long, env = "FACTORY_NATS_URL")]
+    #[arg(long, env = "FACTORY_NATS_URL", hide_env_values = true)]
     nats_url: Option<String>,
     /// Where the managed server keeps its JetStream files.
     #[arg(long, env = "FACTORY_DATA_DIR", default_value = ".data")]

@@ -125,6 +125,10 @@ pub struct LogPage {
     pub records: Vec<Value>,
     /// Records read to find them.
     pub scanned: u64,
+    /// The scan stopped at its time bound before the newest record: narrow the query (service,
+    /// level) to see the latest.
+    #[serde(default)]
+    pub truncated: bool,
 }
 
 /// Why the logbook could not start.
@@ -222,7 +226,7 @@ impl Inner {
         }
         let subjects = query.subjects().map_err(|e| ErrorBody::new(ErrorCode::Invalid, e))?;
         let start = state.last_sequence.saturating_sub(SCAN_LIMIT).max(state.first_sequence).max(1);
-        let consumer = stream
+        let mut consumer = stream
             .create_consumer(OrderedConfig {
                 filter_subjects: subjects,
                 deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: start },
@@ -230,13 +234,20 @@ impl Inner {
             })
             .await
             .map_err(|e| unavailable(&e))?;
+        if consumer.info().await.map_err(|e| unavailable(&e))?.num_pending == 0 {
+            return Ok(LogPage::default()); // nothing matches the subjects
+        }
         let mut messages = consumer.messages().await.map_err(|e| unavailable(&e))?;
         let mut records = VecDeque::with_capacity(limit);
         let mut scanned = 0;
+        let mut truncated = false;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         loop {
             let next = tokio::time::timeout_at(deadline, messages.next()).await;
-            let Ok(Some(Ok(message))) = next else { break };
+            let Ok(Some(Ok(message))) = next else {
+                truncated = true;
+                break;
+            };
             scanned += 1;
             let pending = message.info().map(|i| i.pending).unwrap_or(0);
             let seq = message.info().map(|i| i.stream_sequence).unwrap_or(u64::MAX);
@@ -254,7 +265,7 @@ impl Inner {
             }
         }
         // The ordered consumer is ephemeral: the server removes it once it is idle.
-        Ok(LogPage { records: records.into(), scanned })
+        Ok(LogPage { records: records.into(), scanned, truncated })
     }
 }
 

@@ -145,14 +145,12 @@ impl Observe {
 /// Appends the parked-event facts the views report.
 async fn report_faults(store: EventStore, mut faults: mpsc::Receiver<(String, NewEvent)>) {
     while let Some((subject, fact)) = faults.recv().await {
-        for attempt in 0..5u32 {
-            match store.append_fact(&subject, fact.clone()).await {
-                Ok(_) => break,
-                Err(e) => {
-                    tracing::warn!(service = "projector", error = %e, attempt, "cannot record a parked event");
-                    tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
-                }
-            }
+        // Until it is recorded: the command it fails must be told.
+        let mut attempt = 0u32;
+        while let Err(e) = store.append_fact(&subject, fact.clone()).await {
+            tracing::warn!(service = "projector", error = %e, attempt, "cannot record a parked event; retrying");
+            tokio::time::sleep(Duration::from_millis(200 << attempt.min(5))).await;
+            attempt += 1;
         }
     }
 }

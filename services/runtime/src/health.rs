@@ -37,6 +37,11 @@ impl Readiness {
         flag
     }
 
+    /// True while the NATS connection is up.
+    pub fn connected(&self) -> bool {
+        self.client.connection_state() == async_nats::connection::State::Connected
+    }
+
     /// Runs every check: `(ready, details)`.
     pub async fn evaluate(&self) -> (bool, Value) {
         let mut details = Map::new();
@@ -61,6 +66,7 @@ pub fn routes(
     readiness: Readiness,
     metrics: Arc<Metrics>,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = warp::Rejection> + Clone + Send + Sync + 'static {
+    let scraped = readiness.clone();
     let healthz =
         warp::path!("healthz").and(warp::get()).map(|| json_reply(StatusCode::OK, &json!({"status": "alive"})));
     let readyz = warp::path!("readyz").and(warp::get()).then(move || {
@@ -72,6 +78,7 @@ pub fn routes(
         }
     });
     let metrics = warp::path!("metrics").and(warp::get()).map(move || {
+        metrics.nats_connected.set(i64::from(scraped.connected()));
         let body = metrics.render();
         Response::builder()
             .header(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")

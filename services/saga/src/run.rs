@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::ops::ControlFlow;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::PullConsumer;
@@ -23,8 +23,11 @@ use jetsource::{
 use jetsource_telemetry::Metrics;
 use jetsource_telemetry::propagation;
 use ring::digest;
-use tokio::sync::{Mutex, Semaphore};
+use tokio::sync::{Semaphore, mpsc};
 use tracing::{Instrument, field};
+
+/// How often an event being handled is reported in progress (the consumer's ack wait is 10 s).
+const PROGRESS_EVERY: Duration = Duration::from_secs(3);
 
 /// How the saga runs.
 #[derive(Debug, Clone)]
@@ -156,28 +159,51 @@ impl Saga {
     }
 }
 
-/// Pulls order events; hands each to a task, one order's events strictly in order.
+/// Pulls order events. Each order has a queue drained by one task, so one order's events are
+/// handled strictly in order while other orders go on (an order whose step waits for a stock
+/// service holds back only its own events).
 async fn consume(inner: Arc<Inner>, consumer: PullConsumer, shutdown: Shutdown) {
     let permits = Arc::new(Semaphore::new(inner.config.max_in_flight));
-    let mut orders: HashMap<String, Arc<Mutex<()>>> = HashMap::new();
+    let queues: Arc<std::sync::Mutex<HashMap<String, mpsc::UnboundedSender<jetstream::Message>>>> = Arc::default();
     factory_runtime::consume::pull(&consumer, &shutdown, "saga", |message| {
         let order = message.subject.splitn(3, '.').nth(2).unwrap_or_default().to_owned();
-        if orders.len() > 10_000 {
-            orders.retain(|_, lock| Arc::strong_count(lock) > 1);
-        }
-        let lock = Arc::clone(orders.entry(order).or_default());
-        let (inner, shutdown, permits) = (Arc::clone(&inner), shutdown.clone(), Arc::clone(&permits));
-        async move {
-            // Taken here, in delivery order: the next event of this order waits for this one.
-            let guard = lock.lock_owned().await;
-            let Ok(permit) = permits.acquire_owned().await else { return ControlFlow::Break(()) };
-            tokio::spawn(async move {
-                inner.handle(message, shutdown).await;
-                drop(guard);
+        let mut open = queues.lock().unwrap_or_else(PoisonError::into_inner);
+        let message = match open.get(&order) {
+            Some(queue) => match queue.send(message) {
+                Ok(()) => return std::future::ready(ControlFlow::Continue(())),
+                Err(mpsc::error::SendError(message)) => message,
+            },
+            None => message,
+        };
+        let (queue, mut pending) = mpsc::unbounded_channel();
+        let _ = queue.send(message);
+        open.insert(order.clone(), queue);
+        drop(open);
+        let (inner, shutdown, permits, queues) =
+            (Arc::clone(&inner), shutdown.clone(), Arc::clone(&permits), Arc::clone(&queues));
+        tokio::spawn(async move {
+            loop {
+                let next = match pending.try_recv() {
+                    Ok(message) => message,
+                    Err(_) => {
+                        // Empty: close the queue unless an event arrived meanwhile (checked
+                        // under the lock the dispatcher sends under).
+                        let mut open = queues.lock().unwrap_or_else(PoisonError::into_inner);
+                        match pending.try_recv() {
+                            Ok(message) => message,
+                            Err(_) => {
+                                open.remove(&order);
+                                return;
+                            }
+                        }
+                    }
+                };
+                let Ok(permit) = Arc::clone(&permits).acquire_owned().await else { return };
+                inner.handle(next, shutdown.clone()).await;
                 drop(permit);
-            });
-            ControlFlow::Continue(())
-        }
+            }
+        });
+        std::future::ready(ControlFlow::Continue(()))
     })
     .await;
 }
@@ -187,7 +213,19 @@ impl Inner {
     async fn handle(&self, message: jetstream::Message, shutdown: Shutdown) {
         let mut pause = Duration::from_millis(100);
         loop {
-            match self.step(&message).await {
+            // Tell JetStream the event is being worked on, so a slow step is not redelivered.
+            let step = self.step(&message);
+            tokio::pin!(step);
+            let mut progress = tokio::time::interval_at(tokio::time::Instant::now() + PROGRESS_EVERY, PROGRESS_EVERY);
+            let outcome = loop {
+                tokio::select! {
+                    outcome = &mut step => break outcome,
+                    _ = progress.tick() => {
+                        let _ = message.ack_with(AckKind::Progress).await;
+                    }
+                }
+            };
+            match outcome {
                 Ok(()) => {
                     if let Err(e) = message.ack().await {
                         tracing::warn!(service = "saga", error = %e, "cannot acknowledge an order event");
@@ -366,6 +404,16 @@ impl Inner {
         // Consume first, then receive the product: one after the other, as production would.
         for step in steps {
             let answer = self.send(&step, cause).await?;
+            if let Answer::Refused { reason, message, .. } = &answer {
+                tracing::warn!(
+                    order_id = %order_id,
+                    command = step.command,
+                    stock_id = %step.stock_id,
+                    reason = %reason,
+                    detail = %message,
+                    "a completion step was refused; stock and production disagree"
+                );
+            }
             if !state.completed_step(step.line, &answer) {
                 self.save(&key, &state).await?;
                 return Err(Retry(format!("{} of {} unanswered", step.command, step.stock_id)));

@@ -27,6 +27,13 @@ fn plan_needs_a_defined_unretired_product() {
     AggregateFixture::<Order>::given_no_events().when(plan(None)).then_expect_rejection("unknown_product");
     AggregateFixture::<Order>::given_no_events().when(plan(widget(true))).then_expect_rejection("product_retired");
     AggregateFixture::<Order>::given([planned()]).when(plan(widget(false))).then_expect_rejection("already_planned");
+    let huge = C::Plan {
+        product_id: "widget".into(),
+        qty: qty(u64::MAX / 2),
+        warehouse: Warehouse::new("main").unwrap(),
+        product: widget(false),
+    };
+    AggregateFixture::<Order>::given_no_events().when(huge).then_expect_rejection("quantity_too_large");
 }
 
 #[test]
