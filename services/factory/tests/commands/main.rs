@@ -3,4 +3,7 @@
 mod concurrency;
 mod contract;
 mod errors;
+// The factory harness the command, view and saga suites share.
+#[allow(dead_code)]
+#[path = "../common/support.rs"]
 mod support;

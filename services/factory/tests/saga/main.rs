@@ -6,8 +6,9 @@ mod flows;
 mod metrics;
 mod otel;
 mod permissions;
+// The factory harness the command, view and saga suites share.
 #[allow(dead_code)]
-#[path = "../views/support.rs"]
+#[path = "../common/support.rs"]
 mod support;
 
 use std::future::Future;

@@ -4,4 +4,7 @@
 mod fold;
 mod lifecycle;
 mod queries;
+// The factory harness the command, view and saga suites share.
+#[allow(dead_code)]
+#[path = "../common/support.rs"]
 mod support;

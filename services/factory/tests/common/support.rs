@@ -123,6 +123,18 @@ impl Factory {
         Reply { headers: message.headers, body }
     }
 
+    /// Defines product `widget` (4 bolts + 1 plate per unit) and receives stock.
+    pub async fn seed(&self) {
+        self.send(
+            "cmd.product.widget.define",
+            r#"{"name": "Widget", "bom": [{"sku": "bolt", "qty": 4}, {"sku": "plate", "qty": 1}]}"#,
+        )
+        .await
+        .ok();
+        self.send("cmd.stock.bolt@main.receive", r#"{"qty": 100}"#).await.ok();
+        self.send("cmd.stock.plate@main.receive", r#"{"qty": 10}"#).await.ok();
+    }
+
     /// Sends a query and returns the reply.
     pub async fn query(&self, subject: &str, body: &str) -> Reply {
         self.send_with(subject, body, &[]).await
