@@ -6,11 +6,11 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use factory::app::{App, AppConfig, ServiceName};
-use factory_runtime::Shutdown;
+use factory::app::{App, AppConfig};
 use futures::StreamExt;
 use hdrhistogram::Histogram;
 use jetsource::topology::{ProvisionOptions, Topology, provision};
+use jetsource_runtime::Shutdown;
 use jetsource_testkit::NatsServer;
 use serde_json::Value;
 use time::OffsetDateTime;
@@ -35,7 +35,7 @@ async fn failure_visibility(window: Duration) -> anyhow::Result<()> {
     let server = NatsServer::try_start()?;
     let url = server.url();
     let shutdown = Shutdown::new();
-    let services = ServiceName::ALL.iter().copied().filter(|s| *s != ServiceName::Gateway).collect();
+    let services = factory::app::all_services().into_iter().filter(|s| *s != "gateway").collect();
     let app = App::build(AppConfig::new(&url, services)).await?;
     tokio::spawn(app.run_until_stopped(shutdown.clone()));
     let client = async_nats::connect(&url).await?;

@@ -8,10 +8,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::jetstream::message::PublishMessage;
-use factory::app::{App, AppConfig, ServiceName};
-use factory_runtime::Shutdown;
+use factory::app::{App, AppConfig};
 use futures::StreamExt;
 use jetsource::topology::{ProvisionOptions, Topology, provision};
+use jetsource_runtime::Shutdown;
 use jetsource_testkit::NatsServer;
 
 use crate::measure::{Rate, header, run_workers};
@@ -36,7 +36,7 @@ pub async fn run(window: Duration) -> anyhow::Result<()> {
     let minimal = MinimalResponder::start(&url, "min", None).await?;
     let _minimal_event = MinimalResponder::start(&url, "mev", Some(event_headers())).await?;
     let shutdown = Shutdown::new();
-    let services = ServiceName::ALL.iter().copied().filter(|s| *s != ServiceName::Gateway).collect();
+    let services = factory::app::all_services().into_iter().filter(|s| *s != "gateway").collect();
     let app = App::build(AppConfig::new(&url, services)).await?;
     tokio::spawn(app.run_until_stopped(shutdown.clone()));
 

@@ -5,13 +5,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use factory::app::{App, AppConfig, ServiceName};
-use factory_runtime::Shutdown;
+use factory::app::{App, AppConfig};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use jetsource::topology::{ProvisionOptions, Topology, provision};
+use jetsource_runtime::Shutdown;
 use jetsource_testkit::NatsServer;
 
 use crate::measure::{Rate, header, run_workers};
@@ -19,7 +19,7 @@ use crate::measure::{Rate, header, run_workers};
 pub async fn run(window: Duration) -> anyhow::Result<()> {
     let server = NatsServer::try_start()?;
     let url = server.url();
-    let mut config = AppConfig::new(&url, ServiceName::ALL.to_vec());
+    let mut config = AppConfig::new(&url, factory::app::all_services());
     config.http = Some("127.0.0.1:0".parse()?);
     config.gateway.max_in_flight = 4096;
     let app = App::build(config).await?;

@@ -6,14 +6,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::consumer::{AckPolicy, pull};
-use factory::app::{App, AppConfig, ServiceName};
+use factory::app::{App, AppConfig};
 use factory_projector::views::{CommandsView, StockView};
-use factory_runtime::Shutdown;
 use futures::StreamExt;
 use hdrhistogram::Histogram;
 use jetsource::projection::{Projection, ViewConfig, ViewWorker};
 use jetsource::topology::{ProvisionOptions, Topology, provision};
 use jetsource::{AggregateId, CommandContext, EventStore, Repository, RepositoryConfig, StoreConfig};
+use jetsource_runtime::Shutdown;
 use jetsource_testkit::NatsServer;
 
 use crate::measure::header;
@@ -130,7 +130,7 @@ async fn read_your_writes(window: Duration) -> anyhow::Result<()> {
     let server = NatsServer::try_start()?;
     let url = &server.url();
     let shutdown = Shutdown::new();
-    let services = ServiceName::ALL.iter().copied().filter(|s| *s != ServiceName::Gateway).collect();
+    let services = factory::app::all_services().into_iter().filter(|s| *s != "gateway").collect();
     let app = App::build(AppConfig::new(url, services)).await?;
     tokio::spawn(app.run_until_stopped(shutdown.clone()));
     let client = async_nats::connect(url).await?;

@@ -1,11 +1,12 @@
 //! Production orders: planned for a defined product, started (the saga then reserves the bill
 //! of materials), completed or cancelled; failed when resources are short.
 
-use jetsource::{Aggregate, AggregateId, DomainError, DomainEvent};
+use jetsource_core::command::fields;
+use jetsource_core::schemars::JsonSchema;
+use jetsource_core::{Aggregate, Command, DomainError, DomainEvent};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::command::{AggregateKind, CommandError, Empty, parse_body};
 use crate::values::{BomLine, Qty, Sku, Warehouse};
 
 /// Where an order is in its life.
@@ -45,7 +46,8 @@ impl OrderStatus {
 }
 
 /// What was reserved of one resource, in total for the order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[schemars(crate = "jetsource_core::schemars")]
 #[serde(deny_unknown_fields)]
 pub struct ReservedLine {
     /// The resource.
@@ -94,34 +96,46 @@ pub struct ProductInfo {
 }
 
 /// What an order can be asked to do.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Command)]
+#[command(aggregate = Order)]
 pub enum OrderCommand {
-    /// `plan`: `{product_id, qty, warehouse}`, plus the product looked up by the service.
+    /// Plans an order for a defined, unretired product.
+    #[command(example = r#"{"product_id": "widget", "qty": 2, "warehouse": "main"}"#)]
     Plan {
         /// Product to produce.
+        #[serde(deserialize_with = "fields::aggregate_id")]
+        #[schemars(regex(pattern = r"^[A-Za-z0-9_@-]{1,128}$"))]
         product_id: String,
         /// How many.
         qty: Qty,
         /// Where.
         warehouse: Warehouse,
-        /// The product, if it is defined.
+        /// The product, looked up by the service before `handle` (none: not defined).
+        #[command(lookup)]
         product: Option<ProductInfo>,
     },
-    /// `start`: `{}` (accepted at once; the saga continues).
+    /// Starts the order: accepted at once; the saga reserves the resources and the status
+    /// becomes `completed` or `failed`.
+    #[command(asynchronous)]
     Start,
-    /// `complete`: `{}`.
+    /// Completes an order whose resources are reserved.
     Complete,
-    /// `cancel`: `{reason}`.
+    /// Cancels an order that is not finished.
+    #[command(example = r#"{"reason": "customer withdrew"}"#)]
     Cancel {
-        /// Why.
+        /// Why (1 to 200 characters).
+        #[serde(deserialize_with = "fields::text")]
+        #[schemars(length(min = 1, max = 200))]
         reason: String,
     },
     /// Saga only: every line is reserved.
+    #[command(skip)]
     ConfirmReserved {
         /// What was reserved.
         lines: Vec<ReservedLine>,
     },
     /// Saga only: the order cannot be produced.
+    #[command(skip)]
     Fail {
         /// Stable reason (`insufficient_stock`).
         reason: String,
@@ -132,50 +146,8 @@ pub enum OrderCommand {
     },
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PlanBody {
-    product_id: String,
-    qty: Qty,
-    warehouse: Warehouse,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CancelBody {
-    reason: String,
-}
-
-impl OrderCommand {
-    /// Parses public command `name` with JSON `body` (the saga's commands are not public).
-    ///
-    /// # Errors
-    /// [`CommandError`]: unknown command, or a body that does not fit.
-    pub fn parse(name: &str, body: &[u8]) -> Result<Self, CommandError> {
-        Ok(match AggregateKind::Order.command(name)?.name {
-            "plan" => {
-                let PlanBody { product_id, qty, warehouse } = parse_body(body)?;
-                AggregateId::new(product_id.as_str())
-                    .map_err(|e| CommandError::InvalidBody(format!("product_id: {e}")))?;
-                OrderCommand::Plan { product_id, qty, warehouse, product: None }
-            }
-            "cancel" => {
-                let CancelBody { reason } = parse_body(body)?;
-                if reason.trim().is_empty() || reason.len() > 200 {
-                    return Err(CommandError::InvalidBody("reason: must be 1 to 200 characters".into()));
-                }
-                OrderCommand::Cancel { reason }
-            }
-            other => {
-                parse_body::<Empty>(body)?;
-                if other == "start" { OrderCommand::Start } else { OrderCommand::Complete }
-            }
-        })
-    }
-}
-
 /// What happened to an order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, DomainEvent)]
 #[serde(tag = "type", content = "data")]
 pub enum OrderEvent {
     /// Planned.
@@ -214,28 +186,6 @@ pub enum OrderEvent {
         /// Why.
         reason: String,
     },
-}
-
-impl DomainEvent for OrderEvent {
-    const SCHEMAS: &'static [(&'static str, u32)] = &[
-        ("OrderPlanned", 1),
-        ("OrderStarted", 1),
-        ("ResourcesReserved", 1),
-        ("OrderFailed", 1),
-        ("OrderCompleted", 1),
-        ("OrderCancelled", 1),
-    ];
-
-    fn event_type(&self) -> &'static str {
-        match self {
-            OrderEvent::OrderPlanned { .. } => "OrderPlanned",
-            OrderEvent::OrderStarted {} => "OrderStarted",
-            OrderEvent::ResourcesReserved { .. } => "ResourcesReserved",
-            OrderEvent::OrderFailed { .. } => "OrderFailed",
-            OrderEvent::OrderCompleted {} => "OrderCompleted",
-            OrderEvent::OrderCancelled { .. } => "OrderCancelled",
-        }
-    }
 }
 
 /// Why an order refused a command.

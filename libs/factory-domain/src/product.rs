@@ -1,11 +1,11 @@
 //! Products: a name and a bill of materials; defined once, changed, retired.
 
-use jetsource::{Aggregate, DomainError, DomainEvent};
+use jetsource_core::command::fields;
+use jetsource_core::{Aggregate, Command, DomainError, DomainEvent};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::command::{AggregateKind, CommandError, Empty, parse_body};
-use crate::values::{BomLine, check_bom};
+use crate::values::{self, BomLine};
 
 /// The product aggregate's state.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -21,66 +21,33 @@ pub struct Product {
 }
 
 /// What a product can be asked to do.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Command)]
+#[command(aggregate = Product)]
 pub enum ProductCommand {
-    /// `define`: `{name, bom}`.
+    /// Defines the product: its name and bill of materials.
+    #[command(example = r#"{"name": "Widget", "bom": [{"sku": "bolt", "qty": 4}, {"sku": "plate", "qty": 1}]}"#)]
     Define {
-        /// Display name (not blank).
+        /// Display name (1 to 200 characters, not blank).
+        #[serde(deserialize_with = "fields::text")]
+        #[schemars(length(min = 1, max = 200))]
         name: String,
-        /// Bill of materials.
+        /// Bill of materials: each SKU once.
+        #[serde(deserialize_with = "values::bom")]
         bom: Vec<BomLine>,
     },
-    /// `change-bom`: `{bom}`.
+    /// Replaces the bill of materials.
+    #[command(example = r#"{"bom": [{"sku": "bolt", "qty": 6}]}"#)]
     ChangeBom {
-        /// The new bill of materials.
+        /// The new bill of materials: each SKU once.
+        #[serde(deserialize_with = "values::bom")]
         bom: Vec<BomLine>,
     },
-    /// `retire`: `{}`.
+    /// Retires the product: it can no longer be planned.
     Retire,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct DefineBody {
-    name: String,
-    bom: Vec<BomLine>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ChangeBomBody {
-    bom: Vec<BomLine>,
-}
-
-impl ProductCommand {
-    /// Parses command `name` with JSON `body`.
-    ///
-    /// # Errors
-    /// [`CommandError`]: unknown command, or a body that does not fit.
-    pub fn parse(name: &str, body: &[u8]) -> Result<Self, CommandError> {
-        let command = match AggregateKind::Product.command(name)?.name {
-            "define" => {
-                let DefineBody { name, bom } = parse_body(body)?;
-                if name.trim().is_empty() || name.chars().count() > 200 {
-                    return Err(CommandError::InvalidBody("name: must be 1 to 200 characters, not blank".into()));
-                }
-                ProductCommand::Define { name, bom }
-            }
-            "change-bom" => ProductCommand::ChangeBom { bom: parse_body::<ChangeBomBody>(body)?.bom },
-            _ => {
-                parse_body::<Empty>(body)?;
-                ProductCommand::Retire
-            }
-        };
-        if let ProductCommand::Define { bom, .. } | ProductCommand::ChangeBom { bom } = &command {
-            check_bom(bom).map_err(|e| CommandError::InvalidBody(format!("bom: {e}")))?;
-        }
-        Ok(command)
-    }
-}
-
 /// What happened to a product.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, DomainEvent)]
 #[serde(tag = "type", content = "data")]
 pub enum ProductEvent {
     /// It was defined.
@@ -97,18 +64,6 @@ pub enum ProductEvent {
     },
     /// It was retired.
     ProductRetired {},
-}
-
-impl DomainEvent for ProductEvent {
-    const SCHEMAS: &'static [(&'static str, u32)] = &[("ProductDefined", 1), ("BomChanged", 1), ("ProductRetired", 1)];
-
-    fn event_type(&self) -> &'static str {
-        match self {
-            ProductEvent::ProductDefined { .. } => "ProductDefined",
-            ProductEvent::BomChanged { .. } => "BomChanged",
-            ProductEvent::ProductRetired {} => "ProductRetired",
-        }
-    }
 }
 
 /// Why a product refused a command.

@@ -4,7 +4,6 @@
 //! had to park one of its events. The commands view and the notifier share this reading, so
 //! the status and the notification always say the same.
 
-use jetsource::projection::EventParked;
 use serde::{Deserialize, Serialize};
 
 use crate::order::OrderEvent;
@@ -82,17 +81,15 @@ pub fn of_order_event(event: &OrderEvent, source: &str) -> Option<Outcome> {
     }
 }
 
-/// The outcome of a view parking an event of the command.
-pub fn of_parked(parked: &EventParked) -> Outcome {
+/// The outcome of view `view` parking event `event_type` (seq `seq` of `subject`) of the
+/// command, for `reason`.
+pub fn of_parked(view: &str, event_type: &str, seq: u64, subject: &str, reason: &str) -> Outcome {
     Outcome {
         status: "failed",
         service: "projector".into(),
         code: "projection_failed".into(),
         reason: None,
-        message: format!(
-            "view {} could not apply {} (seq {}) of {}: {}",
-            parked.view, parked.event_type, parked.seq, parked.subject, parked.reason
-        ),
+        message: format!("view {view} could not apply {event_type} (seq {seq}) of {subject}: {reason}"),
     }
 }
 

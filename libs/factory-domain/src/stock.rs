@@ -3,12 +3,12 @@
 
 use std::collections::BTreeMap;
 
-use jetsource::{Aggregate, AggregateId, DomainError, DomainEvent, Upcasters};
+use jetsource_core::command::fields;
+use jetsource_core::{Aggregate, AggregateId, Command, DomainError, DomainEvent, Upcasters};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::command::{AggregateKind, CommandError, parse_body};
-use crate::values::Qty;
+use crate::values::{Qty, StockId};
 
 /// The stock aggregate's state.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,123 +32,74 @@ impl Stock {
 }
 
 /// What stock can be asked to do.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Command)]
+#[command(aggregate = Stock)]
 pub enum StockCommand {
-    /// `receive`: `{qty, source?}`.
+    /// Units arrived: `on_hand` grows by `qty`.
+    #[command(example = r#"{"qty": 100}"#)]
     Receive {
         /// Units received.
         qty: Qty,
-        /// Where they came from (`receipt` unless given).
+        /// Where they came from (`receipt` unless given; 1 to 200 characters).
+        #[serde(default = "receipt", deserialize_with = "fields::text")]
+        #[schemars(length(min = 1, max = 200))]
         source: String,
     },
-    /// `ship`: `{qty}`.
+    /// Units left: at most what is available.
+    #[command(example = r#"{"qty": 5}"#)]
     Ship {
         /// Units shipped.
         qty: Qty,
     },
-    /// `reserve`: `{qty, order_id}`.
+    /// Units are held for an order: at most what is available, once per order.
+    #[command(example = r#"{"qty": 8, "order_id": "o-1"}"#)]
     Reserve {
         /// Units to hold.
         qty: Qty,
         /// For which order.
+        #[serde(deserialize_with = "fields::aggregate_id")]
+        #[schemars(regex(pattern = r"^[A-Za-z0-9_@-]{1,128}$"))]
         order_id: String,
     },
-    /// `release`: `{order_id}`.
+    /// An order's hold is lifted.
+    #[command(example = r#"{"order_id": "o-1"}"#)]
     Release {
         /// Whose reservation.
+        #[serde(deserialize_with = "fields::aggregate_id")]
+        #[schemars(regex(pattern = r"^[A-Za-z0-9_@-]{1,128}$"))]
         order_id: String,
     },
-    /// `consume`: `{order_id}`.
+    /// An order uses what it holds.
+    #[command(example = r#"{"order_id": "o-1"}"#)]
     Consume {
         /// Whose reservation.
+        #[serde(deserialize_with = "fields::aggregate_id")]
+        #[schemars(regex(pattern = r"^[A-Za-z0-9_@-]{1,128}$"))]
         order_id: String,
     },
-    /// `adjust`: `{on_hand, reason}` (a stocktake).
+    /// A stocktake sets the count: not below what is reserved.
+    #[command(example = r#"{"on_hand": 90, "reason": "stocktake"}"#)]
     Adjust {
         /// Units counted.
         on_hand: u64,
-        /// Why.
+        /// Why (1 to 200 characters).
+        #[serde(deserialize_with = "fields::text")]
+        #[schemars(length(min = 1, max = 200))]
         reason: String,
     },
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ReceiveBody {
-    qty: Qty,
-    #[serde(default)]
-    source: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ShipBody {
-    qty: Qty,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ReserveBody {
-    qty: Qty,
-    order_id: String,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct OrderRefBody {
-    order_id: String,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AdjustBody {
-    on_hand: u64,
-    reason: String,
-}
-
-fn order_id(id: String) -> Result<String, CommandError> {
-    AggregateId::new(id.as_str()).map_err(|e| CommandError::InvalidBody(format!("order_id: {e}")))?;
-    Ok(id)
-}
-
-impl StockCommand {
-    /// Parses command `name` with JSON `body`.
-    ///
-    /// # Errors
-    /// [`CommandError`]: unknown command, or a body that does not fit.
-    pub fn parse(name: &str, body: &[u8]) -> Result<Self, CommandError> {
-        Ok(match AggregateKind::Stock.command(name)?.name {
-            "receive" => {
-                let ReceiveBody { qty, source } = parse_body(body)?;
-                let source = source.unwrap_or_else(|| "receipt".to_owned());
-                if source.trim().is_empty() || source.len() > 200 {
-                    return Err(CommandError::InvalidBody("source: must be 1 to 200 characters".into()));
-                }
-                StockCommand::Receive { qty, source }
-            }
-            "ship" => StockCommand::Ship { qty: parse_body::<ShipBody>(body)?.qty },
-            "reserve" => {
-                let ReserveBody { qty, order_id: id } = parse_body(body)?;
-                StockCommand::Reserve { qty, order_id: order_id(id)? }
-            }
-            "release" => StockCommand::Release { order_id: order_id(parse_body::<OrderRefBody>(body)?.order_id)? },
-            "consume" => StockCommand::Consume { order_id: order_id(parse_body::<OrderRefBody>(body)?.order_id)? },
-            _ => {
-                let AdjustBody { on_hand, reason } = parse_body(body)?;
-                if reason.trim().is_empty() || reason.len() > 200 {
-                    return Err(CommandError::InvalidBody("reason: must be 1 to 200 characters".into()));
-                }
-                StockCommand::Adjust { on_hand, reason }
-            }
-        })
-    }
+fn receipt() -> String {
+    "receipt".to_owned()
 }
 
 /// What happened to stock.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, DomainEvent)]
 #[serde(tag = "type", content = "data")]
+#[event(upcasters = stock_upcasters)]
 pub enum StockEvent {
-    /// Units arrived. Schema v2; v1 was `{"quantity": n}` (see [`StockEvent::upcasters`]).
+    /// Units arrived. Schema v2; v1 was `{"quantity": n}` (see [`stock_upcasters`]).
+    #[event(version = 2)]
     StockReceived {
         /// Units received.
         qty: u64,
@@ -192,31 +143,10 @@ pub enum StockEvent {
     },
 }
 
-impl DomainEvent for StockEvent {
-    const SCHEMAS: &'static [(&'static str, u32)] = &[
-        ("StockReceived", 2),
-        ("StockShipped", 1),
-        ("StockReserved", 1),
-        ("ReservationReleased", 1),
-        ("ReservationConsumed", 1),
-        ("StockAdjusted", 1),
-    ];
-
-    fn event_type(&self) -> &'static str {
-        match self {
-            StockEvent::StockReceived { .. } => "StockReceived",
-            StockEvent::StockShipped { .. } => "StockShipped",
-            StockEvent::StockReserved { .. } => "StockReserved",
-            StockEvent::ReservationReleased { .. } => "ReservationReleased",
-            StockEvent::ReservationConsumed { .. } => "ReservationConsumed",
-            StockEvent::StockAdjusted { .. } => "StockAdjusted",
-        }
-    }
-
-    /// `StockReceived` v1 `{"quantity": n}` → v2 `{"qty": n, "source": "unknown"}`.
-    fn upcasters() -> Upcasters {
-        Upcasters::default().with("StockReceived", 1, upcast_stock_received_v1)
-    }
+/// The upcasting chain of stock events: `StockReceived` v1 `{"quantity": n}` → v2
+/// `{"qty": n, "source": "unknown"}`.
+pub fn stock_upcasters() -> Upcasters {
+    Upcasters::default().with("StockReceived", 1, upcast_stock_received_v1)
 }
 
 fn upcast_stock_received_v1(v1: serde_json::Value) -> Result<serde_json::Value, String> {
@@ -268,6 +198,10 @@ impl Aggregate for Stock {
     type Command = StockCommand;
     type Event = StockEvent;
     type Error = StockError;
+
+    fn check_id(id: &AggregateId) -> Result<(), String> {
+        StockId::parse(id.as_str()).map(drop)
+    }
 
     fn handle(&self, command: StockCommand) -> Result<Vec<StockEvent>, StockError> {
         let enough = |qty: Qty| {

@@ -3,7 +3,10 @@
 
 use std::fmt;
 
-use jetsource::AggregateId;
+use std::borrow::Cow;
+
+use jetsource_core::AggregateId;
+use jetsource_core::schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Deserializer, Serialize, de};
 
 /// A positive quantity (1 or more).
@@ -27,6 +30,15 @@ impl<'de> Deserialize<'de> for Qty {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let n = u64::deserialize(deserializer)?;
         Qty::new(n).ok_or_else(|| de::Error::custom("must be a positive integer, not 0"))
+    }
+}
+
+impl JsonSchema for Qty {
+    fn schema_name() -> Cow<'static, str> {
+        "Qty".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({"type": "integer", "minimum": 1, "description": "a positive quantity"})
     }
 }
 
@@ -74,6 +86,15 @@ macro_rules! token_type {
         impl<'de> Deserialize<'de> for $name {
             fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
                 $name::new(String::deserialize(deserializer)?).map_err(de::Error::custom)
+            }
+        }
+
+        impl JsonSchema for $name {
+            fn schema_name() -> Cow<'static, str> {
+                stringify!($name).into()
+            }
+            fn json_schema(_: &mut SchemaGenerator) -> Schema {
+                json_schema!({"type": "string", "pattern": "^[A-Za-z0-9_-]{1,60}$", "description": $doc})
             }
         }
 
@@ -127,13 +148,24 @@ impl fmt::Display for StockId {
 }
 
 /// One line of a bill of materials: `qty` of `sku` per unit produced.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[schemars(crate = "jetsource_core::schemars")]
 #[serde(deny_unknown_fields)]
 pub struct BomLine {
     /// The resource.
     pub sku: Sku,
     /// How many per unit.
     pub qty: Qty,
+}
+
+/// Reads a bill of materials that names each SKU once (for `#[serde(deserialize_with)]`).
+///
+/// # Errors
+/// A line that does not parse, or a SKU named twice.
+pub fn bom<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<BomLine>, D::Error> {
+    let bom = Vec::<BomLine>::deserialize(deserializer)?;
+    check_bom(&bom).map_err(de::Error::custom)?;
+    Ok(bom)
 }
 
 /// Checks that a bill of materials names each SKU once.

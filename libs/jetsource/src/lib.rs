@@ -65,14 +65,10 @@
 #![warn(clippy::unwrap_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
-pub mod aggregate;
 pub mod cloudevents;
 pub mod codec;
 pub mod connect;
 pub mod error;
-pub mod event;
-pub mod id;
-pub mod metadata;
 pub mod projection;
 pub mod recent;
 pub mod repository;
@@ -81,13 +77,13 @@ pub mod snapshot;
 pub mod store;
 pub mod topology;
 
-pub use aggregate::{Aggregate, DomainError};
 pub use codec::Codec;
 pub use connect::{ConnectError, connect};
 pub use error::{CommandError, ErrorCode, StoreError};
-pub use event::{DomainEvent, Upcasters};
-pub use id::{AggregateId, IdError};
-pub use metadata::{CommandContext, Metadata, TraceContext};
+pub use jetsource_core::{
+    Aggregate, AggregateId, Command, CommandContext, CommandParseError, CommandSpec, DomainError, DomainEvent, IdError,
+    Metadata, TraceContext, Upcasters, aggregate, command, event, id, metadata,
+};
 pub use recent::EventRef;
 pub use repository::{CommandOutcome, Envelope, Loaded, Observer, Repository, RepositoryConfig, Until};
 pub use snapshot::SnapshotStore;

@@ -7,73 +7,21 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use async_nats::Client;
-use factory_commands::{CommandConfig, Deps, ServiceKind};
 use factory_gateway::{Gateway, GatewayConfig};
 use factory_logbook::Logbook;
 use factory_notifier::Notifier;
 use factory_projector::{Projector, ProjectorConfig};
-use factory_runtime::Shutdown;
-use factory_runtime::health::{self, Readiness};
 use factory_saga::{Saga, SagaConfig};
 use jetsource::topology::{ProvisionOptions, Report, Topology, provision};
+use jetsource_runtime::Shutdown;
+use jetsource_runtime::command::{CommandConfig, Deps, RunningService, router};
+use jetsource_runtime::health::{self, Readiness};
+use jetsource_runtime::registry::ServiceKind;
 use jetsource_telemetry::Metrics;
 
-/// A service `factory run` can start.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum)]
-pub enum ServiceName {
-    /// Product commands (`cmd.product.*`).
-    Catalog,
-    /// Stock commands (`cmd.stock.*`).
-    Stock,
-    /// Production order commands (`cmd.order.*`).
-    Production,
-    /// Views and queries (`qry.*`), rebuilds and parked events (`projector.*`).
-    Projector,
-    /// The production saga: reserves, releases and consumes stock for orders.
-    Saga,
-    /// Asynchronous outcomes of commands to `notify.<command_id>`.
-    Notifier,
-    /// Queries over the shipped logs (`logbook.query`).
-    Logbook,
-    /// The HTTP edge (on `--http`): commands, views, aggregates, status, auth.
-    Gateway,
-}
-
-impl ServiceName {
-    /// Every service, in start order.
-    pub const ALL: [ServiceName; 8] = [
-        ServiceName::Catalog,
-        ServiceName::Stock,
-        ServiceName::Production,
-        ServiceName::Projector,
-        ServiceName::Saga,
-        ServiceName::Notifier,
-        ServiceName::Logbook,
-        ServiceName::Gateway,
-    ];
-
-    /// Its name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ServiceName::Catalog => "catalog",
-            ServiceName::Stock => "stock",
-            ServiceName::Production => "production",
-            ServiceName::Projector => "projector",
-            ServiceName::Saga => "saga",
-            ServiceName::Notifier => "notifier",
-            ServiceName::Logbook => "logbook",
-            ServiceName::Gateway => "gateway",
-        }
-    }
-
-    fn command_service(self) -> Option<ServiceKind> {
-        match self {
-            ServiceName::Catalog => Some(ServiceKind::Catalog),
-            ServiceName::Stock => Some(ServiceKind::Stock),
-            ServiceName::Production => Some(ServiceKind::Production),
-            _ => None,
-        }
-    }
+/// Every service of the factory, in start order (from the registry).
+pub fn all_services() -> Vec<&'static str> {
+    crate::registry::app().service_names()
 }
 
 /// How to run one process.
@@ -81,8 +29,8 @@ impl ServiceName {
 pub struct AppConfig {
     /// NATS server URL(s), comma-separated.
     pub nats_url: String,
-    /// The services to run.
-    pub services: Vec<ServiceName>,
+    /// The services to run, by registered name.
+    pub services: Vec<&'static str>,
     /// Where to serve `/healthz`, `/readyz`, `/metrics` (none: not served).
     pub http: Option<SocketAddr>,
     /// Provision the topology before starting (never destructive).
@@ -103,7 +51,7 @@ pub struct AppConfig {
 
 impl AppConfig {
     /// Defaults: provision the shipped topology with replicas as declared, no HTTP.
-    pub fn new(nats_url: impl Into<String>, services: Vec<ServiceName>) -> Self {
+    pub fn new(nats_url: impl Into<String>, services: Vec<&'static str>) -> Self {
         Self {
             nats_url: nats_url.into(),
             services,
@@ -124,8 +72,8 @@ pub struct App {
     client: Client,
     metrics: Arc<Metrics>,
     readiness: Readiness,
-    services: Vec<factory_commands::RunningService>,
-    router: Option<factory_commands::router::Router>,
+    services: Vec<RunningService>,
+    router: Option<router::Router>,
     projector: Option<Projector>,
     saga: Option<Saga>,
     notifier: Option<Notifier>,
@@ -142,7 +90,11 @@ impl App {
     /// # Errors
     /// NATS unreachable or too old, a topology the server refuses, a bucket missing.
     pub async fn build(config: AppConfig) -> anyhow::Result<Self> {
-        let client = jetsource::connect(&config.nats_url, "factory").await?;
+        let registry = Arc::new(crate::registry::app());
+        for name in &config.services {
+            registry.service_or_error(name)?;
+        }
+        let client = jetsource::connect(&config.nats_url, registry.name()).await?;
         let provisioned = if config.provision {
             let js = async_nats::jetstream::new(client.clone());
             let options = ProvisionOptions { replicas: config.replicas, ..Default::default() };
@@ -159,59 +111,67 @@ impl App {
         let readiness = Readiness::new(client.clone());
         let mut services = Vec::new();
         let mut local = Vec::new();
-        let kinds: Vec<_> = config.services.iter().filter_map(|name| name.command_service()).collect();
-        if !kinds.is_empty() {
-            let deps = Deps::open(client.clone(), Arc::clone(&metrics)).await.map_err(|e| anyhow::anyhow!(e))?;
-            for kind in kinds {
-                services.push(kind.build(&deps, config.commands.clone()).await?);
-                local.push(kind.name());
+        let (mut projector, mut saga, mut notifier, mut logbook, mut gateway) = (None, None, None, None, None);
+        let mut deps = None;
+        for spec in registry.services().iter().filter(|s| config.services.contains(&s.name)) {
+            match spec.kind {
+                ServiceKind::Commands => {
+                    if deps.is_none() {
+                        deps = Some(
+                            Deps::open(registry.name(), client.clone(), Arc::clone(&metrics))
+                                .await
+                                .map_err(|e| anyhow::anyhow!(e))?,
+                        );
+                    }
+                    let deps = deps.as_ref().context("command service dependencies")?;
+                    for aggregate in registry.aggregates_of(spec.name) {
+                        services.push(aggregate.start(deps, config.commands.clone()).await?);
+                    }
+                }
+                ServiceKind::Projector => {
+                    let mut projector_config = config.projector.clone();
+                    projector_config.view.replicas = config.replicas.unwrap_or(1);
+                    let views = readiness.check("views");
+                    projector = Some(
+                        Projector::start(&registry, client.clone(), projector_config, Arc::clone(&metrics)).await?,
+                    );
+                    views.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+                ServiceKind::Other => match spec.name {
+                    "saga" => {
+                        saga = Some(Saga::start(client.clone(), config.saga.clone(), Arc::clone(&metrics)).await?)
+                    }
+                    "notifier" => notifier = Some(Notifier::start(client.clone(), Arc::clone(&metrics)).await?),
+                    "logbook" => logbook = Some(Logbook::start(client.clone()).await?),
+                    "gateway" => {
+                        let addr = config.http.context("the gateway needs an HTTP address (--http)")?;
+                        let gateway_config = GatewayConfig { addr, ..config.gateway.clone() };
+                        // Its own connection: the edge's requests and replies do not queue behind
+                        // the services' traffic in one connection task.
+                        let edge = jetsource::connect(&config.nats_url, "factory-gateway").await?;
+                        gateway = Some(Gateway::new(
+                            Arc::clone(&registry),
+                            edge,
+                            gateway_config,
+                            Arc::clone(&metrics),
+                            readiness.clone(),
+                        )?);
+                    }
+                    other => anyhow::bail!("service {other} is registered, but this process has no way to start it"),
+                },
             }
+            local.push(spec.name);
         }
-        let router = if local.is_empty() {
+        let command_services: Vec<&'static str> = registry
+            .services()
+            .iter()
+            .filter(|s| s.kind == ServiceKind::Commands && local.contains(&s.name))
+            .map(|s| s.name)
+            .collect();
+        let router = if command_services.is_empty() {
             None
         } else {
-            Some(factory_commands::router::subscribe(client.clone(), local.clone()).await?)
-        };
-        let projector = if config.services.contains(&ServiceName::Projector) {
-            let mut projector_config = config.projector.clone();
-            projector_config.view.replicas = config.replicas.unwrap_or(1);
-            let views = readiness.check("views");
-            let projector = Projector::start(client.clone(), projector_config, Arc::clone(&metrics)).await?;
-            views.store(true, std::sync::atomic::Ordering::Relaxed);
-            local.push("projector");
-            Some(projector)
-        } else {
-            None
-        };
-        let saga = if config.services.contains(&ServiceName::Saga) {
-            local.push("saga");
-            Some(Saga::start(client.clone(), config.saga.clone(), Arc::clone(&metrics)).await?)
-        } else {
-            None
-        };
-        let notifier = if config.services.contains(&ServiceName::Notifier) {
-            local.push("notifier");
-            Some(Notifier::start(client.clone(), Arc::clone(&metrics)).await?)
-        } else {
-            None
-        };
-        let logbook = if config.services.contains(&ServiceName::Logbook) {
-            local.push("logbook");
-            Some(Logbook::start(client.clone()).await?)
-        } else {
-            None
-        };
-        let gateway = match (config.services.contains(&ServiceName::Gateway), config.http) {
-            (true, Some(addr)) => {
-                let gateway_config = GatewayConfig { addr, ..config.gateway.clone() };
-                local.push("gateway");
-                // Its own connection: the edge's requests and replies do not queue behind the
-                // services' traffic in one connection task.
-                let edge = jetsource::connect(&config.nats_url, "factory-gateway").await?;
-                Some(Gateway::new(edge, gateway_config, Arc::clone(&metrics), readiness.clone())?)
-            }
-            (true, None) => anyhow::bail!("the gateway needs an HTTP address (--http)"),
-            _ => None,
+            Some(router::subscribe(Arc::clone(&registry), client.clone(), command_services).await?)
         };
         // A round trip on this connection: once the server answers it has processed every
         // subscription sent before, so nobody is told we are up before we can be reached.
@@ -286,7 +246,7 @@ impl App {
         };
         on_bound(http);
         if let Some(router) = self.router {
-            tasks.spawn(factory_commands::router::run(router, shutdown.clone()));
+            tasks.spawn(router::run(router, shutdown.clone()));
         }
         for service in self.services {
             tasks.spawn(service.run_until_stopped(shutdown.clone()));

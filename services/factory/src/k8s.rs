@@ -7,7 +7,6 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use crate::app::ServiceName;
 use jetsource::topology::{ConsumerSpec, DeliverFrom, Discard, KvSpec, Retention, Storage, StreamSpec, Topology};
 
 /// The NATS server configuration of one cluster node (`nats/cluster.conf`).
@@ -88,16 +87,14 @@ pub fn drift(dir: &Path, files: &[Generated]) -> Vec<PathBuf> {
 /// read-only container.
 fn deployments() -> String {
     let mut out = String::new();
-    for service in ServiceName::ALL {
-        let name = service.as_str();
+    let app = crate::registry::app();
+    for spec in app.services() {
+        let name = spec.name;
         let password = format!("{}_PASSWORD", name.to_ascii_uppercase());
         // A view or a saga is written by one instance at a time (docs/adr 5 and 7): replace, do
         // not overlap, on a rollout.
-        let strategy = match service {
-            ServiceName::Projector | ServiceName::Saga => "Recreate",
-            _ => "RollingUpdate",
-        };
-        let gateway_env = if service == ServiceName::Gateway {
+        let strategy = if spec.singleton { "Recreate" } else { "RollingUpdate" };
+        let gateway_env = if name == "gateway" {
             "            # Beyond loopback the gateway refuses to start without authentication.
             - name: FACTORY_JWT_HS256_SECRET
               valueFrom: { secretKeyRef: { name: factory-gateway-auth, key: jwt-hs256-secret, optional: true } }
@@ -192,7 +189,7 @@ spec:
       port: {port}
       targetPort: http
 "#,
-            port = if service == ServiceName::Gateway { 80 } else { 8080 },
+            port = if name == "gateway" { 80 } else { 8080 },
         );
     }
     out

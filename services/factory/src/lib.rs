@@ -6,6 +6,7 @@
 //! binary and the end-to-end tests share.
 //!
 //! ## Layout
+//! - [`registry`]: the factory registered once: aggregates, views, services.
 //! - [`app`]: assembling the services of one process, serving until shutdown.
 //! - [`managed`]: the managed local nats-server of `factory up`.
 //! - [`k8s`]: the Kubernetes files derived from `nats/` (`factory k8s`).
@@ -13,9 +14,9 @@
 //! ## Example
 //! ```no_run
 //! # async fn run() -> anyhow::Result<()> {
-//! use factory::app::{App, AppConfig, ServiceName};
-//! let shutdown = factory_runtime::Shutdown::new();
-//! let config = AppConfig::new("nats://127.0.0.1:4222", ServiceName::ALL.to_vec());
+//! use factory::app::{App, AppConfig, all_services};
+//! let shutdown = jetsource_runtime::Shutdown::new();
+//! let config = AppConfig::new("nats://127.0.0.1:4222", all_services());
 //! let app = App::build(config).await?;
 //! app.run_until_stopped(shutdown).await;
 //! # Ok(()) }
@@ -28,6 +29,7 @@
 pub mod app;
 pub mod k8s;
 pub mod managed;
+pub mod registry;
 
 /// The declared topology shipped with the binary (`nats/topology.toml`).
 pub const TOPOLOGY: &str = include_str!("../../../nats/topology.toml");

@@ -7,13 +7,11 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
-use factory::app::{App, AppConfig, ServiceName};
+use factory::app::{App, AppConfig, all_services};
 use factory::managed::ManagedServer;
-use factory_domain::AggregateKind;
-use factory_gateway::aggregates::{InspectRequest, inspect};
-use factory_runtime::Shutdown;
 use jetsource::topology::{ProvisionOptions, Topology, provision};
 use jetsource::{EventStore, StoreConfig, Until};
+use jetsource_runtime::Shutdown;
 use jetsource_telemetry::{Telemetry, TelemetryConfig};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -32,7 +30,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
     after_help = "Start with `factory up`; every command has --help."
 )]
 struct Cli {
-    /// Log filter (`info`, `debug`, `factory_commands=debug`); logs are JSON lines on stdout.
+    /// Log filter (`info`, `debug`, `jetsource_runtime=debug`); logs are JSON lines on stdout.
     #[arg(long, global = true, env = "FACTORY_LOG")]
     log: Option<String>,
     #[command(subcommand)]
@@ -220,9 +218,9 @@ struct UpArgs {
 
 #[derive(Debug, Args)]
 struct RunArgs {
-    /// The services to run.
-    #[arg(required = true, value_enum)]
-    services: Vec<ServiceName>,
+    /// The services to run (see `factory run --help` for the list).
+    #[arg(required = true, value_parser = clap::builder::PossibleValuesParser::new(service_values()))]
+    services: Vec<String>,
     #[command(flatten)]
     nats: NatsArgs,
     /// HTTP address: the gateway's API, or /healthz, /readyz and /metrics for other services.
@@ -272,6 +270,20 @@ struct InspectArgs {
     events: bool,
     #[command(flatten)]
     nats: NatsArgs,
+}
+
+/// The registered services with their descriptions, as `run` takes them.
+fn service_values() -> Vec<clap::builder::PossibleValue> {
+    factory::registry::app()
+        .services()
+        .iter()
+        .map(|s| clap::builder::PossibleValue::new(s.name).help(s.description.clone()))
+        .collect()
+}
+
+/// The registered name matching `name` (clap has checked it is one).
+fn service_name(name: &str) -> anyhow::Result<&'static str> {
+    all_services().into_iter().find(|s| *s == name).with_context(|| format!("no service {name:?}"))
 }
 
 fn main() -> ExitCode {
@@ -415,7 +427,7 @@ fn readable(record: &serde_json::Value) -> String {
 
 async fn status_command(nats: NatsArgs) -> anyhow::Result<()> {
     let client = jetsource::connect(&nats.nats_url, "factory-cli").await?;
-    let (_, report) = factory_gateway::status::status(&client).await;
+    let (_, report) = factory_gateway::status::status(&factory::registry::app(), &client).await;
     println!("{}", serde_json::to_string_pretty(&report)?);
     match report["status"].as_str() {
         Some("ok") => Ok(()),
@@ -426,7 +438,7 @@ async fn status_command(nats: NatsArgs) -> anyhow::Result<()> {
 fn telemetry(service: &str, log: Option<String>) -> anyhow::Result<Telemetry> {
     let config = TelemetryConfig {
         service: service.to_owned(),
-        instance: factory_runtime::micro::instance_name(),
+        instance: jetsource_runtime::micro::instance_name(),
         filter: log,
         ship: None,
     };
@@ -442,7 +454,7 @@ async fn up(args: UpArgs, log: Option<String>) -> anyhow::Result<()> {
     let url = args.nats_url.clone().or_else(|| managed.as_ref().map(ManagedServer::url)).unwrap_or_default();
     let shutdown = Shutdown::new();
     shutdown.on_signals();
-    let mut config = AppConfig::new(&url, ServiceName::ALL.to_vec());
+    let mut config = AppConfig::new(&url, all_services());
     config.http = Some(args.http);
     config.gateway.auth = factory_gateway::AuthConfig::from_env().map_err(anyhow::Error::msg)?;
     let result = match App::build(config).await {
@@ -485,11 +497,11 @@ async fn up(args: UpArgs, log: Option<String>) -> anyhow::Result<()> {
 }
 
 async fn run_services(args: RunArgs, log: Option<String>) -> anyhow::Result<()> {
-    let names: Vec<&str> = args.services.iter().map(|s| s.as_str()).collect();
+    let names: Vec<&'static str> = args.services.iter().map(|s| service_name(s)).collect::<Result<_, _>>()?;
     let telemetry = telemetry(&names.join("+"), log)?;
     let shutdown = Shutdown::new();
     shutdown.on_signals();
-    let mut config = AppConfig::new(&args.nats.nats_url, args.services.clone());
+    let mut config = AppConfig::new(&args.nats.nats_url, names.clone());
     config.http = Some(args.http);
     config.gateway.auth = factory_gateway::AuthConfig::from_env().map_err(anyhow::Error::msg)?;
     config.provision = !args.no_provision;
@@ -542,10 +554,9 @@ async fn provision_command(args: ProvisionArgs) -> anyhow::Result<()> {
 }
 
 async fn inspect_command(args: InspectArgs) -> anyhow::Result<()> {
-    let kind = AggregateKind::parse(&args.aggregate_type).with_context(|| {
-        format!("unknown aggregate type {:?}; known types: product, stock, order", args.aggregate_type)
-    })?;
-    let id = kind.id(&args.id)?;
+    let registry = factory::registry::app();
+    let kind = registry.aggregate_or_error(&args.aggregate_type)?;
+    let id = kind.id(&args.id).map_err(anyhow::Error::msg)?;
     let until = match (args.version, &args.at) {
         (Some(version), _) => Until::Version(version),
         (None, Some(at)) => Until::Time(
@@ -554,8 +565,8 @@ async fn inspect_command(args: InspectArgs) -> anyhow::Result<()> {
         (None, None) => Until::End,
     };
     let client = jetsource::connect(&args.nats.nats_url, "factory-inspect").await?;
-    let store = EventStore::new(client, StoreConfig::default());
-    let value = inspect(&store, &InspectRequest { kind, id, until, events: args.events }).await?;
+    let store = EventStore::new(client, StoreConfig { app: registry.name().to_owned(), ..Default::default() });
+    let value = kind.inspect(&store, &id, until, args.events).await?;
     println!("{}", serde_json::to_string_pretty(&value)?);
     Ok(())
 }
@@ -580,7 +591,7 @@ async fn send_command(args: SendArgs) -> anyhow::Result<()> {
     };
     let body: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap_or(serde_json::Value::Null);
     println!("{}", serde_json::to_string_pretty(&body)?);
-    match factory_runtime::reply::read_reply(&reply) {
+    match jetsource_runtime::reply::read_reply(&reply) {
         Ok(_) => Ok(()),
         Err(error) => anyhow::bail!("{error}"),
     }
@@ -602,7 +613,7 @@ async fn request(
         Ok(reply) => reply?,
     };
     let body: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap_or(serde_json::Value::Null);
-    match factory_runtime::reply::read_reply(&reply) {
+    match jetsource_runtime::reply::read_reply(&reply) {
         Ok(_) => Ok(body),
         Err(error) => {
             println!("{}", serde_json::to_string_pretty(&body)?);

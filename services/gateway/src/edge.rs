@@ -8,9 +8,9 @@ use std::time::Instant;
 
 use async_nats::RequestErrorKind;
 use bytes::{Buf, Bytes, BytesMut};
-use factory_runtime::reply::read_reply;
 use futures::{Stream, StreamExt};
 use jetsource::ErrorCode;
+use jetsource_runtime::reply::read_reply;
 use jetsource_telemetry::propagation;
 use tracing::Instrument;
 use warp::http::HeaderMap;

@@ -10,16 +10,17 @@
 //! ## Layout
 //! - [`config`], [`auth`], [`problem`]: what it needs, who may call, how errors look;
 //! - `edge`: the wrapper every route runs in (auth, load shedding, timeout, trace, metrics);
-//! - `routes`: one module per resource; [`aggregates`]: reading the event store.
+//! - `routes`: one module per resource, built from the application's registry.
 //!
 //! ## Example
 //! ```no_run
 //! # async fn run(client: async_nats::Client) -> Result<(), Box<dyn std::error::Error>> {
 //! use std::sync::Arc;
 //! let metrics = Arc::new(jetsource_telemetry::Metrics::new());
-//! let readiness = factory_runtime::health::Readiness::new(client.clone());
-//! let gateway = factory_gateway::Gateway::new(client, Default::default(), metrics, readiness)?;
-//! let shutdown = factory_runtime::Shutdown::new();
+//! let readiness = jetsource_runtime::health::Readiness::new(client.clone());
+//! let app = std::sync::Arc::new(jetsource_runtime::App::new("example"));
+//! let gateway = factory_gateway::Gateway::new(app, client, Default::default(), metrics, readiness)?;
+//! let shutdown = jetsource_runtime::Shutdown::new();
 //! let (addr, server) = gateway.serve(shutdown).await?;
 //! println!("listening on http://{addr}");
 //! # Ok(()) }
@@ -31,7 +32,6 @@
 // `ErrorBody` and `Problem` are the error replies themselves, built once per failed request.
 #![allow(clippy::result_large_err)]
 
-pub mod aggregates;
 pub mod auth;
 pub mod config;
 mod edge;
@@ -43,9 +43,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use async_nats::Client;
-use factory_runtime::Shutdown;
-use factory_runtime::health::Readiness;
 use jetsource::{EventStore, StoreConfig};
+use jetsource_runtime::App;
+use jetsource_runtime::Shutdown;
+use jetsource_runtime::health::Readiness;
 use jetsource_telemetry::Metrics;
 use tokio::sync::Semaphore;
 
@@ -56,6 +57,7 @@ pub const OPENAPI: &str = include_str!("../openapi.json");
 
 /// The gateway: configuration, connections and the authenticator.
 pub struct Gateway {
+    pub(crate) app: Arc<App>,
     pub(crate) client: Client,
     pub(crate) store: EventStore,
     pub(crate) auth: auth::Authenticator,
@@ -90,6 +92,7 @@ impl Gateway {
     /// [`GatewayError::Unprotected`] when asked to listen beyond loopback without
     /// authentication, [`GatewayError::Auth`] when a key cannot be used.
     pub fn new(
+        app: Arc<App>,
         client: Client,
         config: GatewayConfig,
         metrics: Arc<Metrics>,
@@ -102,8 +105,12 @@ impl Gateway {
             tracing::warn!(service = "gateway", addr = %config.addr, "authentication is off (loopback only): every caller is admin");
         }
         let auth = auth::Authenticator::new(config.auth.clone()).map_err(GatewayError::Auth)?;
-        let store = EventStore::new(client.clone(), StoreConfig { service: "gateway".into(), ..Default::default() });
+        let store = EventStore::new(
+            client.clone(),
+            StoreConfig { app: app.name().to_owned(), service: "gateway".into(), ..Default::default() },
+        );
         Ok(Arc::new(Self {
+            app,
             in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
             client,
             store,
@@ -135,7 +142,12 @@ impl Gateway {
             streams.trigger(); // ends open event streams so the server can stop
         });
         tracing::info!(service = "gateway", addr = %bound, "listening");
-        tokio::spawn(status::watch_services(self.client.clone(), Arc::clone(&self.metrics), shutdown));
+        tokio::spawn(status::watch_services(
+            Arc::clone(&self.app),
+            self.client.clone(),
+            Arc::clone(&self.metrics),
+            shutdown,
+        ));
         Ok((bound, tokio::spawn(server.run())))
     }
 }

@@ -3,8 +3,8 @@
 
 use std::convert::Infallible;
 
-use factory_runtime::reply::ErrorBody;
 use jetsource::ErrorCode;
+use jetsource_runtime::reply::ErrorBody;
 use serde_json::{Map, Value, json};
 use warp::http::{HeaderValue, Response, StatusCode, header};
 use warp::reject::Reject;

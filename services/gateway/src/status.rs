@@ -8,28 +8,28 @@ use std::time::Duration;
 use futures::StreamExt;
 use serde_json::{Value, json};
 
-use crate::Gateway;
+use jetsource_runtime::App;
 
-/// The services a complete factory runs.
-const EXPECTED: &[&str] = &["catalog", "stock", "production", "projector", "saga", "notifier", "logbook"];
+use crate::Gateway;
 
 /// A view this far behind makes the factory `degraded`.
 const LAG_DEGRADED: u64 = 10_000;
 
 /// The status report and its HTTP status (503 when down).
 pub(crate) async fn report(gw: &Gateway) -> (u16, Value) {
-    status(&gw.client).await
+    status(&gw.app, &gw.client).await
 }
 
-/// The status report over any connection (what `factory status` prints), and its HTTP status.
-pub async fn status(client: &async_nats::Client) -> (u16, Value) {
+/// The status report of `app` over any connection (what the CLI's `status` prints), and its
+/// HTTP status. The services expected are the registry's discoverable ones.
+pub async fn status(app: &App, client: &async_nats::Client) -> (u16, Value) {
     let connected = client.connection_state() == async_nats::connection::State::Connected;
     let info = client.server_info();
     let js = async_nats::jetstream::new(client.clone());
     let jetstream =
         connected && matches!(tokio::time::timeout(Duration::from_secs(2), js.query_account()).await, Ok(Ok(_)));
     let services = if connected { discover(client).await } else { BTreeMap::new() };
-    let missing: Vec<&str> = EXPECTED.iter().copied().filter(|s| !services.contains_key(*s)).collect();
+    let missing: Vec<&str> = app.discoverable_services().into_iter().filter(|s| !services.contains_key(*s)).collect();
     let views = if connected && services.contains_key("projector") {
         match tokio::time::timeout(Duration::from_secs(2), client.request("projector.status", "".into())).await {
             Ok(Ok(reply)) => serde_json::from_slice::<Value>(&reply.payload).ok().map(|v| v["views"].clone()),
@@ -66,15 +66,16 @@ pub async fn status(client: &async_nats::Client) -> (u16, Value) {
 /// Keeps `factory_service_instances{service}` (instances answering discovery) current, every
 /// 15 s, for dashboards and the "service missing" alert.
 pub(crate) async fn watch_services(
+    app: std::sync::Arc<App>,
     client: async_nats::Client,
     metrics: std::sync::Arc<jetsource_telemetry::Metrics>,
-    shutdown: factory_runtime::Shutdown,
+    shutdown: jetsource_runtime::Shutdown,
 ) {
     loop {
         let services = discover(&client).await;
-        for name in EXPECTED {
-            let count = services.get(*name).map_or(0, Vec::len);
-            metrics.service_instances.get_or_create(&[("service", (*name).into())]).set(count as i64);
+        for name in app.discoverable_services() {
+            let count = services.get(name).map_or(0, Vec::len);
+            metrics.service_instances.get_or_create(&[("service", name.into())]).set(count as i64);
         }
         tokio::select! {
             () = shutdown.wait() => return,

@@ -17,7 +17,7 @@
 //! ```no_run
 //! # async fn run(client: async_nats::Client) -> Result<(), Box<dyn std::error::Error>> {
 //! let logbook = factory_logbook::Logbook::start(client).await?;
-//! logbook.run_until_stopped(factory_runtime::Shutdown::new()).await;
+//! logbook.run_until_stopped(jetsource_runtime::Shutdown::new()).await;
 //! # Ok(()) }
 //! ```
 #![forbid(unsafe_code)]
@@ -33,11 +33,11 @@ use async_nats::jetstream;
 use async_nats::jetstream::consumer::DeliverPolicy;
 use async_nats::jetstream::consumer::pull::OrderedConfig;
 use async_nats::{Client, Message, Subscriber};
-use factory_runtime::Shutdown;
-use factory_runtime::micro::{Endpoint, MicroService};
-use factory_runtime::reply::ErrorBody;
 use futures::StreamExt;
 use jetsource::ErrorCode;
+use jetsource_runtime::Shutdown;
+use jetsource_runtime::micro::{Endpoint, MicroService};
+use jetsource_runtime::reply::ErrorBody;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 

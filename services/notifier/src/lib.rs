@@ -21,7 +21,7 @@
 //! use std::sync::Arc;
 //! let metrics = Arc::new(jetsource_telemetry::Metrics::new());
 //! let notifier = factory_notifier::Notifier::start(client, metrics).await?;
-//! notifier.run_until_stopped(factory_runtime::Shutdown::new()).await;
+//! notifier.run_until_stopped(jetsource_runtime::Shutdown::new()).await;
 //! # Ok(()) }
 //! ```
 #![forbid(unsafe_code)]
@@ -39,10 +39,10 @@ use async_nats::jetstream::{self, AckKind};
 use async_nats::{Client, HeaderMap};
 use factory_domain::order::OrderEvent;
 use factory_domain::status::{self, Outcome};
-use factory_runtime::Shutdown;
-use factory_runtime::micro::MicroService;
 use jetsource::projection::EventParked;
 use jetsource::{Codec, StoredEvent};
+use jetsource_runtime::Shutdown;
+use jetsource_runtime::micro::MicroService;
 use jetsource_telemetry::Metrics;
 use jetsource_telemetry::propagation;
 use serde::{Deserialize, Serialize};
@@ -110,7 +110,7 @@ impl Notifier {
             metrics: Arc::clone(&self.metrics),
         });
         let permits = Arc::new(Semaphore::new(256));
-        factory_runtime::consume::pull(&self.consumer, &shutdown, "notifier", |message| {
+        jetsource_runtime::consume::pull(&self.consumer, &shutdown, "notifier", |message| {
             let (work, permits) = (Arc::clone(&work), Arc::clone(&permits));
             async move {
                 let Ok(permit) = permits.acquire_owned().await else { return ControlFlow::Break(()) };
@@ -195,7 +195,10 @@ impl Work {
             return None;
         }
         let outcome: Outcome = if stored.subject.starts_with(&format!("evt.{}.", EventParked::AGGREGATE_TYPE)) {
-            status::of_parked(&serde_json::from_slice(&stored.data).ok()?)
+            {
+                let p: EventParked = serde_json::from_slice(&stored.data).ok()?;
+                status::of_parked(&p.view, &p.event_type, p.seq, &p.subject, &p.reason)
+            }
         } else {
             let (_, event) = self.orders.decode(stored).ok()?;
             status::of_order_event(&event, status::source_service(&attributes.source))?

@@ -14,8 +14,9 @@
 //! # async fn run(client: async_nats::Client) -> Result<(), Box<dyn std::error::Error>> {
 //! use std::sync::Arc;
 //! let metrics = Arc::new(jetsource_telemetry::Metrics::new());
-//! let projector = factory_projector::Projector::start(client, Default::default(), metrics).await?;
-//! projector.run_until_stopped(factory_runtime::Shutdown::new()).await;
+//! let app = jetsource_runtime::App::new("example");
+//! let projector = factory_projector::Projector::start(&app, client, Default::default(), metrics).await?;
+//! projector.run_until_stopped(jetsource_runtime::Shutdown::new()).await;
 //! # Ok(()) }
 //! ```
 #![forbid(unsafe_code)]
@@ -25,7 +26,6 @@
 // `ErrorBody` is the error reply itself, built once per failed request; boxing it buys nothing.
 #![allow(clippy::result_large_err)]
 
-mod kinds;
 mod queries;
 pub mod service;
 pub mod views;

@@ -8,17 +8,16 @@ use std::time::{Duration, Instant};
 use async_nats::header::HeaderName;
 use async_nats::{HeaderMap, Message, Subscriber};
 use bytes::Bytes;
-use factory_domain::command::parse_body;
-use factory_runtime::micro::Endpoint;
-use factory_runtime::reply::ErrorBody;
 use futures::StreamExt;
 use futures::stream::FuturesOrdered;
 use jetsource::ErrorCode;
+use jetsource::command::parse_body;
 use jetsource::projection::{ProjectionError, ViewHandle};
+use jetsource_runtime::micro::Endpoint;
+use jetsource_runtime::reply::ErrorBody;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::kinds;
 use crate::service::Projector;
 
 /// Request header: answer only once the view reflects this stream sequence.
@@ -124,7 +123,7 @@ async fn query(projector: &Projector, message: &Message) -> Result<Value, ErrorB
             if !(1..=MAX_LIMIT).contains(&limit) {
                 return Err(ErrorBody::new(ErrorCode::Invalid, format!("limit must be 1 to {MAX_LIMIT}, not {limit}")));
             }
-            let prefix = kinds::prefix(kind.as_ref(), &request.prefix);
+            let prefix = kind.prefix(&request.prefix);
             let (keys, next) = handle.keys(&prefix, request.after.as_deref(), limit).await.map_err(unavailable)?;
             let mut docs: FuturesOrdered<_> = keys.iter().map(|k| handle.get(k)).collect();
             let mut items = Vec::with_capacity(keys.len());

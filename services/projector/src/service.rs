@@ -6,20 +6,22 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use async_nats::Client;
-use factory_runtime::Shutdown;
-use factory_runtime::micro::{Endpoint, MicroService};
 use jetsource::projection::registry::{Entry, Registry};
 use jetsource::projection::{
     EventParked, EventView, ProjectionError, ViewConfig, ViewHandle, ViewObserver, delete_version,
 };
 use jetsource::store::NewEvent;
 use jetsource::{EventStore, StoreConfig};
+use jetsource_runtime::Shutdown;
+use jetsource_runtime::micro::{Endpoint, MicroService};
 use jetsource_telemetry::Metrics;
 use jetsource_telemetry::metrics::Metrics as M;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use crate::kinds::{self, Running, ViewKind};
+use jetsource_runtime::App;
+use jetsource_runtime::views::{Running, ViewEntry};
+
 use crate::queries;
 
 /// How the projector runs.
@@ -57,7 +59,7 @@ pub(crate) struct Inner {
     pub(crate) registry: Registry,
     pub(crate) config: ProjectorConfig,
     pub(crate) metrics: Arc<Metrics>,
-    pub(crate) kinds: Vec<Arc<dyn ViewKind>>,
+    pub(crate) kinds: Vec<Arc<dyn ViewEntry>>,
     pub(crate) active: RwLock<HashMap<&'static str, Arc<Running>>>,
     pub(crate) building: RwLock<HashMap<&'static str, Arc<Running>>>,
     endpoints: std::sync::Mutex<Vec<(async_nats::Subscriber, Arc<Endpoint>)>>,
@@ -162,6 +164,7 @@ impl Projector {
     /// # Errors
     /// When JetStream does not answer or a bucket of the topology is missing.
     pub async fn start(
+        app: &App,
         client: Client,
         config: ProjectorConfig,
         metrics: Arc<Metrics>,
@@ -186,7 +189,7 @@ impl Projector {
             registry,
             config,
             metrics,
-            kinds: kinds::all(),
+            kinds: app.views().to_vec(),
             active: RwLock::default(),
             building: RwLock::default(),
             endpoints: std::sync::Mutex::default(),
@@ -210,7 +213,7 @@ impl Projector {
         Ok(projector)
     }
 
-    async fn open(&self, kind: &dyn ViewKind, version: u32) -> Result<Running, ProjectionError> {
+    async fn open(&self, kind: &dyn ViewEntry, version: u32) -> Result<Running, ProjectionError> {
         let observer: Arc<dyn ViewObserver> = Arc::new(Observe {
             metrics: Arc::clone(&self.inner.metrics),
             trace_events: jetsource_telemetry::Telemetry::export_configured(),
@@ -243,7 +246,7 @@ impl Projector {
         self.inner.kinds.iter().map(|k| k.name()).collect()
     }
 
-    pub(crate) fn kind(&self, name: &str) -> Option<Arc<dyn ViewKind>> {
+    pub(crate) fn kind(&self, name: &str) -> Option<Arc<dyn ViewEntry>> {
         self.inner.kinds.iter().find(|k| k.name() == name).cloned()
     }
 
@@ -272,7 +275,7 @@ impl Projector {
 
     /// Runs version `version` of a view from its first event and switches to it once it has
     /// caught up with the active one.
-    async fn resume_rebuild(&self, kind: Arc<dyn ViewKind>, version: u32) -> Result<(), ProjectionError> {
+    async fn resume_rebuild(&self, kind: Arc<dyn ViewEntry>, version: u32) -> Result<(), ProjectionError> {
         let running = Arc::new(self.open(kind.as_ref(), version).await?);
         self.inner.building.write().unwrap_or_else(PoisonError::into_inner).insert(kind.name(), Arc::clone(&running));
         let this = self.clone();

@@ -27,7 +27,7 @@
 //! use std::sync::Arc;
 //! let metrics = Arc::new(jetsource_telemetry::Metrics::new());
 //! let saga = factory_saga::Saga::start(client, factory_saga::SagaConfig::default(), metrics).await?;
-//! saga.run_until_stopped(factory_runtime::Shutdown::new()).await;
+//! saga.run_until_stopped(jetsource_runtime::Shutdown::new()).await;
 //! # Ok(()) }
 //! ```
 #![forbid(unsafe_code)]

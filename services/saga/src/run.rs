@@ -10,9 +10,6 @@ use async_nats::jetstream::{self, AckKind, kv};
 use async_nats::{Client, HeaderMap, RequestErrorKind};
 use factory_domain::order::{Order, OrderCommand, OrderEvent};
 use factory_domain::saga::{Answer, Decision, Phase, SagaState, StockRequest};
-use factory_runtime::Shutdown;
-use factory_runtime::micro::{Endpoint, MicroService};
-use factory_runtime::reply::{ErrorBody, read_reply};
 use futures::StreamExt;
 use futures::future::join_all;
 use jetsource::id::escape_kv_token;
@@ -20,6 +17,9 @@ use jetsource::{
     AggregateId, Codec, CommandContext, CommandError, ErrorCode, EventStore, Repository, RepositoryConfig,
     SnapshotStore, StoreConfig, StoredEvent,
 };
+use jetsource_runtime::Shutdown;
+use jetsource_runtime::micro::{Endpoint, MicroService};
+use jetsource_runtime::reply::{ErrorBody, read_reply};
 use jetsource_telemetry::Metrics;
 use jetsource_telemetry::propagation;
 use ring::digest;
@@ -165,7 +165,7 @@ impl Saga {
 async fn consume(inner: Arc<Inner>, consumer: PullConsumer, shutdown: Shutdown) {
     let permits = Arc::new(Semaphore::new(inner.config.max_in_flight));
     let queues: Arc<std::sync::Mutex<HashMap<String, mpsc::UnboundedSender<jetstream::Message>>>> = Arc::default();
-    factory_runtime::consume::pull(&consumer, &shutdown, "saga", |message| {
+    jetsource_runtime::consume::pull(&consumer, &shutdown, "saga", |message| {
         let order = message.subject.splitn(3, '.').nth(2).unwrap_or_default().to_owned();
         let mut open = queues.lock().unwrap_or_else(PoisonError::into_inner);
         let message = match open.get(&order) {

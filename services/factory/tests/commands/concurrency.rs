@@ -1,14 +1,12 @@
 use std::sync::Arc;
 
-use factory::app::ServiceName;
-
 use crate::support::Factory;
 
 #[tokio::test]
 async fn fifty_concurrent_reservations_for_room_for_ten_grant_exactly_ten() {
     // Arrange: 10 bolts, 50 orders wanting one each, through two stock instances
     let mut factory = Factory::start().await;
-    factory.spawn(vec![ServiceName::Stock], |_| {}).await;
+    factory.spawn(vec!["stock"], |_| {}).await;
     factory.send("cmd.stock.bolt@main.receive", r#"{"qty": 10}"#).await.ok();
     let factory = Arc::new(factory);
 
@@ -35,13 +33,10 @@ async fn fifty_concurrent_reservations_for_room_for_ten_grant_exactly_ten() {
     // Assert: the replies and the state agree
     assert_eq!((granted, refused), (10, 40));
     let store = jetsource::EventStore::new(factory.client.clone(), Default::default());
-    let request = factory_gateway::aggregates::InspectRequest {
-        kind: factory_domain::AggregateKind::Stock,
-        id: jetsource::AggregateId::new("bolt@main").unwrap(),
-        until: jetsource::Until::End,
-        events: false,
-    };
-    let stock = factory_gateway::aggregates::inspect(&store, &request).await.unwrap();
+    let app = factory::registry::app();
+    let kind = app.aggregate_entry("stock").unwrap();
+    let id = jetsource::AggregateId::new("bolt@main").unwrap();
+    let stock = kind.inspect(&store, &id, jetsource::Until::End, false).await.unwrap();
     assert_eq!(stock["state"]["reservations"].as_object().unwrap().len(), 10);
     assert_eq!(stock["version"], 11);
 }
@@ -49,8 +44,8 @@ async fn fifty_concurrent_reservations_for_room_for_ten_grant_exactly_ten() {
 #[tokio::test]
 async fn two_stock_instances_share_one_queue_group() {
     let mut factory = Factory::server_only().await;
-    factory.spawn(vec![ServiceName::Stock], |_| {}).await;
-    factory.spawn(vec![ServiceName::Stock], |_| {}).await;
+    factory.spawn(vec!["stock"], |_| {}).await;
+    factory.spawn(vec!["stock"], |_| {}).await;
 
     for i in 0..40 {
         factory.send(&format!("cmd.stock.s{i}@main.receive"), r#"{"qty": 1}"#).await.ok();

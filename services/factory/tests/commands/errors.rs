@@ -1,7 +1,5 @@
 use std::time::Duration;
 
-use factory::app::ServiceName;
-
 use crate::support::Factory;
 
 #[tokio::test]
@@ -40,7 +38,7 @@ async fn bad_input_gets_its_specific_error_and_the_services_keep_serving() {
 async fn a_conflict_that_outlasts_the_retries_answers_conflict() {
     // Arrange: process A caches bolt@main and may try once; process B moves it on behind A's back
     let mut factory = Factory::server_only().await;
-    factory.spawn(vec![ServiceName::Stock], |c| c.commands.repository.max_attempts = 1).await;
+    factory.spawn(vec!["stock"], |c| c.commands.repository.max_attempts = 1).await;
     factory.send("cmd.stock.bolt@main.receive", r#"{"qty": 5}"#).await.ok();
     let other = jetsource::Repository::<factory_domain::stock::Stock>::new(
         jetsource::EventStore::new(factory.client.clone(), Default::default()),
@@ -61,7 +59,7 @@ async fn a_conflict_that_outlasts_the_retries_answers_conflict() {
 #[tokio::test]
 async fn a_command_for_a_service_that_is_not_running_answers_unavailable() {
     let mut factory = Factory::server_only().await;
-    factory.spawn(vec![ServiceName::Catalog], |_| {}).await;
+    factory.spawn(vec!["catalog"], |_| {}).await;
 
     let reply = factory.send("cmd.stock.bolt@main.receive", r#"{"qty": 1}"#).await;
 

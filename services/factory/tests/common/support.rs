@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use async_nats::{Client, HeaderMap};
-use factory::app::{App, AppConfig, ServiceName};
-use factory_runtime::Shutdown;
+use factory::app::{App, AppConfig};
+use jetsource_runtime::Shutdown;
 use jetsource_testkit::NatsServer;
 use serde_json::Value;
 
@@ -58,7 +58,7 @@ impl Factory {
     /// A server and one process running every command service.
     pub async fn start() -> Self {
         let mut factory = Self::server_only().await;
-        factory.spawn(ServiceName::ALL.iter().copied().filter(|s| *s != ServiceName::Gateway).collect(), |_| {}).await;
+        factory.spawn(factory::app::all_services().into_iter().filter(|s| *s != "gateway").collect(), |_| {}).await;
         factory
     }
 
@@ -70,7 +70,7 @@ impl Factory {
     }
 
     /// Starts one more process with `services`; `tune` may change its config.
-    pub async fn spawn(&mut self, services: Vec<ServiceName>, tune: impl FnOnce(&mut AppConfig)) {
+    pub async fn spawn(&mut self, services: Vec<&'static str>, tune: impl FnOnce(&mut AppConfig)) {
         let mut config = AppConfig::new(self.server.url(), services);
         tune(&mut config);
         let app = App::build(config).await.expect("app builds");

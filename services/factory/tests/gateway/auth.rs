@@ -137,7 +137,7 @@ async fn rs256_tokens_are_checked_against_the_public_key() {
 #[tokio::test]
 async fn listing_beyond_loopback_without_authentication_is_refused() {
     let server = jetsource_testkit::NatsServer::start();
-    let mut config = factory::app::AppConfig::new(server.url(), vec![factory::app::ServiceName::Gateway]);
+    let mut config = factory::app::AppConfig::new(server.url(), vec!["gateway"]);
     config.http = Some("0.0.0.0:0".parse().unwrap());
 
     let refused = factory::app::App::build(config.clone()).await;

@@ -1,7 +1,5 @@
 use std::time::Duration;
 
-use factory::app::ServiceName;
-
 use crate::support::Stack;
 
 /// method, path, headers, body, status, code, a part of the detail
@@ -178,7 +176,7 @@ async fn a_request_past_its_deadline_gets_504() {
 
 #[tokio::test]
 async fn a_service_that_is_not_running_gets_503_naming_it() {
-    let stack = Stack::start_with(|c| c.services = vec![ServiceName::Catalog, ServiceName::Gateway]).await;
+    let stack = Stack::start_with(|c| c.services = vec!["catalog", "gateway"]).await;
 
     let view = stack.get("/v1/views/stock/bolt@main").await;
     let command = stack.post("/v1/commands/stock/bolt@main/receive", r#"{"qty": 1}"#).await;

@@ -4,12 +4,12 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use factory::app::{App, AppConfig, ServiceName};
-use factory_runtime::Shutdown;
+use factory::app::{App, AppConfig};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use jetsource_runtime::Shutdown;
 use jetsource_testkit::NatsServer;
 use serde_json::Value;
 
@@ -59,7 +59,7 @@ impl Stack {
         };
         let _ = jetsource_telemetry::Telemetry::init(&config);
         let server = NatsServer::start();
-        let mut config = AppConfig::new(server.url(), ServiceName::ALL.to_vec());
+        let mut config = AppConfig::new(server.url(), factory::app::all_services());
         config.http = Some("127.0.0.1:0".parse().unwrap());
         tune(&mut config);
         let app = App::build(config).await.expect("app builds");

@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use factory::app::ServiceName;
 use futures::StreamExt;
 use jetsource::{EventStore, StoreConfig};
 use serde_json::Value;
@@ -144,9 +143,10 @@ async fn a_short_order_releases_what_it_took_fails_with_the_reason_and_notifies(
 async fn a_reservation_without_an_answer_fails_the_order_after_the_bound() {
     // Arrange: a "stock" service that answers discovery but never a command
     let mut factory = Factory::server_only().await;
-    let fake = factory_runtime::micro::MicroService::start(&factory.client, "stock", "0.0.0", "silent").await.unwrap();
+    let fake =
+        jetsource_runtime::micro::MicroService::start(&factory.client, "stock", "0.0.0", "silent").await.unwrap();
     let _silent = factory.client.queue_subscribe("cmd.stock.>", "stock".into()).await.unwrap();
-    let services = ServiceName::ALL.iter().copied().filter(|s| !matches!(s, ServiceName::Stock | ServiceName::Gateway));
+    let services = factory::app::all_services().into_iter().filter(|s| !matches!(*s, "stock" | "gateway"));
     factory.spawn(services.collect(), |config| config.saga.request_timeout = Duration::from_millis(300)).await;
     factory.send("cmd.product.widget.define", r#"{"name": "Widget", "bom": [{"sku": "bolt", "qty": 1}]}"#).await.ok();
 
@@ -169,7 +169,7 @@ async fn a_saga_killed_mid_flow_and_restarted_reserves_each_line_exactly_once() 
     // Arrange: twelve resources; the saga runs in its own process, which aborts after three
     // stock answers (most reservations then got through, their answers were never read)
     let mut factory = Factory::server_only().await;
-    let services = ServiceName::ALL.iter().copied().filter(|s| !matches!(s, ServiceName::Saga | ServiceName::Gateway));
+    let services = factory::app::all_services().into_iter().filter(|s| !matches!(*s, "saga" | "gateway"));
     factory.spawn(services.collect(), |_| {}).await;
     let bom: Vec<(String, u64)> = (0..12).map(|i| (format!("r{i}"), 1 + i % 3)).collect();
     let bom_refs: Vec<(&str, u64)> = bom.iter().map(|(s, q)| (s.as_str(), *q)).collect();

@@ -13,8 +13,8 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
 
-use factory::app::{App, AppConfig, ServiceName};
-use factory_runtime::Shutdown;
+use factory::app::{App, AppConfig};
+use jetsource_runtime::Shutdown;
 use jetsource_testkit::NatsServer;
 use serde_json::Value;
 
@@ -146,7 +146,7 @@ fn referenced() -> BTreeSet<String> {
 async fn every_metric_a_dashboard_or_rule_names_exists() {
     // Arrange: the whole factory, with traffic touching every kind of metric
     let server = NatsServer::start();
-    let mut config = AppConfig::new(server.url(), ServiceName::ALL.to_vec());
+    let mut config = AppConfig::new(server.url(), factory::app::all_services());
     config.http = Some("127.0.0.1:0".parse().unwrap());
     let app = App::build(config).await.unwrap();
     // Logs shipped (WARN and above) count in this process's metrics.

@@ -6,10 +6,10 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use factory::app::{App, AppConfig, ServiceName};
-use factory_runtime::Shutdown;
+use factory::app::{App, AppConfig};
 use futures::StreamExt;
 use jetsource::topology::{ProvisionOptions, Topology, provision};
+use jetsource_runtime::Shutdown;
 use jetsource_testkit::NatsServer;
 use serde_json::Value;
 
@@ -80,18 +80,18 @@ async fn every_service_works_under_its_own_least_privilege_user() {
     let shutdown = Shutdown::new();
     let mut gateway = None;
     for (service, user) in [
-        (ServiceName::Catalog, "catalog"),
-        (ServiceName::Stock, "stock"),
-        (ServiceName::Production, "production"),
-        (ServiceName::Projector, "projector"),
-        (ServiceName::Saga, "saga"),
-        (ServiceName::Notifier, "notifier"),
-        (ServiceName::Logbook, "logbook"),
-        (ServiceName::Gateway, "gateway"),
+        ("catalog", "catalog"),
+        ("stock", "stock"),
+        ("production", "production"),
+        ("projector", "projector"),
+        ("saga", "saga"),
+        ("notifier", "notifier"),
+        ("logbook", "logbook"),
+        ("gateway", "gateway"),
     ] {
         let mut config = AppConfig::new(url_for(&server, user), vec![service]);
         config.provision = false;
-        if service == ServiceName::Gateway {
+        if service == "gateway" {
             config.http = Some("127.0.0.1:0".parse().unwrap());
         }
         let app = App::build(config).await.unwrap_or_else(|e| panic!("{user}: {e:#}"));

@@ -2,8 +2,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use factory::app::ServiceName;
-
 use crate::fold::{all_docs, assert_views_equal_fold, caught_up};
 use crate::support::Factory;
 
@@ -65,7 +63,7 @@ async fn after_a_mixed_concurrent_workload_every_view_equals_the_fold_of_the_eve
 async fn a_projector_killed_mid_stream_restarts_without_applying_anything_twice() {
     // Arrange: command services in this process, the projector in its own
     let mut factory = Factory::server_only().await;
-    factory.spawn(vec![ServiceName::Catalog, ServiceName::Stock, ServiceName::Production], |_| {}).await;
+    factory.spawn(vec!["catalog", "stock", "production"], |_| {}).await;
     let factory = Arc::new(factory);
     let projector = factory.run_process(&["projector"]);
 

@@ -21,14 +21,9 @@ async fn a_query_with_min_seq_sees_the_command_just_answered() {
 async fn a_min_seq_no_view_reaches_answers_consistency_timeout() {
     let mut factory = Factory::server_only().await;
     factory
-        .spawn(
-            factory::app::ServiceName::ALL
-                .iter()
-                .copied()
-                .filter(|s| *s != factory::app::ServiceName::Gateway)
-                .collect(),
-            |c| c.projector.consistency_wait = Duration::from_millis(300),
-        )
+        .spawn(factory::app::all_services().into_iter().filter(|s| *s != "gateway").collect(), |c| {
+            c.projector.consistency_wait = Duration::from_millis(300)
+        })
         .await;
     factory.send("cmd.stock.bolt@main.receive", r#"{"qty": 1}"#).await.ok();
 

@@ -5,7 +5,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use factory_domain::AggregateKind;
 use jetsource::{StoreError, Until};
 use serde_json::json;
 use time::OffsetDateTime;
@@ -15,10 +14,10 @@ use warp::http::HeaderMap;
 
 use super::with;
 use crate::Gateway;
-use crate::aggregates::{InspectRequest, inspect, structured};
 use crate::auth::Role;
 use crate::edge::{Ctx, handle, json, segment};
 use crate::problem::Problem;
+use jetsource_runtime::inspect::structured;
 
 pub(super) fn routes(
     gw: &Arc<Gateway>,
@@ -42,13 +41,13 @@ pub(super) fn routes(
     state.or(events).unify()
 }
 
-fn target(kind: &str, id: &str) -> Result<(AggregateKind, jetsource::AggregateId), Problem> {
+type Entry = std::sync::Arc<dyn jetsource_runtime::registry::AggregateEntry>;
+
+fn target(ctx: &Ctx, kind: &str, id: &str) -> Result<(Entry, jetsource::AggregateId), Problem> {
     let (kind, id) = (segment(kind)?, segment(id)?);
-    let aggregate = AggregateKind::parse(&kind).ok_or_else(|| {
-        Problem::new(404, "not_found", format!("unknown aggregate type {kind:?}; known types: product, stock, order"))
-    })?;
-    let id = aggregate.id(&id).map_err(|e| Problem::new(400, "invalid", e.to_string()))?;
-    Ok((aggregate, id))
+    let aggregate = ctx.gw.app.aggregate_or_error(&kind).map_err(|e| Problem::new(404, "not_found", e.to_string()))?;
+    let id = aggregate.id(&id).map_err(|e| Problem::new(400, "invalid", e))?;
+    Ok((std::sync::Arc::clone(aggregate), id))
 }
 
 fn store_problem(e: StoreError) -> Problem {
@@ -80,7 +79,7 @@ async fn aggregate(
     id: String,
     query: HashMap<String, String>,
 ) -> Result<warp::reply::Response, Problem> {
-    let (kind, id) = target(&kind, &id)?;
+    let (kind, id) = target(&ctx, &kind, &id)?;
     only(&query, &["version", "at"])?;
     let until = match (number(&query, "version")?, query.get("at")) {
         (Some(_), Some(_)) => return Err(Problem::new(400, "invalid", "give version or at, not both")),
@@ -91,11 +90,9 @@ async fn aggregate(
         ),
         (None, None) => Until::End,
     };
-    let value = inspect(&ctx.gw.store, &InspectRequest { kind, id: id.clone(), until, events: false })
-        .await
-        .map_err(store_problem)?;
+    let value = kind.inspect(&ctx.gw.store, &id, until, false).await.map_err(store_problem)?;
     if value["exists"] == false {
-        return Err(Problem::new(404, "not_found", format!("no {} {id} (at that point)", kind.name())));
+        return Err(Problem::new(404, "not_found", format!("no {} {id} (at that point)", kind.aggregate_type())));
     }
     let mut response = json(200, &value);
     if let Ok(tag) = warp::http::HeaderValue::from_str(&format!("\"{}\"", value["version"])) {
@@ -110,14 +107,14 @@ async fn history(
     id: String,
     query: HashMap<String, String>,
 ) -> Result<warp::reply::Response, Problem> {
-    let (kind, id) = target(&kind, &id)?;
+    let (kind, id) = target(&ctx, &kind, &id)?;
     only(&query, &["from", "limit"])?;
     let from = number(&query, "from")?.unwrap_or(1).max(1);
     let limit = number(&query, "limit")?.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
         return Err(Problem::new(400, "invalid", format!("limit must be 1 to 1000, not {limit}")));
     }
-    let subject = ctx.gw.store.subject(kind.name(), &id);
+    let subject = ctx.gw.store.subject(kind.aggregate_type(), &id);
     let mut stored = ctx.gw.store.read(&subject, from, limit as usize + 1).await.map_err(store_problem)?;
     let next = (stored.len() > limit as usize).then(|| stored.pop().map(|e| e.seq)).flatten();
     let events: Vec<_> = stored.iter().map(structured).collect::<Result<_, _>>().map_err(store_problem)?;

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use factory_domain::AggregateKind;
 use futures::StreamExt;
 use jetsource::metadata::validate_command_id;
 use jetsource::projection::registry::Registry;
@@ -93,11 +92,13 @@ async fn send_command(
     body: Result<Bytes, Problem>,
 ) -> Result<warp::reply::Response, Problem> {
     let (kind, id, command) = (segment(&kind)?, segment(&id)?, segment(&command)?);
-    let aggregate = AggregateKind::parse(&kind).ok_or_else(|| {
-        Problem::new(404, "not_found", format!("unknown aggregate type {kind:?}; known types: product, stock, order"))
-    })?;
-    aggregate.command(&command).map_err(|e| Problem::new(404, "not_found", e.to_string()))?;
-    aggregate.id(&id).map_err(|e| Problem::new(400, "invalid", e.to_string()))?;
+    let aggregate = ctx.gw.app.aggregate_or_error(&kind).map_err(|e| Problem::new(404, "not_found", e.to_string()))?;
+    let spec = aggregate.command(&command).map_err(|e| Problem::new(404, "not_found", e.to_string()))?;
+    if spec.internal {
+        let known = jetsource::CommandParseError::unknown(aggregate.aggregate_type(), &command, aggregate.commands());
+        return Err(Problem::new(404, "not_found", known.to_string()));
+    }
+    aggregate.id(&id).map_err(|e| Problem::new(400, "invalid", e))?;
     let body = body?;
     let mut headers = async_nats::HeaderMap::new();
     if let Some(key) = ctx.header("idempotency-key") {

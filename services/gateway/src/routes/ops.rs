@@ -18,7 +18,7 @@ use crate::status;
 pub(super) fn routes(
     gw: &Arc<Gateway>,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = warp::Rejection> + Clone + use<> {
-    let health = factory_runtime::health::routes(gw.readiness.clone(), Arc::clone(&gw.metrics));
+    let health = jetsource_runtime::health::routes(gw.readiness.clone(), Arc::clone(&gw.metrics));
     let openapi = warp::path!("openapi.json").and(warp::get()).map(|| {
         warp::http::Response::builder()
             .header("content-type", "application/json")

@@ -15,8 +15,6 @@ use crate::auth::Role;
 use crate::edge::{Ctx, handle, json, request, segment};
 use crate::problem::Problem;
 
-const VIEWS: &[&str] = &["stock", "warehouse", "orders", "products", "commands"];
-
 pub(super) fn routes(
     gw: &Arc<Gateway>,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = warp::Rejection> + Clone + use<> {
@@ -38,13 +36,10 @@ pub(super) fn routes(
     one.or(list).unify()
 }
 
-fn view_name(raw: &str) -> Result<String, Problem> {
+fn view_name(ctx: &Ctx, raw: &str) -> Result<String, Problem> {
     let view = segment(raw)?;
-    if VIEWS.contains(&view.as_str()) {
-        Ok(view)
-    } else {
-        Err(Problem::new(404, "not_found", format!("unknown view {view:?}; views: {}", VIEWS.join(", "))))
-    }
+    ctx.gw.app.view_or_error(&view).map_err(|e| Problem::new(404, "not_found", e.to_string()))?;
+    Ok(view)
 }
 
 /// `Consistency-Token` → the `Min-Seq` of the query.
@@ -64,7 +59,7 @@ fn consistency(ctx: &Ctx) -> Result<async_nats::HeaderMap, Problem> {
 }
 
 async fn document(ctx: Ctx, view: String, key: String) -> Result<warp::reply::Response, Problem> {
-    let (view, key) = (view_name(&view)?, segment(&key)?);
+    let (view, key) = (view_name(&ctx, &view)?, segment(&key)?);
     if key.is_empty() || key.contains(['.', '*', '>', ' ']) {
         return Err(Problem::new(400, "invalid", format!("invalid {view} key {key:?}")));
     }
@@ -81,7 +76,7 @@ async fn document(ctx: Ctx, view: String, key: String) -> Result<warp::reply::Re
 }
 
 async fn listing(ctx: Ctx, view: String, query: HashMap<String, String>) -> Result<warp::reply::Response, Problem> {
-    let view = view_name(&view)?;
+    let view = view_name(&ctx, &view)?;
     let mut body = Map::new();
     for (name, value) in &query {
         match name.as_str() {

@@ -35,6 +35,15 @@ pub trait Aggregate: Default + Clone + Debug + Serialize + DeserializeOwned + Se
 
     /// Folds one event into the state.
     fn apply(&mut self, event: &Self::Event);
+
+    /// Checks an id beyond the common alphabet (stock ids are `<sku>@<warehouse>`).
+    ///
+    /// # Errors
+    /// Why the id is not one of this type.
+    fn check_id(id: &crate::AggregateId) -> Result<(), String> {
+        let _ = id;
+        Ok(())
+    }
 }
 
 /// A domain refusal with a stable, machine-readable reason (`insufficient_stock`).

@@ -8,11 +8,12 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use async_nats::Client;
-use factory_domain::AggregateKind;
-use factory_runtime::Shutdown;
-use factory_runtime::reply::ErrorBody;
 use futures::StreamExt;
 use jetsource::ErrorCode;
+
+use crate::Shutdown;
+use crate::registry::App;
+use crate::reply::ErrorBody;
 
 /// How often running services are discovered.
 const DISCOVERY_EVERY: Duration = Duration::from_secs(2);
@@ -21,6 +22,7 @@ const SEEN_WITHIN: Duration = Duration::from_secs(6);
 
 /// The router, subscribed.
 pub struct Router {
+    app: Arc<App>,
     client: Client,
     commands: async_nats::Subscriber,
     local: Vec<&'static str>,
@@ -31,23 +33,27 @@ pub struct Router {
 ///
 /// # Errors
 /// When the subscription cannot be made.
-pub async fn subscribe(client: Client, local: Vec<&'static str>) -> Result<Router, async_nats::SubscribeError> {
+pub async fn subscribe(
+    app: Arc<App>,
+    client: Client,
+    local: Vec<&'static str>,
+) -> Result<Router, async_nats::SubscribeError> {
     let commands = client.queue_subscribe("cmd.>", "cmd-router".to_owned()).await?;
-    Ok(Router { client, commands, local })
+    Ok(Router { app, client, commands, local })
 }
 
 /// Answers until `shutdown`.
 pub async fn run(router: Router, shutdown: Shutdown) {
-    let Router { client, mut commands, local } = router;
+    let Router { app, client, mut commands, local } = router;
     let seen: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
-    let discovery = tokio::spawn(discover(client.clone(), Arc::clone(&seen)));
+    let discovery = tokio::spawn(discover(Arc::clone(&app), client.clone(), Arc::clone(&seen)));
     loop {
         let message = tokio::select! {
             m = commands.next() => match m { Some(m) => m, None => break },
             () = shutdown.wait() => break,
         };
         let Some(reply) = message.reply.clone() else { continue };
-        let Some(error) = judge(&message.subject, &local, &seen) else { continue };
+        let Some(error) = judge(&app, &message.subject, &local, &seen) else { continue };
         if error.code != ErrorCode::Unavailable {
             answer(&client, reply, &error).await;
             continue;
@@ -55,7 +61,7 @@ pub async fn run(router: Router, shutdown: Shutdown) {
         // Not seen lately: ask once more before saying so (a service that has just started
         // may not have been discovered yet).
         let (client, seen) = (client.clone(), Arc::clone(&seen));
-        let service = message.subject.split('.').nth(1).and_then(AggregateKind::parse).map(AggregateKind::service);
+        let service = message.subject.split('.').nth(1).and_then(|t| app.aggregate_entry(t)).map(|a| a.service());
         tokio::spawn(async move {
             if let Some(service) = service
                 && ping(&client, service).await
@@ -86,14 +92,12 @@ async fn ping(client: &Client, service: &str) -> bool {
 }
 
 /// The answer for a command subject, or `None` when its service will answer.
-fn judge(subject: &str, local: &[&str], seen: &Mutex<HashMap<String, Instant>>) -> Option<ErrorBody> {
+fn judge(app: &App, subject: &str, local: &[&str], seen: &Mutex<HashMap<String, Instant>>) -> Option<ErrorBody> {
     let tokens: Vec<&str> = subject.split('.').collect();
-    let Some(kind) = tokens.get(1).and_then(|t| AggregateKind::parse(t)) else {
-        let name = tokens.get(1).copied().unwrap_or_default();
-        return Some(ErrorBody::new(
-            ErrorCode::NotFound,
-            format!("unknown aggregate type {name:?}; known types: product, stock, order"),
-        ));
+    let name = tokens.get(1).copied().unwrap_or_default();
+    let kind = match app.aggregate_or_error(name) {
+        Ok(kind) => kind,
+        Err(e) => return Some(ErrorBody::new(ErrorCode::NotFound, e.to_string())),
     };
     if tokens.len() < 4 {
         return Some(ErrorBody::new(
@@ -111,14 +115,14 @@ fn judge(subject: &str, local: &[&str], seen: &Mutex<HashMap<String, Instant>>) 
     (!running).then(|| {
         ErrorBody::new(
             ErrorCode::Unavailable,
-            format!("no {service} service is running to take {} commands", kind.name()),
+            format!("no {service} service is running to take {} commands", kind.aggregate_type()),
         )
     })
 }
 
-async fn discover(client: Client, seen: Arc<Mutex<HashMap<String, Instant>>>) {
+async fn discover(app: Arc<App>, client: Client, seen: Arc<Mutex<HashMap<String, Instant>>>) {
     loop {
-        for kind in AggregateKind::ALL {
+        for kind in app.aggregates() {
             let service = kind.service();
             if ping(&client, service).await {
                 seen.lock().unwrap_or_else(PoisonError::into_inner).insert(service.to_owned(), Instant::now());
@@ -134,8 +138,9 @@ mod tests {
 
     #[test]
     fn answers_unknown_types_and_short_subjects_and_leaves_running_services_alone() {
+        let app = crate::registry::tests::sample();
         let seen = Mutex::new(HashMap::from([("catalog".to_owned(), Instant::now())]));
-        let code = |subject| judge(subject, &["stock"], &seen).map(|e| e.code);
+        let code = |subject| judge(&app, subject, &["stock"], &seen).map(|e| e.code);
         assert_eq!(code("cmd.widget.w1.make"), Some(ErrorCode::NotFound));
         assert_eq!(code("cmd.stock"), Some(ErrorCode::Invalid));
         assert_eq!(code("cmd.stock.bolt@main.receive"), None, "runs locally");

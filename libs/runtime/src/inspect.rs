@@ -1,18 +1,13 @@
 //! Aggregates from the event store: authoritative state, now or as of a version or time (time
-//! travel), and history as CloudEvents. Shared by `GET /v1/aggregates/...` and `factory inspect`.
+//! travel), and history as CloudEvents. Shared by the HTTP edge (`GET /v1/aggregates/...`) and
+//! the CLI's `inspect`, for any registered aggregate type (see [`crate::registry`]).
 
-use factory_domain::AggregateKind;
-use factory_domain::order::Order;
-use factory_domain::product::Product;
-use factory_domain::stock::Stock;
 use jetsource::{Aggregate, AggregateId, EventStore, Repository, RepositoryConfig, StoredEvent, Until};
 use serde_json::{Value, json};
 
 /// What to show.
 #[derive(Debug, Clone)]
 pub struct InspectRequest {
-    /// Aggregate type.
-    pub kind: AggregateKind,
     /// Aggregate id.
     pub id: AggregateId,
     /// Up to which point.
@@ -21,19 +16,11 @@ pub struct InspectRequest {
     pub events: bool,
 }
 
-/// The aggregate as JSON: type, id, version, stream seq, state, and events if asked.
+/// Aggregate `A` as JSON: type, id, version, stream seq, state, and events if asked.
 ///
 /// # Errors
 /// Store unavailable, or undecodable history.
-pub async fn inspect(store: &EventStore, request: &InspectRequest) -> Result<Value, jetsource::StoreError> {
-    match request.kind {
-        AggregateKind::Product => inspect_as::<Product>(store, request).await,
-        AggregateKind::Stock => inspect_as::<Stock>(store, request).await,
-        AggregateKind::Order => inspect_as::<Order>(store, request).await,
-    }
-}
-
-async fn inspect_as<A: Aggregate>(
+pub async fn inspect_as<A: Aggregate>(
     store: &EventStore,
     request: &InspectRequest,
 ) -> Result<Value, jetsource::StoreError> {

@@ -1,24 +1,23 @@
-//! The generic command service: `cmd.<type>.<id>.<command>` → parse → idempotency check →
-//! execute (load, handle, append) → reply. One instance per aggregate type; instances of the
-//! same type share a queue group.
+//! The command service of any registered aggregate type: `cmd.<type>.<id>.<command>` → parse
+//! → idempotency check → prepare → execute (load, handle, append) → reply. Instances of the same
+//! service share a queue group.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::Shutdown;
+use crate::ledger::{Entry, Ledger, fingerprint};
+use crate::micro::{Endpoint, MicroService};
+use crate::reply::ErrorBody;
 use async_nats::header::HeaderName;
 use async_nats::{Client, HeaderMap, Message, Subscriber};
 use bytes::Bytes;
-use factory_domain::AggregateKind;
-use factory_domain::command::CommandError as ParseError;
-use factory_runtime::Shutdown;
-use factory_runtime::ledger::{Entry, Ledger, fingerprint};
-use factory_runtime::micro::{Endpoint, MicroService};
-use factory_runtime::reply::ErrorBody;
 use futures::StreamExt;
+use futures::future::BoxFuture;
 use jetsource::metadata::validate_command_id;
 use jetsource::{
-    Aggregate, CommandContext, CommandError, CommandOutcome, ErrorCode, EventStore, Repository, RepositoryConfig,
-    SnapshotStore, StoreConfig,
+    Aggregate, AggregateId, Command, CommandContext, CommandError, CommandOutcome, ErrorCode, EventStore, Loaded,
+    Repository, RepositoryConfig, SnapshotStore, StoreConfig, StoreError,
 };
 use jetsource_telemetry::Metrics;
 use jetsource_telemetry::metrics::RepositoryMetrics;
@@ -59,18 +58,74 @@ pub struct Deps {
     pub ledger: Ledger,
     /// Process metrics.
     pub metrics: Arc<Metrics>,
+    /// The application name (`ce-source` root, `ce-type` prefix).
+    pub app: &'static str,
 }
 
 impl Deps {
     /// Opens the `snapshots` and `idempotency` buckets over `client`.
     ///
     /// # Errors
-    /// When a bucket does not exist (run `factory provision`) or JetStream does not answer.
-    pub async fn open(client: Client, metrics: Arc<Metrics>) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+    /// When a bucket does not exist (the topology is not provisioned) or JetStream does not answer.
+    pub async fn open(
+        app: &'static str,
+        client: Client,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
         let js = async_nats::jetstream::new(client.clone());
         let snapshots = SnapshotStore::open(&js, "snapshots").await?;
         let ledger = Ledger::open(&js, "idempotency").await?;
-        Ok(Self { client, snapshots: Some(snapshots), ledger, metrics })
+        Ok(Self { client, snapshots: Some(snapshots), ledger, metrics, app })
+    }
+
+    /// An event store writing as `service`.
+    pub fn store(&self, service: &str) -> EventStore {
+        EventStore::new(
+            self.client.clone(),
+            StoreConfig { app: self.app.to_owned(), service: service.to_owned(), ..Default::default() },
+        )
+    }
+
+    /// Reads other aggregates (no cache: the truth of the store).
+    pub fn reads(&self, service: &str) -> Reads {
+        Reads { store: self.store(service), snapshots: self.snapshots.clone() }
+    }
+}
+
+/// Reads the current state of aggregates of any type, for a [`Prepare`] hook.
+#[derive(Clone)]
+pub struct Reads {
+    store: EventStore,
+    snapshots: Option<SnapshotStore>,
+}
+
+impl Reads {
+    /// The current state of aggregate `id` of type `B`.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store does not answer or the history does not decode.
+    pub async fn load<B: Aggregate>(&self, id: &AggregateId) -> Result<Loaded<B>, StoreError> {
+        let config = RepositoryConfig { cache_capacity: 0, ..Default::default() };
+        Repository::<B>::new(self.store.clone(), self.snapshots.clone(), config).load(id).await
+    }
+}
+
+/// Looks up what `handle` needs from outside and puts it into the command (the production
+/// service looks up the product before planning an order).
+pub trait Prepare<A: Aggregate>: Send + Sync + 'static {
+    /// The command, completed.
+    ///
+    /// # Errors
+    /// The answer to send instead (`invalid`, `unavailable`).
+    fn prepare<'a>(&'a self, reads: &'a Reads, command: A::Command) -> BoxFuture<'a, Result<A::Command, ErrorBody>>;
+}
+
+/// No preparation.
+pub struct NoPrepare;
+
+impl<A: Aggregate> Prepare<A> for NoPrepare {
+    fn prepare<'a>(&'a self, _: &'a Reads, command: A::Command) -> BoxFuture<'a, Result<A::Command, ErrorBody>> {
+        Box::pin(async move { Ok(command) })
     }
 }
 
@@ -98,28 +153,6 @@ impl Default for CommandConfig {
     }
 }
 
-/// How one aggregate type is parsed and prepared.
-pub trait Model: Send + Sync + 'static {
-    /// The aggregate.
-    type A: Aggregate;
-    /// Its catalogue entry.
-    const KIND: AggregateKind;
-
-    /// Parses a public command.
-    ///
-    /// # Errors
-    /// Unknown command or a body that does not fit.
-    fn parse(&self, command: &str, body: &[u8]) -> Result<<Self::A as Aggregate>::Command, ParseError>;
-
-    /// Looks up what `handle` needs from outside and puts it into the command.
-    fn prepare(
-        &self,
-        command: <Self::A as Aggregate>::Command,
-    ) -> impl std::future::Future<Output = Result<<Self::A as Aggregate>::Command, ErrorBody>> + Send {
-        async move { Ok(command) }
-    }
-}
-
 /// A command service subscribed and ready to run.
 pub struct RunningService {
     name: &'static str,
@@ -142,34 +175,49 @@ impl RunningService {
     }
 }
 
-pub(crate) struct Handler<M: Model> {
-    model: M,
-    repo: Repository<M::A>,
+pub(crate) struct Handler<A: Aggregate, P> {
+    service: &'static str,
+    prepare: P,
+    reads: Reads,
+    repo: Repository<A>,
     deps: Deps,
     config: CommandConfig,
     endpoint: Arc<Endpoint>,
 }
 
-/// Subscribes the service of model `M` and returns it ready to run.
-pub(crate) async fn build<M: Model>(
-    model: M,
+/// Subscribes the command service `service` of aggregate type `A` and returns it ready to run.
+///
+/// # Errors
+/// When the subscriptions cannot be made.
+pub async fn build<A, P>(
+    service: &'static str,
+    prepare: P,
     deps: &Deps,
     config: CommandConfig,
-) -> Result<RunningService, async_nats::SubscribeError> {
-    let kind = M::KIND;
-    let name = kind.service();
-    let store = EventStore::new(deps.client.clone(), StoreConfig { service: name.to_owned(), ..Default::default() });
-    let repo = Repository::<M::A>::new(store, deps.snapshots.clone(), config.repository.clone())
+) -> Result<RunningService, async_nats::SubscribeError>
+where
+    A: Aggregate,
+    A::Command: Command,
+    P: Prepare<A>,
+{
+    let repo = Repository::<A>::new(deps.store(service), deps.snapshots.clone(), config.repository.clone())
         .with_observer(Arc::new(RepositoryMetrics(Arc::clone(&deps.metrics))));
-    let description = format!("Commands of {} aggregates: cmd.{}.<id>.<command>", kind.name(), kind.name());
-    let micro = MicroService::start(&deps.client, name, env!("CARGO_PKG_VERSION"), &description).await?;
-    let (requests, endpoint) = micro.endpoint("commands", &format!("cmd.{}.>", kind.name()), name).await?;
-    let handler = Arc::new(Handler { model, repo, deps: deps.clone(), config, endpoint });
-    tracing::info!(service = name, service_id = micro.id(), subject = %format!("cmd.{}.>", kind.name()), "command service ready");
-    Ok(RunningService { name, run: Box::pin(serve(handler, requests, micro)) })
+    let subject = format!("cmd.{}.>", A::TYPE);
+    let description = format!("Commands of {} aggregates: cmd.{}.<id>.<command>", A::TYPE, A::TYPE);
+    let micro = MicroService::start(&deps.client, service, env!("CARGO_PKG_VERSION"), &description).await?;
+    let (requests, endpoint) = micro.endpoint("commands", &subject, service).await?;
+    let reads = deps.reads(service);
+    let handler = Arc::new(Handler { service, prepare, reads, repo, deps: deps.clone(), config, endpoint });
+    tracing::info!(service, service_id = micro.id(), subject = %subject, "command service ready");
+    Ok(RunningService { name: service, run: Box::pin(serve(handler, requests, micro)) })
 }
 
-async fn serve<M: Model>(handler: Arc<Handler<M>>, mut requests: Subscriber, _micro: MicroService) {
+async fn serve<A, P>(handler: Arc<Handler<A, P>>, mut requests: Subscriber, _micro: MicroService)
+where
+    A: Aggregate,
+    A::Command: Command,
+    P: Prepare<A>,
+{
     let permits = Arc::new(Semaphore::new(handler.config.max_in_flight));
     while let Some(message) = requests.next().await {
         let Ok(permit) = Arc::clone(&permits).acquire_owned().await else { break };
@@ -189,15 +237,20 @@ struct Answer {
     command: &'static str,
 }
 
-impl<M: Model> Handler<M> {
+impl<A, P> Handler<A, P>
+where
+    A: Aggregate,
+    A::Command: Command,
+    P: Prepare<A>,
+{
     async fn answer(&self, message: Message) {
         let started = Instant::now();
         let span = tracing::info_span!(
-            "factory.command",
+            "jetsource.command",
             otel.name = field::Empty,
             otel.status_code = field::Empty,
-            service = M::KIND.service(),
-            aggregate_type = M::KIND.name(),
+            service = self.service,
+            aggregate_type = A::TYPE,
             aggregate_id = field::Empty,
             command = field::Empty,
             command_id = field::Empty,
@@ -234,13 +287,13 @@ impl<M: Model> Handler<M> {
                 }
                 self.endpoint.record(started.elapsed(), Some((error.status(), &error.message)));
                 self.respond(&message, headers, body).await;
-                self.deps.metrics.command(M::KIND.name(), command, code, started.elapsed());
+                self.deps.metrics.command(A::TYPE, command, code, started.elapsed());
                 return;
             }
         };
         self.endpoint.record(started.elapsed(), None);
         self.respond(&message, headers, body).await;
-        self.deps.metrics.command(M::KIND.name(), command, code, started.elapsed());
+        self.deps.metrics.command(A::TYPE, command, code, started.elapsed());
     }
 
     async fn respond(&self, message: &Message, headers: HeaderMap, body: Bytes) {
@@ -274,7 +327,7 @@ impl<M: Model> Handler<M> {
             return answer;
         };
         if !span.is_disabled() {
-            span.record("otel.name", format!("{} {}", M::KIND.name(), command));
+            span.record("otel.name", format!("{} {}", A::TYPE, command));
         }
         span.record("command", command);
         span.record("aggregate_id", id);
@@ -283,11 +336,13 @@ impl<M: Model> Handler<M> {
     }
 
     async fn run(&self, message: &Message, id: &str, command: &str, answer: &mut Answer) -> Result<Success, ErrorBody> {
-        let kind = M::KIND;
         let invalid = |m: String| ErrorBody::new(ErrorCode::Invalid, m);
-        let spec = kind.command(command).map_err(|e| ErrorBody::new(ErrorCode::NotFound, e.to_string()))?;
+        let spec = <A::Command as Command>::spec(command).ok_or_else(|| {
+            let e = jetsource::CommandParseError::unknown(A::TYPE, command, <A::Command as Command>::SPECS);
+            ErrorBody::new(ErrorCode::NotFound, e.to_string())
+        })?;
         answer.command = spec.name;
-        let id = kind.id(id).map_err(|e| invalid(e.to_string()))?;
+        let id = crate::registry::aggregate_id::<A>(id).map_err(invalid)?;
         if message.payload.len() > self.config.max_body_bytes {
             return Err(invalid(format!(
                 "command body is {} bytes; the limit is {}",
@@ -334,7 +389,7 @@ impl<M: Model> Handler<M> {
         let with_id = |e: ErrorBody| e.with_command_id(ctx.command_id.clone());
 
         // Only keyed commands pay for the ledger: fingerprint, lookup and record.
-        let fp = key.as_ref().map(|_| fingerprint(kind.name(), id.as_str(), command, expected, &message.payload));
+        let fp = key.as_ref().map(|_| fingerprint(A::TYPE, id.as_str(), command, expected, &message.payload));
         if let (Some(key), Some(fp)) = (&key, &fp)
             && let Some(entry) = self
                 .deps
@@ -344,15 +399,15 @@ impl<M: Model> Handler<M> {
                 .map_err(|e| with_id(ErrorBody::new(ErrorCode::Unavailable, e.to_string())))?
         {
             answer.replayed = &entry.fingerprint == fp;
-            self.deps.metrics.replayed(kind.name(), "ledger");
+            self.deps.metrics.replayed(A::TYPE, "ledger");
             return replay(entry, fp, key);
         }
 
-        let parsed = self.model.parse(command, &message.payload).map_err(|e| {
+        let parsed = <A::Command as Command>::parse(command, &message.payload).map_err(|e| {
             let code = if e.is_not_found() { ErrorCode::NotFound } else { ErrorCode::Invalid };
             with_id(ErrorBody::new(code, e.to_string()))
         })?;
-        let prepared = self.model.prepare(parsed).await.map_err(with_id)?;
+        let prepared = self.prepare.prepare(&self.reads, parsed).await.map_err(with_id)?;
         let executed = tokio::time::timeout(self.config.timeout, self.repo.execute(&id, prepared, &ctx)).await;
         let result = match executed {
             Err(_) => Err(ErrorBody::new(ErrorCode::Timeout, format!("no outcome within {:?}", self.config.timeout))),

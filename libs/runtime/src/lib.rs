@@ -1,7 +1,13 @@
-//! # factory-runtime
+//! # jetsource-runtime
 //!
-//! What every factory service shares, so each is built the same way:
+//! What every service of a jetsource application is built from, so each is built the same way:
 //!
+//! - [`registry`]: the application's aggregates (with their services), views and other
+//!   services, declared once ([`App`]); everything that lists them reads it;
+//! - [`command`]: the command service of any registered aggregate type (parse, idempotency,
+//!   prepare, execute, reply) and the router that answers what no service owns;
+//! - [`inspect`]: an aggregate's state and history from the event store, at any point;
+//! - [`views`]: the registered views, type-erased;
 //! - [`micro`]: the NATS micro-service protocol (`$SRV.PING|INFO|STATS`) with our own endpoints;
 //! - [`reply`]: the reply contract (`Nats-Service-Error-Code`, `Nats-Service-Error`, JSON body);
 //! - [`ledger`]: the idempotency ledger (`Idempotency-Key` → first outcome, 24 h);
@@ -12,12 +18,12 @@
 //! ```no_run
 //! # async fn run(client: async_nats::Client) -> std::io::Result<()> {
 //! use std::sync::Arc;
-//! let shutdown = factory_runtime::Shutdown::new();
+//! let shutdown = jetsource_runtime::Shutdown::new();
 //! shutdown.on_signals();
-//! let readiness = factory_runtime::health::Readiness::new(client);
+//! let readiness = jetsource_runtime::health::Readiness::new(client);
 //! let metrics = Arc::new(jetsource_telemetry::Metrics::new());
 //! let addr = ([127, 0, 0, 1], 0).into();
-//! let (addr, server) = factory_runtime::health::serve_operational(addr, readiness, metrics, shutdown.clone()).await?;
+//! let (addr, server) = jetsource_runtime::health::serve_operational(addr, readiness, metrics, shutdown.clone()).await?;
 //! println!("health on http://{addr}");
 //! # Ok(()) }
 //! ```
@@ -28,11 +34,16 @@
 // `ErrorBody` is the error reply itself, built once per failed request; boxing it buys nothing.
 #![allow(clippy::result_large_err)]
 
+pub mod command;
 pub mod consume;
 pub mod health;
+pub mod inspect;
 pub mod ledger;
 pub mod micro;
+pub mod registry;
 pub mod reply;
 pub mod shutdown;
+pub mod views;
 
+pub use registry::App;
 pub use shutdown::Shutdown;

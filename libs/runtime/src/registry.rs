@@ -1,0 +1,491 @@
+//! The registry of an application: its aggregates (with the service that owns each), its views
+//! and its other services, declared once. Everything that would otherwise keep its own list
+//! reads it: the command services and the router, the HTTP edge's routes, known types and
+//! OpenAPI document, `/status` (which services are expected), the CLI's service names, the
+//! Kubernetes generator and the tests.
+//!
+//! ```no_run
+//! # use jetsource_runtime::registry::App;
+//! # fn demo<Counter: jetsource::Aggregate>() where Counter::Command: jetsource::Command {
+//! let app = App::new("example").aggregate::<Counter>("counters");
+//! assert_eq!(app.service_names(), ["counters"]);
+//! # }
+//! ```
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use jetsource::projection::Projection;
+use jetsource::{Aggregate, AggregateId, Command, CommandParseError, CommandSpec, EventStore, StoreError, Until};
+use serde_json::Value;
+
+use crate::command::service::{self, CommandConfig, Deps, NoPrepare, Prepare, RunningService};
+use crate::inspect::{InspectRequest, inspect_as};
+use crate::views::{Kind, ViewEntry, ViewKeys};
+
+/// What a service of the application does; decides how a process starts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServiceKind {
+    /// Takes the commands of the aggregates registered with it (`cmd.<type>.>`).
+    Commands,
+    /// Keeps the registered views and answers their queries (`qry.>`).
+    Projector,
+    /// Any other service the application registered (process managers, the edge, ...).
+    Other,
+}
+
+/// One service a process can run.
+#[derive(Debug, Clone)]
+pub struct ServiceSpec {
+    /// Its name (`stock`), as in `run <service>`, `$SRV` discovery and NATS users.
+    pub name: &'static str,
+    /// What it does, for `--help` and `/status`.
+    pub description: String,
+    /// How it is started.
+    pub kind: ServiceKind,
+    /// Answers `$SRV.PING` (so `/status` expects it).
+    pub discoverable: bool,
+    /// At most one instance may be active (its Deployment replaces rather than overlaps).
+    pub singleton: bool,
+}
+
+impl ServiceSpec {
+    /// A service of kind [`ServiceKind::Other`].
+    pub fn other(name: &'static str, description: impl Into<String>) -> Self {
+        Self { name, description: description.into(), kind: ServiceKind::Other, discoverable: true, singleton: false }
+    }
+
+    /// Marks it as not answering `$SRV` discovery.
+    #[must_use]
+    pub fn undiscoverable(mut self) -> Self {
+        self.discoverable = false;
+        self
+    }
+
+    /// Marks it as running one active instance at a time.
+    #[must_use]
+    pub fn singleton(mut self) -> Self {
+        self.singleton = true;
+        self
+    }
+}
+
+/// One aggregate type of the application, type-erased.
+pub trait AggregateEntry: Send + Sync {
+    /// Its type name (`stock`).
+    fn aggregate_type(&self) -> &'static str;
+    /// The service that owns its commands.
+    fn service(&self) -> &'static str;
+    /// Its commands.
+    fn commands(&self) -> &'static [CommandSpec];
+    /// The command named `name`.
+    ///
+    /// # Errors
+    /// [`CommandParseError::UnknownCommand`] listing the commands it takes.
+    fn command(&self, name: &str) -> Result<&'static CommandSpec, CommandParseError>;
+    /// Validates an id of this type.
+    ///
+    /// # Errors
+    /// `invalid <type> id: <why>`.
+    fn id(&self, raw: &str) -> Result<AggregateId, String>;
+    /// The aggregate from the event store as JSON (see [`crate::inspect`]).
+    fn inspect<'a>(
+        &'a self,
+        store: &'a EventStore,
+        id: &'a AggregateId,
+        until: Until,
+        events: bool,
+    ) -> BoxFuture<'a, Result<Value, StoreError>>;
+    /// Subscribes its command service.
+    fn start<'a>(
+        &'a self,
+        deps: &'a Deps,
+        config: CommandConfig,
+    ) -> BoxFuture<'a, Result<RunningService, async_nats::SubscribeError>>;
+}
+
+/// The id check of aggregate type `A`: the common alphabet, then [`Aggregate::check_id`].
+///
+/// # Errors
+/// `invalid <type> id: <why>`.
+pub fn aggregate_id<A: Aggregate>(raw: &str) -> Result<AggregateId, String> {
+    let invalid = |why: String| format!("invalid {} id: {why}", A::TYPE);
+    let id = AggregateId::new(raw).map_err(|e| invalid(e.to_string()))?;
+    A::check_id(&id).map_err(invalid)?;
+    Ok(id)
+}
+
+struct Entry<A, P> {
+    service: &'static str,
+    prepare: Arc<P>,
+    _aggregate: PhantomData<fn() -> A>,
+}
+
+impl<A, P> AggregateEntry for Entry<A, P>
+where
+    A: Aggregate,
+    A::Command: Command,
+    P: Prepare<A>,
+{
+    fn aggregate_type(&self) -> &'static str {
+        A::TYPE
+    }
+
+    fn service(&self) -> &'static str {
+        self.service
+    }
+
+    fn commands(&self) -> &'static [CommandSpec] {
+        <A::Command as Command>::SPECS
+    }
+
+    fn command(&self, name: &str) -> Result<&'static CommandSpec, CommandParseError> {
+        <A::Command as Command>::spec(name)
+            .ok_or_else(|| CommandParseError::unknown(A::TYPE, name, <A::Command as Command>::SPECS))
+    }
+
+    fn id(&self, raw: &str) -> Result<AggregateId, String> {
+        aggregate_id::<A>(raw)
+    }
+
+    fn inspect<'a>(
+        &'a self,
+        store: &'a EventStore,
+        id: &'a AggregateId,
+        until: Until,
+        events: bool,
+    ) -> BoxFuture<'a, Result<Value, StoreError>> {
+        Box::pin(async move { inspect_as::<A>(store, &InspectRequest { id: id.clone(), until, events }).await })
+    }
+
+    fn start<'a>(
+        &'a self,
+        deps: &'a Deps,
+        config: CommandConfig,
+    ) -> BoxFuture<'a, Result<RunningService, async_nats::SubscribeError>> {
+        let prepare = SharedPrepare(Arc::clone(&self.prepare));
+        Box::pin(service::build::<A, SharedPrepare<P>>(self.service, prepare, deps, config))
+    }
+}
+
+/// A registered preparation, shared by every instance of the service.
+struct SharedPrepare<P>(Arc<P>);
+
+impl<A: Aggregate, P: Prepare<A>> Prepare<A> for SharedPrepare<P> {
+    fn prepare<'a>(
+        &'a self,
+        reads: &'a service::Reads,
+        command: A::Command,
+    ) -> BoxFuture<'a, Result<A::Command, crate::reply::ErrorBody>> {
+        self.0.prepare(reads, command)
+    }
+}
+
+/// Why a lookup in the registry failed; the messages list what the registry knows.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LookupError {
+    /// No aggregate type of that name.
+    #[error("unknown aggregate type {name:?}; known types: {known}")]
+    UnknownType {
+        /// The name asked for.
+        name: String,
+        /// The registered types.
+        known: String,
+    },
+    /// No view of that name.
+    #[error("unknown view {name:?}; views: {known}")]
+    UnknownView {
+        /// The name asked for.
+        name: String,
+        /// The registered views.
+        known: String,
+    },
+    /// No service of that name.
+    #[error("unknown service {name:?}; services: {known}")]
+    UnknownService {
+        /// The name asked for.
+        name: String,
+        /// The registered services.
+        known: String,
+    },
+}
+
+/// An application: its name, aggregates, views and services.
+#[derive(Clone)]
+pub struct App {
+    name: &'static str,
+    aggregates: Vec<Arc<dyn AggregateEntry>>,
+    views: Vec<Arc<dyn ViewEntry>>,
+    services: Vec<ServiceSpec>,
+}
+
+impl fmt::Debug for App {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("App")
+            .field("name", &self.name)
+            .field("aggregates", &self.aggregate_types())
+            .field("views", &self.view_names())
+            .field("services", &self.service_names())
+            .finish()
+    }
+}
+
+impl App {
+    /// An application named `name`: the root of `ce-source` (`/<name>/<service>`), the prefix of
+    /// `ce-type` (`<name>.<type>.<Event>`) and of its metrics.
+    pub fn new(name: &'static str) -> Self {
+        Self { name, aggregates: Vec::new(), views: Vec::new(), services: Vec::new() }
+    }
+
+    /// Registers aggregate type `A`, whose commands service `service` takes.
+    ///
+    /// # Panics
+    /// When `A::TYPE` is registered twice or is not a valid type name: a registration error
+    /// is a programming error, found at start.
+    #[must_use]
+    pub fn aggregate<A>(self, service: &'static str) -> Self
+    where
+        A: Aggregate,
+        A::Command: Command,
+    {
+        self.aggregate_prepared::<A, NoPrepare>(service, NoPrepare)
+    }
+
+    /// Registers aggregate type `A` whose commands are completed by `prepare` before `handle`
+    /// (looking up another aggregate, say).
+    ///
+    /// # Panics
+    /// As [`App::aggregate`].
+    #[must_use]
+    pub fn aggregate_prepared<A, P>(mut self, service: &'static str, prepare: P) -> Self
+    where
+        A: Aggregate,
+        A::Command: Command,
+        P: Prepare<A>,
+    {
+        assert!(
+            jetsource::id::validate_type_name(A::TYPE).is_ok(),
+            "aggregate type {:?} is not a lower-case subject token",
+            A::TYPE
+        );
+        assert!(self.aggregate_entry(A::TYPE).is_none(), "aggregate type {:?} is registered twice", A::TYPE);
+        self.aggregates.push(Arc::new(Entry::<A, P> { service, prepare: Arc::new(prepare), _aggregate: PhantomData }));
+        if !self.services.iter().any(|s| s.name == service) {
+            self.services.push(ServiceSpec {
+                name: service,
+                description: String::new(),
+                kind: ServiceKind::Commands,
+                discoverable: true,
+                singleton: false,
+            });
+        }
+        let types: Vec<&str> =
+            self.aggregates.iter().filter(|a| a.service() == service).map(|a| a.aggregate_type()).collect();
+        if let Some(spec) = self.services.iter_mut().find(|s| s.name == service) {
+            spec.description = format!("Commands of {} (cmd.<{}>.<id>.<command>)", types.join(", "), types.join("|"));
+        }
+        self
+    }
+
+    /// Registers view `P` with its key spelling. The first view registers the `projector`
+    /// service that keeps them all.
+    ///
+    /// # Panics
+    /// When a view of the same name is registered twice.
+    #[must_use]
+    pub fn view<P: Projection + Default>(mut self, keys: ViewKeys) -> Self {
+        let name = P::default().name();
+        assert!(self.view_entry(name).is_none(), "view {name:?} is registered twice");
+        self.views.push(Arc::new(Kind::<P> { name, keys, _projection: PhantomData }));
+        if !self.services.iter().any(|s| s.kind == ServiceKind::Projector) {
+            self.services.push(ServiceSpec {
+                name: "projector",
+                description: "Views and queries (qry.*), rebuilds and parked events (projector.*)".into(),
+                kind: ServiceKind::Projector,
+                discoverable: true,
+                singleton: true,
+            });
+        }
+        self
+    }
+
+    /// Registers another service (a process manager, the HTTP edge, ...).
+    ///
+    /// # Panics
+    /// When a service of the same name is registered twice.
+    #[must_use]
+    pub fn service(mut self, spec: ServiceSpec) -> Self {
+        assert!(self.service_spec(spec.name).is_none(), "service {:?} is registered twice", spec.name);
+        self.services.push(spec);
+        self
+    }
+
+    /// The application's name.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// Every aggregate type, in registration order.
+    pub fn aggregates(&self) -> &[Arc<dyn AggregateEntry>] {
+        &self.aggregates
+    }
+
+    /// Their names.
+    pub fn aggregate_types(&self) -> Vec<&'static str> {
+        self.aggregates.iter().map(|a| a.aggregate_type()).collect()
+    }
+
+    /// The aggregate type named `name`.
+    pub fn aggregate_entry(&self, name: &str) -> Option<&Arc<dyn AggregateEntry>> {
+        self.aggregates.iter().find(|a| a.aggregate_type() == name)
+    }
+
+    /// The aggregate type named `name`, or an error listing the known ones.
+    ///
+    /// # Errors
+    /// [`LookupError::UnknownType`].
+    pub fn aggregate_or_error(&self, name: &str) -> Result<&Arc<dyn AggregateEntry>, LookupError> {
+        self.aggregate_entry(name)
+            .ok_or_else(|| LookupError::UnknownType { name: name.to_owned(), known: self.aggregate_types().join(", ") })
+    }
+
+    /// Every view, in registration order.
+    pub fn views(&self) -> &[Arc<dyn ViewEntry>] {
+        &self.views
+    }
+
+    /// Their names.
+    pub fn view_names(&self) -> Vec<&'static str> {
+        self.views.iter().map(|v| v.name()).collect()
+    }
+
+    /// The view named `name`.
+    pub fn view_entry(&self, name: &str) -> Option<&Arc<dyn ViewEntry>> {
+        self.views.iter().find(|v| v.name() == name)
+    }
+
+    /// The view named `name`, or an error listing the views.
+    ///
+    /// # Errors
+    /// [`LookupError::UnknownView`].
+    pub fn view_or_error(&self, name: &str) -> Result<&Arc<dyn ViewEntry>, LookupError> {
+        self.view_entry(name)
+            .ok_or_else(|| LookupError::UnknownView { name: name.to_owned(), known: self.view_names().join(", ") })
+    }
+
+    /// Every service, in start order (command services first, in registration order).
+    pub fn services(&self) -> &[ServiceSpec] {
+        &self.services
+    }
+
+    /// Their names.
+    pub fn service_names(&self) -> Vec<&'static str> {
+        self.services.iter().map(|s| s.name).collect()
+    }
+
+    /// The service named `name`.
+    pub fn service_spec(&self, name: &str) -> Option<&ServiceSpec> {
+        self.services.iter().find(|s| s.name == name)
+    }
+
+    /// The service named `name`, or an error listing the services.
+    ///
+    /// # Errors
+    /// [`LookupError::UnknownService`].
+    pub fn service_or_error(&self, name: &str) -> Result<&ServiceSpec, LookupError> {
+        self.service_spec(name).ok_or_else(|| LookupError::UnknownService {
+            name: name.to_owned(),
+            known: self.service_names().join(", "),
+        })
+    }
+
+    /// The services that answer `$SRV` discovery: what `/status` expects of a complete
+    /// application.
+    pub fn discoverable_services(&self) -> Vec<&'static str> {
+        self.services.iter().filter(|s| s.discoverable).map(|s| s.name).collect()
+    }
+
+    /// The aggregate types whose commands `service` takes.
+    pub fn aggregates_of(&self, service: &str) -> Vec<&Arc<dyn AggregateEntry>> {
+        self.aggregates.iter().filter(|a| a.service() == service).collect()
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use jetsource::{DomainError, DomainEvent};
+    use serde::{Deserialize, Serialize};
+
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("never")]
+    pub(crate) struct Never;
+    impl DomainError for Never {
+        fn reason(&self) -> &'static str {
+            "never"
+        }
+    }
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, DomainEvent)]
+    #[serde(tag = "type", content = "data")]
+    pub(crate) enum Happened {
+        Happened {},
+    }
+
+    macro_rules! aggregate {
+        ($name:ident, $command:ident, $type:literal, $($variant:ident),+) => {
+            #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+            pub(crate) struct $name;
+
+            #[derive(Debug, Clone, PartialEq, jetsource::Command)]
+            #[command(aggregate = $name)]
+            pub(crate) enum $command {
+                $($variant,)+
+            }
+
+            impl Aggregate for $name {
+                const TYPE: &'static str = $type;
+                type Command = $command;
+                type Event = Happened;
+                type Error = Never;
+                fn handle(&self, _: $command) -> Result<Vec<Happened>, Never> {
+                    Ok(vec![Happened::Happened {}])
+                }
+                fn apply(&mut self, _: &Happened) {}
+            }
+        };
+    }
+
+    aggregate!(Product, ProductCommand, "product", Define, Retire);
+    aggregate!(Stock, StockCommand, "stock", Receive, Ship);
+    aggregate!(Order, OrderCommand, "order", Plan, Start);
+
+    /// Three aggregate types served by three services.
+    pub(crate) fn sample() -> App {
+        App::new("test").aggregate::<Product>("catalog").aggregate::<Stock>("stock").aggregate::<Order>("production")
+    }
+
+    #[test]
+    fn the_registry_knows_types_commands_services_and_says_what_it_knows() {
+        let app = sample();
+        assert_eq!(app.aggregate_types(), ["product", "stock", "order"]);
+        assert_eq!(app.service_names(), ["catalog", "stock", "production"]);
+        assert_eq!(app.aggregate_entry("stock").map(|a| a.service()), Some("stock"));
+        let unknown = app.aggregate_or_error("widget").err().map(|e| e.to_string()).unwrap_or_default();
+        assert_eq!(unknown, "unknown aggregate type \"widget\"; known types: product, stock, order");
+        let stock = app.aggregate_entry("stock").unwrap();
+        let teleport = stock.command("teleport").unwrap_err();
+        assert!(teleport.is_not_found() && teleport.to_string().contains("receive, ship"), "{teleport}");
+        assert!(stock.id("bolt@main").is_ok());
+        assert!(stock.id("a.b").unwrap_err().starts_with("invalid stock id: "));
+    }
+
+    #[test]
+    #[should_panic(expected = "registered twice")]
+    fn a_type_registered_twice_is_refused_at_start() {
+        let _ = sample().aggregate::<Stock>("warehouse");
+    }
+}

@@ -1,0 +1,111 @@
+//! The factory, registered once: its aggregates with the service owning each, its views with
+//! their key spelling, and its other services. Every part of the factory (command services,
+//! router, HTTP edge, `/status`, `factory run`, Kubernetes) reads this.
+
+use factory_domain::Warehouse;
+use factory_domain::order::{Order, OrderCommand, ProductInfo};
+use factory_domain::product::Product;
+use factory_domain::stock::Stock;
+use factory_projector::views::{CommandsView, OrdersView, ProductsView, StockView, WarehouseView};
+use futures::future::BoxFuture;
+use jetsource::id::escape_kv_token;
+use jetsource::{AggregateId, ErrorCode};
+use jetsource_runtime::App;
+use jetsource_runtime::command::{Prepare, Reads};
+use jetsource_runtime::registry::ServiceSpec;
+use jetsource_runtime::reply::ErrorBody;
+use jetsource_runtime::views::ViewKeys;
+
+/// The factory application.
+pub fn app() -> App {
+    App::new("factory")
+        .aggregate::<Product>("catalog")
+        .aggregate::<Stock>("stock")
+        .aggregate_prepared::<Order, _>("production", ProductLookup)
+        .view::<StockView>(ViewKeys::aggregate::<Stock>())
+        .view::<WarehouseView>(ViewKeys::custom(warehouse_key, str::to_owned))
+        .view::<OrdersView>(ViewKeys::aggregate::<Order>())
+        .view::<ProductsView>(ViewKeys::aggregate::<Product>())
+        .view::<CommandsView>(ViewKeys::custom(command_key, escape_kv_token))
+        .service(
+            ServiceSpec::other("saga", "The production saga: reserves, releases and consumes stock for orders")
+                .singleton(),
+        )
+        .service(ServiceSpec::other("notifier", "Asynchronous outcomes of commands to notify.<command_id>"))
+        .service(ServiceSpec::other("logbook", "Queries over the shipped logs (logbook.query)"))
+        .service(
+            ServiceSpec::other("gateway", "The HTTP edge (on --http): commands, views, aggregates, status, auth")
+                .undiscoverable(),
+        )
+}
+
+fn warehouse_key(natural: &str) -> Result<String, String> {
+    Warehouse::new(natural).map(|w| w.to_string())
+}
+
+fn command_key(natural: &str) -> Result<String, String> {
+    jetsource::metadata::validate_command_id(natural)?;
+    Ok(escape_kv_token(natural))
+}
+
+/// `plan` needs the product: defined? retired? its bill of materials. Products are read from
+/// the event store, not a view: planning needs the truth.
+struct ProductLookup;
+
+impl Prepare<Order> for ProductLookup {
+    fn prepare<'a>(
+        &'a self,
+        reads: &'a Reads,
+        command: OrderCommand,
+    ) -> BoxFuture<'a, Result<OrderCommand, ErrorBody>> {
+        Box::pin(async move {
+            let OrderCommand::Plan { product_id, qty, warehouse, .. } = command else { return Ok(command) };
+            let id = AggregateId::new(product_id.as_str())
+                .map_err(|e| ErrorBody::new(ErrorCode::Invalid, format!("product_id: {e}")))?;
+            let loaded = reads
+                .load::<Product>(&id)
+                .await
+                .map_err(|e| ErrorBody::new(ErrorCode::Unavailable, format!("product lookup: {e}")))?;
+            let product =
+                loaded.state.defined.then_some(ProductInfo { retired: loaded.state.retired, bom: loaded.state.bom });
+            Ok(OrderCommand::Plan { product_id, qty, warehouse, product })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use factory_domain::StockId;
+
+    use super::*;
+
+    #[test]
+    fn the_catalogue_knows_types_commands_and_ids() {
+        let app = app();
+        assert!(app.aggregate_entry("stock").is_some());
+        assert!(app.aggregate_entry("widget").is_none());
+        let order = app.aggregate_entry("order").unwrap();
+        assert!(order.command("start").unwrap().asynchronous);
+        let unknown = app.aggregate_entry("stock").unwrap().command("teleport").unwrap_err();
+        assert!(unknown.is_not_found() && unknown.to_string().contains("receive, ship"));
+        let stock = app.aggregate_entry("stock").unwrap();
+        assert!(stock.id("bolt@main").is_ok());
+        assert!(stock.id("bolt").is_err());
+        let product = app.aggregate_entry("product").unwrap();
+        assert!(product.id("bolt@main").is_ok());
+        assert!(product.id("a.b").is_err());
+        assert!(StockId::parse("bolt@main").is_ok());
+    }
+
+    #[test]
+    fn every_service_of_the_factory_is_registered_once_in_start_order() {
+        assert_eq!(
+            app().service_names(),
+            ["catalog", "stock", "production", "projector", "saga", "notifier", "logbook", "gateway"]
+        );
+        assert_eq!(
+            app().discoverable_services(),
+            ["catalog", "stock", "production", "projector", "saga", "notifier", "logbook"]
+        );
+    }
+}
