@@ -80,6 +80,7 @@ pub mod topology;
 pub use codec::Codec;
 pub use connect::{ConnectError, connect};
 pub use error::{CommandError, ErrorCode, StoreError};
+pub use jetsource_core::schemars;
 pub use jetsource_core::{
     Aggregate, AggregateId, Command, CommandContext, CommandParseError, CommandSpec, DomainError, DomainEvent, IdError,
     Metadata, TraceContext, Upcasters, aggregate, command, event, id, metadata,

@@ -35,6 +35,7 @@
 pub mod auth;
 pub mod config;
 mod edge;
+pub mod openapi;
 pub mod problem;
 mod routes;
 pub mod status;
@@ -52,8 +53,9 @@ use tokio::sync::Semaphore;
 
 pub use config::{AuthConfig, GatewayConfig};
 
-/// The OpenAPI 3.1 document of this gateway (served at `/openapi.json`).
-pub const OPENAPI: &str = include_str!("../openapi.json");
+/// The template of the OpenAPI 3.1 document; the served one is [`openapi::document`] of the
+/// registry.
+pub const OPENAPI: &str = openapi::TEMPLATE;
 
 /// The gateway: configuration, connections and the authenticator.
 pub struct Gateway {
@@ -66,6 +68,8 @@ pub struct Gateway {
     pub(crate) in_flight: Arc<Semaphore>,
     pub(crate) readiness: Readiness,
     pub(crate) shutdown: Shutdown,
+    /// The OpenAPI document served at `/openapi.json`, generated from the registry.
+    pub(crate) openapi: String,
 }
 
 /// Why the gateway cannot start.
@@ -109,7 +113,9 @@ impl Gateway {
             client.clone(),
             StoreConfig { app: app.name().to_owned(), service: "gateway".into(), ..Default::default() },
         );
+        let openapi = openapi::document(&app, config.auth.enabled()).to_string();
         Ok(Arc::new(Self {
+            openapi,
             app,
             in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
             client,

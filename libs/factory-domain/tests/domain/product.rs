@@ -66,3 +66,15 @@ fn product_commands_parse_strictly() {
         assert!(err.contains(needle), "{name} {body}: {err}");
     }
 }
+
+#[test]
+fn define_body_errors_name_the_failing_field() {
+    let err = |body: &str| C::parse("define", body.as_bytes()).unwrap_err().to_string();
+    assert!(
+        err(r#"{"name": "w", "bom": [{"sku": "a", "qty": 0}]}"#).contains("bom[0].qty: must be a positive integer")
+    );
+    assert!(err(r#"{"name": 7, "bom": []}"#).contains("name: invalid type: integer `7`, expected a string"));
+    assert!(err(r#"{"name": "w", "bom": [], "colour": "red"}"#).contains("unknown field `colour`"));
+    assert!(err(r#"{"name": "w"}"#).contains("missing field `bom`"));
+    assert!(err(r#"{"name": "w", "bom": [{"sku": "a b", "qty": 1}]}"#).contains("bom[0].sku"));
+}

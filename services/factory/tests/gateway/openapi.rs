@@ -208,3 +208,46 @@ fn the_validator_rejects_what_the_document_does_not_allow() {
     assert!(operation(&spec, "GET", "/v1/views/stock/bolt@main").is_some());
     assert!(operation(&spec, "PUT", "/v1/views/stock/bolt@main").is_none());
 }
+
+#[tokio::test]
+async fn the_served_document_is_generated_from_the_registry_with_a_typed_body_for_every_command() {
+    // Arrange
+    let stack = Stack::start().await;
+    let app = factory::registry::app();
+
+    // Act
+    let served: Value = stack.get("/openapi.json").await.json();
+
+    // Assert: the served document is the registry's, and says every command's body
+    assert_eq!(served, factory_gateway::openapi::document(&app, false), "served document drifted from the registry");
+    let mut documented = 0;
+    for aggregate in app.aggregates() {
+        for spec in aggregate.commands() {
+            let path = factory_gateway::openapi::command_path(aggregate.aggregate_type(), spec.name);
+            let op = &served["paths"][&path]["post"];
+            if spec.internal {
+                assert!(op.is_null(), "{path}: internal commands have no HTTP route");
+                continue;
+            }
+            let media = &op["requestBody"]["content"]["application/json"];
+            let schema = &media["schema"];
+            assert_eq!(schema["type"], "object", "{path}: {schema}");
+            assert_eq!(schema["additionalProperties"], false, "{path}: bodies are strict");
+            let example = &media["examples"][spec.name]["value"];
+            validate(&served, schema, example, &path).unwrap_or_else(|e| panic!("example of {path}: {e}"));
+            let reply = if spec.asynchronous { "202" } else { "200" };
+            assert!(op["responses"].get(reply).is_some(), "{path} documents {reply}");
+            documented += 1;
+        }
+    }
+    let concrete = served["paths"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .filter(|p| p.starts_with("/v1/commands/") && p.split('/').nth(3).is_some_and(|t| !t.starts_with('{')))
+        .count();
+    assert_eq!(concrete, documented, "every documented command is a registered one");
+    let wrong = serde_json::json!({"qty": "ten"});
+    let ship = &served["paths"]["/v1/commands/stock/{id}/ship"]["post"]["requestBody"]["content"]["application/json"];
+    assert!(validate(&served, &ship["schema"], &wrong, "ship").is_err(), "the ship body types qty");
+}

@@ -19,10 +19,10 @@ pub(super) fn routes(
     gw: &Arc<Gateway>,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = warp::Rejection> + Clone + use<> {
     let health = jetsource_runtime::health::routes(gw.readiness.clone(), Arc::clone(&gw.metrics));
-    let openapi = warp::path!("openapi.json").and(warp::get()).map(|| {
+    let openapi = warp::path!("openapi.json").and(warp::get()).and(with(gw)).map(|gw: Arc<Gateway>| {
         warp::http::Response::builder()
             .header("content-type", "application/json")
-            .body(crate::OPENAPI)
+            .body(gw.openapi.clone())
             .map(warp::Reply::into_response)
             .unwrap_or_else(warp::Reply::into_response)
     });
