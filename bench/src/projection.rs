@@ -46,7 +46,10 @@ pub async fn run(window: Duration) -> anyhow::Result<()> {
 /// Writes `AGGREGATES × EVENTS_PER_AGGREGATE` stock events through the framework (commands of
 /// 10 events each), interleaving aggregates as real traffic would.
 async fn prefill(client: &async_nats::Client) -> anyhow::Result<u64> {
-    let store = EventStore::new(client.clone(), StoreConfig { service: "stock".into(), ..Default::default() });
+    let store = EventStore::new(
+        client.clone(),
+        StoreConfig { app: "factory".into(), service: "stock".into(), ..Default::default() },
+    );
     let repo = Arc::new(Repository::<factory_domain::stock::Stock>::new(store, None, RepositoryConfig::default()));
     let started = Instant::now();
     let tasks: Vec<_> = (0..16)

@@ -4,7 +4,7 @@ use std::fmt;
 
 use thiserror::Error;
 
-/// The longest aggregate id accepted (DESIGN §4).
+/// The longest aggregate id accepted (`docs/contracts/nats.md`).
 pub const MAX_ID_LEN: usize = 128;
 
 /// An aggregate id that is safe to put into a NATS subject token: 1–128 characters of
@@ -38,7 +38,7 @@ pub enum IdError {
 }
 
 impl AggregateId {
-    /// Validates `id` (DESIGN §4) and wraps it.
+    /// Validates `id` (`docs/contracts/nats.md`) and wraps it.
     ///
     /// # Errors
     /// [`IdError`] naming what is wrong; nothing is built from a refused id.

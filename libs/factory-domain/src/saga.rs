@@ -1,5 +1,5 @@
 //! The production saga's decisions, without I/O: which stock commands an order event calls
-//! for, and what their answers mean for the order (DESIGN §5).
+//! for, and what their answers mean for the order (`docs/contracts/domain.md`).
 //!
 //! - `OrderStarted`: reserve `qty × bom` of `<sku>@<warehouse>` for every line. All reserved →
 //!   confirm (`ResourcesReserved`). A line refused (`insufficient_stock`) or unanswered within

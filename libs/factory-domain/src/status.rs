@@ -1,4 +1,4 @@
-//! How events change the status of the command that began a conversation (DESIGN §5): an
+//! How events change the status of the command that began a conversation (`docs/contracts/domain.md`): an
 //! asynchronous command (`order start`) is `accepted` at once, then `completed` when the saga
 //! reserved everything or `failed` when it could not; any command becomes `failed` when a view
 //! had to park one of its events. The commands view and the notifier share this reading, so

@@ -1,5 +1,5 @@
 //! Events as CloudEvents 1.0 in NATS binary content mode: the body is the JSON data and every
-//! attribute is a `ce-*` header (DESIGN §4). Any CloudEvents SDK can read the log.
+//! attribute is a `ce-*` header (`docs/contracts/events.md`). Any CloudEvents SDK can read the log.
 
 use async_nats::header::HeaderName;
 use async_nats::{HeaderMap, HeaderValue};
@@ -71,7 +71,7 @@ pub struct Attributes {
     pub id: String,
     /// `ce-source`.
     pub source: String,
-    /// `ce-type` in full (`factory.stock.StockReceived`).
+    /// `ce-type` in full (`shop.stock.StockReceived`).
     pub event_type: String,
     /// `ce-subject`: the aggregate id.
     pub subject: String,
@@ -262,8 +262,8 @@ mod tests {
     fn sample() -> Attributes {
         Attributes {
             id: "c1:0".into(),
-            source: "/factory/stock".into(),
-            event_type: "factory.stock.StockReceived".into(),
+            source: "/shop/stock".into(),
+            event_type: "shop.stock.StockReceived".into(),
             subject: "bolt@main".into(),
             time: "2026-11-27T10:00:00Z".into(),
             schema_version: 2,
@@ -295,7 +295,7 @@ mod tests {
     #[test]
     fn a_foreign_event_without_extensions_is_version_one() {
         let mut headers = HeaderMap::new();
-        headers.insert("ce-type", "factory.stock.StockReceived");
+        headers.insert("ce-type", "shop.stock.StockReceived");
         let attrs = Attributes::read(&headers).unwrap();
         assert_eq!((attrs.schema_version, attrs.aggregate_version), (1, None));
     }
@@ -321,7 +321,7 @@ mod tests {
     #[test]
     fn structured_form_carries_data_and_extensions() {
         let json = sample().to_structured(serde_json::json!({"qty": 5}), 42);
-        assert_eq!(json["type"], "factory.stock.StockReceived");
+        assert_eq!(json["type"], "shop.stock.StockReceived");
         assert_eq!(json["aggregateversion"], 3);
         assert_eq!(json["streamseq"], 42);
         assert_eq!(json["data"]["qty"], 5);

@@ -6,7 +6,7 @@ use thiserror::Error;
 use crate::aggregate::DomainError;
 use crate::id::IdError;
 
-/// The stable error codes of the public contract (DESIGN §5), with their HTTP-like status.
+/// The stable error codes of the public contract (`docs/contracts/nats.md`), with their HTTP-like status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {

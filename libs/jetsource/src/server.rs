@@ -1,6 +1,7 @@
-//! A local nats-server under our control: found the way DESIGN §4 says (`$NATS_SERVER_BIN`,
+//! A local nats-server under our control: found the way `docs/contracts/cli.md` says (`$NATS_SERVER_BIN`,
 //! the pinned `.tools/bin/nats-server`, then `PATH`), started with JetStream, waited for, and
-//! stopped. `factory up` uses it for its managed server; the testkit for test servers.
+//! stopped. An application's `up` command uses it for its managed server; the testkit for test
+//! servers.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

@@ -21,7 +21,7 @@
 //! let shutdown = jetsource_runtime::Shutdown::new();
 //! shutdown.on_signals();
 //! let readiness = jetsource_runtime::health::Readiness::new(client);
-//! let metrics = Arc::new(jetsource_telemetry::Metrics::new());
+//! let metrics = Arc::new(jetsource_telemetry::Metrics::new("example"));
 //! let addr = ([127, 0, 0, 1], 0).into();
 //! let (addr, server) = jetsource_runtime::health::serve_operational(addr, readiness, metrics, shutdown.clone()).await?;
 //! println!("health on http://{addr}");

@@ -1,4 +1,4 @@
-//! The reply contract of every request/reply endpoint (DESIGN §5): a JSON body on success; on
+//! The reply contract of every request/reply endpoint (`docs/contracts/nats.md`): a JSON body on success; on
 //! error the headers `Nats-Service-Error-Code` (HTTP-like number) and `Nats-Service-Error`,
 //! and a JSON body `{"code", "message", ...}`.
 

@@ -26,15 +26,18 @@ use crate::ship::{self, ShipLayer, Shipped, parse_level};
 /// What to set up.
 #[derive(Debug, Clone)]
 pub struct TelemetryConfig {
-    /// The process's service name (`factory` for all services in one process).
+    /// The process's service name (the application's name for all services in one process).
     pub service: String,
     /// This instance (`$HOSTNAME-<pid>`).
     pub instance: String,
-    /// Log filter (`info`, `factory_commands=debug`); `FACTORY_LOG`, then `RUST_LOG`, then `info`.
+    /// Log filter (`info`, `jetsource_runtime=debug`); then the variable named by
+    /// [`TelemetryConfig::env_prefix`] + `_LOG`, then `RUST_LOG`, then `info`.
     pub filter: Option<String>,
     /// Lowest level shipped to the `LOGS` stream (`off`, `error`, `warn`, `info`, ...);
-    /// `FACTORY_LOG_SHIP`, then `warn`.
+    /// `<PREFIX>_LOG_SHIP`, then `warn`.
     pub ship: Option<String>,
+    /// Prefix of the application's environment variables (`SHOP` reads `SHOP_LOG` and `SHOP_LOG_SHIP`).
+    pub env_prefix: String,
 }
 
 /// Why telemetry could not be set up.
@@ -102,7 +105,7 @@ impl Telemetry {
         let filter = config
             .filter
             .clone()
-            .or_else(|| std::env::var("FACTORY_LOG").ok())
+            .or_else(|| std::env::var(format!("{}_LOG", config.env_prefix)).ok())
             .or_else(|| std::env::var("RUST_LOG").ok())
             .unwrap_or_else(|| "info".to_owned());
         // The log filter governs the JSON lines only; spans (which carry the trace ids into
@@ -112,15 +115,16 @@ impl Telemetry {
         // The OTel layer sees spans and warnings/errors only (these mark the span as failed);
         // turning every debug event into a span event would cost more than it tells.
         let otel = tracing_opentelemetry::layer()
-            .with_tracer(provider.tracer("factory"))
+            .with_tracer(provider.tracer(config.service.clone()))
             .with_threads(false)
             .with_tracked_inactivity(false)
             .with_location(false)
             .with_filter(filter_fn(|meta| *meta.level() <= if meta.is_span() { Level::INFO } else { Level::WARN }));
-        let ship_level = match config.ship.clone().or_else(|| std::env::var("FACTORY_LOG_SHIP").ok()) {
-            Some(text) => parse_level(&text).map_err(TelemetryError::Filter)?,
-            None => Some(Level::WARN),
-        };
+        let ship_level =
+            match config.ship.clone().or_else(|| std::env::var(format!("{}_LOG_SHIP", config.env_prefix)).ok()) {
+                Some(text) => parse_level(&text).map_err(TelemetryError::Filter)?,
+                None => Some(Level::WARN),
+            };
         let (tx, rx) = ship::queue();
         let dropped = Arc::new(AtomicU64::new(0));
         let shipper = ship_level.map(|level| {

@@ -1,13 +1,13 @@
 //! # jetsource-telemetry
 //!
-//! Telemetry set up once, in one crate, for every factory service:
+//! Telemetry set up once, in one crate, for every service of an application:
 //!
 //! - [`Telemetry::init`]: JSON log lines on stdout (service, instance, level, target, message,
 //!   trace and span ids), OpenTelemetry spans, W3C propagation, OTLP export driven by the
 //!   standard `OTEL_*` variables and free when they are unset;
 //! - [`propagation`]: `traceparent` in and out of NATS headers and stored events;
 //! - [`metrics`]: the Prometheus registry behind `/metrics`;
-//! - log shipping: the same records (WARN and above unless `FACTORY_LOG_SHIP` says otherwise)
+//! - log shipping: the same records (WARN and above unless `<PREFIX>_LOG_SHIP` says otherwise)
 //!   to `logs.<service>.<level>` once [`Telemetry::ship_logs`] has a connection.
 //!
 //! ## Example
@@ -19,6 +19,7 @@
 //!     instance: "stock-1".into(),
 //!     filter: None,
 //!     ship: None,
+//!     env_prefix: "STOCK".into(),
 //! })?;
 //! tracing::info!(service = "stock", "ready");
 //! telemetry.shutdown().await;

@@ -1,5 +1,6 @@
-//! Prometheus metrics of the factory services, one registry per process, rendered at
-//! `/metrics`. Names are the contract of the dashboards and alert rules in `observability/`.
+//! Prometheus metrics of an application's services, one registry per process, rendered at
+//! `/metrics`, every name prefixed with the application's name (`<app>_commands_total`). Names
+//! are the contract of the dashboards and alert rules an application ships.
 
 use std::borrow::Cow;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -25,69 +26,63 @@ fn latency() -> Histogram {
     Histogram::new(exponential_buckets(0.0001, 2.0, 18))
 }
 
-/// Every metric a factory process exposes.
+/// Every metric a process exposes.
 pub struct Metrics {
     registry: Mutex<Registry>,
-    /// `factory_commands_total{aggregate_type, command, code}`: answered commands by outcome
+    /// `<app>_commands_total{aggregate_type, command, code}`: answered commands by outcome
     /// (`succeeded`, `accepted`, or the error code).
     pub commands: Family<Labels<3>, Counter>,
-    /// `factory_command_duration_seconds{aggregate_type, command}`.
+    /// `<app>_command_duration_seconds{aggregate_type, command}`.
     pub command_seconds: Family<Labels<2>, Histogram, fn() -> Histogram>,
-    /// `factory_occ_conflicts_total{aggregate_type}`: appends refused by optimistic concurrency.
+    /// `<app>_occ_conflicts_total{aggregate_type}`: appends refused by optimistic concurrency.
     pub conflicts: Family<Labels<1>, Counter>,
-    /// `factory_idempotent_replays_total{aggregate_type, source}`: retried commands answered with
+    /// `<app>_idempotent_replays_total{aggregate_type, source}`: retried commands answered with
     /// their first outcome (`source` = `stream` or `ledger`).
     pub replays: Family<Labels<2>, Counter>,
-    /// `factory_append_duration_seconds{aggregate_type}`.
+    /// `<app>_append_duration_seconds{aggregate_type}`.
     pub append_seconds: Family<Labels<1>, Histogram, fn() -> Histogram>,
-    /// `factory_aggregate_load_duration_seconds{aggregate_type}`: loads from the store.
+    /// `<app>_aggregate_load_duration_seconds{aggregate_type}`: loads from the store.
     pub load_seconds: Family<Labels<1>, Histogram, fn() -> Histogram>,
-    /// `factory_projection_events_total{view}`: events applied to a view.
+    /// `<app>_projection_events_total{view}`: events applied to a view.
     pub projection_events: Family<Labels<1>, Counter>,
-    /// `factory_projection_lag{view}`: events in the stream not yet applied.
+    /// `<app>_projection_lag{view}`: events in the stream not yet applied.
     pub projection_lag: Family<Labels<1>, Gauge>,
-    /// `factory_projection_last_seq{view}`: stream sequence last applied.
+    /// `<app>_projection_last_seq{view}`: stream sequence last applied.
     pub projection_last_seq: Family<Labels<1>, Gauge>,
-    /// `factory_projection_parked{view}`: events parked (poison) awaiting a retry.
+    /// `<app>_projection_parked{view}`: events parked (poison) awaiting a retry.
     pub projection_parked: Family<Labels<1>, Gauge>,
-    /// `factory_projection_rebuilds_total{view}`.
+    /// `<app>_projection_rebuilds_total{view}`.
     pub projection_rebuilds: Family<Labels<1>, Counter>,
-    /// `factory_saga_orders_total{outcome}`: orders the saga finished (`reserved`, `failed`,
+    /// `<app>_saga_orders_total{outcome}`: orders the saga finished (`reserved`, `failed`,
     /// `completed`, `cancelled`).
     pub saga_orders: Family<Labels<1>, Counter>,
-    /// `factory_saga_failures_total{reason}`.
+    /// `<app>_saga_failures_total{reason}`.
     pub saga_failures: Family<Labels<1>, Counter>,
-    /// `factory_saga_steps_total{command, outcome}`: stock commands the saga sent (`done`,
+    /// `<app>_saga_steps_total{command, outcome}`: stock commands the saga sent (`done`,
     /// `refused`, `no_answer`).
     pub saga_steps: Family<Labels<2>, Counter>,
-    /// `factory_saga_time_to_failure_seconds`: from `OrderStarted` to `OrderFailed`.
+    /// `<app>_saga_time_to_failure_seconds`: from `OrderStarted` to `OrderFailed`.
     pub saga_time_to_failure: Histogram,
-    /// `factory_notifications_total{status}`.
+    /// `<app>_notifications_total{status}`.
     pub notifications: Family<Labels<1>, Counter>,
-    /// `factory_http_requests_total{route, status}`.
+    /// `<app>_http_requests_total{route, status}`.
     pub http_requests: Family<Labels<2>, Counter>,
-    /// `factory_http_request_duration_seconds{route}`.
+    /// `<app>_http_request_duration_seconds{route}`.
     pub http_seconds: Family<Labels<1>, Histogram, fn() -> Histogram>,
-    /// `factory_nats_connected`: 1 while the NATS connection is up.
+    /// `<app>_nats_connected`: 1 while the NATS connection is up.
     pub nats_connected: Gauge,
-    /// `factory_logs_shipped_total{level}`.
+    /// `<app>_logs_shipped_total{level}`.
     pub logs_shipped: Family<Labels<1>, Counter>,
-    /// `factory_service_instances{service}`: instances answering NATS discovery (the gateway
+    /// `<app>_service_instances{service}`: instances answering NATS discovery (the gateway
     /// keeps it).
     pub service_instances: Family<Labels<1>, Gauge>,
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl Metrics {
-    /// A fresh registry with every metric registered.
-    pub fn new() -> Self {
+    /// A fresh registry with every metric registered, each name prefixed with `app`.
+    pub fn new(app: &str) -> Self {
         let metrics = Self {
-            registry: Mutex::new(Registry::with_prefix("factory")),
+            registry: Mutex::new(Registry::with_prefix(app)),
             commands: Family::default(),
             command_seconds: Family::new_with_constructor(latency),
             conflicts: Family::default(),
@@ -217,16 +212,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn renders_registered_metrics_with_the_factory_prefix() {
-        let metrics = Metrics::new();
+    fn renders_registered_metrics_with_the_application_prefix() {
+        let metrics = Metrics::new("shop");
         metrics.command("stock", "receive", "succeeded", Duration::from_millis(2));
         metrics.nats_connected.set(1);
         let text = metrics.render();
         assert!(
-            text.contains(r#"factory_commands_total{aggregate_type="stock",command="receive",code="succeeded"} 1"#),
+            text.contains(r#"shop_commands_total{aggregate_type="stock",command="receive",code="succeeded"} 1"#),
             "{text}"
         );
-        assert!(text.contains("factory_command_duration_seconds_bucket"), "{text}");
-        assert!(text.contains("factory_nats_connected 1"), "{text}");
+        assert!(text.contains("shop_command_duration_seconds_bucket"), "{text}");
+        assert!(text.contains("shop_nats_connected 1"), "{text}");
     }
 }

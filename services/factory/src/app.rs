@@ -106,7 +106,7 @@ impl App {
         } else {
             None
         };
-        let metrics = Arc::new(Metrics::new());
+        let metrics = Arc::new(Metrics::new(registry.name()));
         metrics.nats_connected.set(1);
         let readiness = Readiness::new(client.clone());
         let mut services = Vec::new();

@@ -441,6 +441,7 @@ fn telemetry(service: &str, log: Option<String>) -> anyhow::Result<Telemetry> {
         instance: jetsource_runtime::micro::instance_name(),
         filter: log,
         ship: None,
+        env_prefix: "FACTORY".into(),
     };
     Ok(Telemetry::init(&config)?)
 }

@@ -16,7 +16,7 @@
 //! ```no_run
 //! # async fn run(client: async_nats::Client) -> Result<(), Box<dyn std::error::Error>> {
 //! use std::sync::Arc;
-//! let metrics = Arc::new(jetsource_telemetry::Metrics::new());
+//! let metrics = Arc::new(jetsource_telemetry::Metrics::new("example"));
 //! let readiness = jetsource_runtime::health::Readiness::new(client.clone());
 //! let app = std::sync::Arc::new(jetsource_runtime::App::new("example"));
 //! let gateway = factory_gateway::Gateway::new(app, client, Default::default(), metrics, readiness)?;

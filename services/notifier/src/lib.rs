@@ -1,6 +1,6 @@
 //! # factory-notifier
 //!
-//! Tells clients about asynchronous outcomes (DESIGN §4, Async errors). A durable consumer
+//! Tells clients about asynchronous outcomes (`docs/contracts/nats.md`, notifications). A durable consumer
 //! (`notifier`) reads order events and the facts of views that parked events; each one that
 //! moves a command's status on ([`factory_domain::status`]) becomes a notification published to
 //! `notify.<command_id>` in the stream `NOTIFICATIONS` (kept 24 h):
@@ -19,7 +19,7 @@
 //! ```no_run
 //! # async fn run(client: async_nats::Client) -> Result<(), Box<dyn std::error::Error>> {
 //! use std::sync::Arc;
-//! let metrics = Arc::new(jetsource_telemetry::Metrics::new());
+//! let metrics = Arc::new(jetsource_telemetry::Metrics::new("example"));
 //! let notifier = factory_notifier::Notifier::start(client, metrics).await?;
 //! notifier.run_until_stopped(jetsource_runtime::Shutdown::new()).await;
 //! # Ok(()) }
@@ -52,7 +52,7 @@ use tracing::Instrument;
 /// The prefix of notification subjects: `notify.<command_id>`.
 pub const SUBJECT_PREFIX: &str = "notify";
 
-/// One notification (DESIGN §5).
+/// One notification (`docs/contracts/nats.md`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Notification {
     /// The command whose status changed.

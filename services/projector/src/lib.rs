@@ -13,7 +13,7 @@
 //! ```no_run
 //! # async fn run(client: async_nats::Client) -> Result<(), Box<dyn std::error::Error>> {
 //! use std::sync::Arc;
-//! let metrics = Arc::new(jetsource_telemetry::Metrics::new());
+//! let metrics = Arc::new(jetsource_telemetry::Metrics::new("example"));
 //! let app = jetsource_runtime::App::new("example");
 //! let projector = factory_projector::Projector::start(&app, client, Default::default(), metrics).await?;
 //! projector.run_until_stopped(jetsource_runtime::Shutdown::new()).await;

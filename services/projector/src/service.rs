@@ -179,7 +179,10 @@ impl Projector {
         )
         .await
         .map_err(|e| ProjectionError::Unavailable { view: "*".into(), reason: e.to_string() })?;
-        let store = EventStore::new(client.clone(), StoreConfig { service: "projector".into(), ..Default::default() });
+        let store = EventStore::new(
+            client.clone(),
+            StoreConfig { app: app.name().to_owned(), service: "projector".into(), ..Default::default() },
+        );
         let (faults, reports) = mpsc::channel(10_000);
         tokio::spawn(report_faults(store.clone(), reports));
         let inner = Arc::new(Inner {

@@ -25,7 +25,7 @@
 //! ```no_run
 //! # async fn run(client: async_nats::Client) -> Result<(), Box<dyn std::error::Error>> {
 //! use std::sync::Arc;
-//! let metrics = Arc::new(jetsource_telemetry::Metrics::new());
+//! let metrics = Arc::new(jetsource_telemetry::Metrics::new("example"));
 //! let saga = factory_saga::Saga::start(client, factory_saga::SagaConfig::default(), metrics).await?;
 //! saga.run_until_stopped(jetsource_runtime::Shutdown::new()).await;
 //! # Ok(()) }

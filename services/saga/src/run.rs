@@ -102,7 +102,10 @@ impl Saga {
             .map_err(|e| SagaError::Setup(format!("consumer saga on EVENTS: {e}")))?;
         let sagas = js.get_key_value("sagas").await.map_err(|e| SagaError::Setup(format!("bucket sagas: {e}")))?;
         let snapshots = SnapshotStore::open(&js, "snapshots").await.ok();
-        let store = EventStore::new(client.clone(), StoreConfig { service: "saga".into(), ..Default::default() });
+        let store = EventStore::new(
+            client.clone(),
+            StoreConfig { app: "factory".into(), service: "saga".into(), ..Default::default() },
+        );
         let orders =
             Repository::<Order>::new(store, snapshots, RepositoryConfig { cache_capacity: 0, ..Default::default() });
         let micro = MicroService::start(

@@ -46,7 +46,7 @@ impl Default for RepositoryConfig {
     }
 }
 
-/// What a command did: the reply of DESIGN §5 minus the status.
+/// What a command did: the command reply (`docs/contracts/nats.md`) minus the status.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CommandOutcome {
     /// The command id.

@@ -165,9 +165,9 @@ fn map_publish_error(error: PublishError, subject: &str, expected: u64) -> Store
         PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe => {
             StoreError::Unavailable(format!("no acknowledgement for {subject}: {error}"))
         }
-        PublishErrorKind::StreamNotFound => StoreError::Unavailable(format!(
-            "no stream accepts {subject}; is the topology provisioned (`factory provision`)?"
-        )),
+        PublishErrorKind::StreamNotFound => {
+            StoreError::Unavailable(format!("no stream accepts {subject}; is the topology provisioned?"))
+        }
         PublishErrorKind::MaxPayloadExceeded => StoreError::TooLarge(format!("event too large for {subject}: {error}")),
         _ => match jetstream_code(&error) {
             Some(WRONG_LAST_SEQUENCE | WRONG_LAST_SEQUENCE_CONSTANT) => conflict(),
@@ -175,7 +175,7 @@ fn map_publish_error(error: PublishError, subject: &str, expected: u64) -> Store
                 StoreError::Duplicate { subject: subject.to_owned() }
             }
             Some(ATOMIC_PUBLISH_DISABLED) => StoreError::Internal(format!(
-                "atomic batch publish is disabled on the stream of {subject}; run `factory provision`"
+                "atomic batch publish is disabled on the stream of {subject}; provision the topology again"
             )),
             _ => StoreError::Internal(format!("append to {subject} failed: {error}")),
         },

@@ -25,7 +25,7 @@ pub struct StoreConfig {
     pub stream: String,
     /// First subject token of every event subject (`evt`).
     pub subject_prefix: String,
-    /// Application name: `ce-type` prefix and `ce-source` root (`factory`).
+    /// Application name: `ce-type` prefix and `ce-source` root (the registry's name).
     pub app: String,
     /// Service writing the events: `ce-source` = `/<app>/<service>`.
     pub service: String,
@@ -40,7 +40,7 @@ impl Default for StoreConfig {
         Self {
             stream: "EVENTS".into(),
             subject_prefix: "evt".into(),
-            app: "factory".into(),
+            app: "app".into(),
             service: "app".into(),
             read_batch: 10_000,
             read_timeout: Duration::from_secs(5),

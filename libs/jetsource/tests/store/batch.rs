@@ -8,8 +8,8 @@ pub fn new_event(command_id: &str, index: usize, version: u64, qty: u64) -> NewE
     NewEvent::new(
         Attributes {
             id: format!("{command_id}:{index}"),
-            source: "/factory/tests".into(),
-            event_type: "factory.bin.Received".into(),
+            source: "/shop/tests".into(),
+            event_type: "shop.bin.Received".into(),
             subject: "raw".into(),
             time: "2026-11-27T10:00:00Z".into(),
             schema_version: 2,

@@ -21,7 +21,7 @@ async fn a_v1_event_published_raw_is_read_back_upcast_to_v2() {
         ("ce-specversion", "1.0"),
         ("ce-id", "legacy-1"),
         ("ce-source", "/legacy/importer"),
-        ("ce-type", "factory.bin.Received"),
+        ("ce-type", "shop.bin.Received"),
         ("ce-subject", "old@main"),
         ("ce-time", "2020-01-01T00:00:00Z"),
         ("ce-datacontenttype", "application/json"),
@@ -44,13 +44,13 @@ async fn a_v1_event_published_raw_is_read_back_upcast_to_v2() {
 async fn unknown_types_and_undecodable_payloads_are_typed_errors_naming_subject_and_seq() {
     let env = Env::start().await;
     let repo = env.repository(RepositoryConfig::default());
-    publish_raw(&env, "evt.bin.odd", &[("ce-type", "factory.bin.Teleported")], "{}").await;
-    publish_raw(&env, "evt.bin.bad", &[("ce-type", "factory.bin.Taken")], r#"{"qty": "lots"}"#).await;
-    publish_raw(&env, "evt.bin.junk", &[("ce-type", "factory.bin.Taken")], "not json").await;
+    publish_raw(&env, "evt.bin.odd", &[("ce-type", "shop.bin.Teleported")], "{}").await;
+    publish_raw(&env, "evt.bin.bad", &[("ce-type", "shop.bin.Taken")], r#"{"qty": "lots"}"#).await;
+    publish_raw(&env, "evt.bin.junk", &[("ce-type", "shop.bin.Taken")], "not json").await;
 
     match repo.load(&id("odd")).await {
         Err(StoreError::UnknownEventType { subject, seq: 1, event_type }) => {
-            assert_eq!((subject.as_str(), event_type.as_str()), ("evt.bin.odd", "factory.bin.Teleported"));
+            assert_eq!((subject.as_str(), event_type.as_str()), ("evt.bin.odd", "shop.bin.Teleported"));
         }
         other => panic!("expected UnknownEventType, got {other:?}"),
     }

@@ -479,7 +479,7 @@ struct Success {
 }
 
 fn success(outcome: &CommandOutcome, asynchronous: bool) -> Success {
-    /// The success reply of DESIGN §5.
+    /// The success reply (`docs/contracts/nats.md`).
     #[derive(serde::Serialize)]
     struct Reply<'a> {
         command_id: &'a str,

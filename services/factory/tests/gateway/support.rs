@@ -56,6 +56,7 @@ impl Stack {
             instance: "test".into(),
             filter: Some("error".into()),
             ship: Some("off".into()),
+            env_prefix: "FACTORY".into(),
         };
         let _ = jetsource_telemetry::Telemetry::init(&config);
         let server = NatsServer::start();

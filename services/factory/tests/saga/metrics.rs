@@ -155,6 +155,7 @@ async fn every_metric_a_dashboard_or_rule_names_exists() {
         instance: "test".into(),
         filter: Some("off".into()),
         ship: Some("warn".into()),
+        env_prefix: "FACTORY".into(),
     })
     .unwrap();
     telemetry.ship_logs(app.client().clone(), Some(std::sync::Arc::clone(app.metrics())));
