@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::consumer::{AckPolicy, pull};
 use factory::app::{App, AppConfig};
-use factory_projector::views::{CommandsView, StockView};
+use factory::views::{CommandsView, StockView};
 use futures::StreamExt;
 use hdrhistogram::Histogram;
 use jetsource::projection::{Projection, ViewConfig, ViewWorker};

@@ -7,7 +7,9 @@
 //! - [`command`]: the command service of any registered aggregate type (parse, idempotency,
 //!   prepare, execute, reply) and the router that answers what no service owns;
 //! - [`inspect`]: an aggregate's state and history from the event store, at any point;
-//! - [`views`]: the registered views, type-erased;
+//! - [`views`]: the registered views, type-erased; [`projector`]: the service keeping them
+//!   (workers per version, rebuilds, parked events, queries over NATS);
+//! - [`logbook`]: queries over the logs every service ships to the bus;
 //! - [`micro`]: the NATS micro-service protocol (`$SRV.PING|INFO|STATS`) with our own endpoints;
 //! - [`reply`]: the reply contract (`Nats-Service-Error-Code`, `Nats-Service-Error`, JSON body);
 //! - [`ledger`]: the idempotency ledger (`Idempotency-Key` → first outcome, 24 h);
@@ -39,7 +41,9 @@ pub mod consume;
 pub mod health;
 pub mod inspect;
 pub mod ledger;
+pub mod logbook;
 pub mod micro;
+pub mod projector;
 pub mod registry;
 pub mod reply;
 pub mod shutdown;

@@ -32,12 +32,36 @@ pub enum ServiceKind {
     Commands,
     /// Keeps the registered views and answers their queries (`qry.>`).
     Projector,
-    /// Any other service the application registered (process managers, the edge, ...).
-    Other,
+    /// The HTTP edge (`jetsource-http`), on the process's HTTP address.
+    Edge,
+    /// Answers queries over the shipped logs ([`crate::logbook`]).
+    Logbook,
+    /// A service of the application's own, started by its [`Starter`].
+    Custom,
 }
 
+/// What a [`Starter`] gets: the process's connection, metrics and the registry.
+#[derive(Clone)]
+pub struct StartCtx {
+    /// The process's NATS connection.
+    pub client: async_nats::Client,
+    /// The process's metrics.
+    pub metrics: Arc<jetsource_telemetry::Metrics>,
+    /// The application.
+    pub app: Arc<App>,
+}
+
+/// A service started and subscribed, waiting to be run until the signal.
+pub type Started = Box<dyn FnOnce(crate::Shutdown) -> BoxFuture<'static, ()> + Send>;
+
+/// The error a [`Starter`] may fail with.
+pub type StartError = Box<dyn std::error::Error + Send + Sync>;
+
+/// How a custom service starts: subscribe (fail if the topology is missing), then run.
+pub type Starter = Arc<dyn Fn(StartCtx) -> BoxFuture<'static, Result<Started, StartError>> + Send + Sync>;
+
 /// One service a process can run.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ServiceSpec {
     /// Its name (`stock`), as in `run <service>`, `$SRV` discovery and NATS users.
     pub name: &'static str,
@@ -49,12 +73,50 @@ pub struct ServiceSpec {
     pub discoverable: bool,
     /// At most one instance may be active (its Deployment replaces rather than overlaps).
     pub singleton: bool,
+    /// How a [`ServiceKind::Custom`] service starts.
+    pub starter: Option<Starter>,
+}
+
+impl fmt::Debug for ServiceSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServiceSpec")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("discoverable", &self.discoverable)
+            .field("singleton", &self.singleton)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ServiceSpec {
-    /// A service of kind [`ServiceKind::Other`].
-    pub fn other(name: &'static str, description: impl Into<String>) -> Self {
-        Self { name, description: description.into(), kind: ServiceKind::Other, discoverable: true, singleton: false }
+    fn new(name: &'static str, description: impl Into<String>, kind: ServiceKind) -> Self {
+        Self { name, description: description.into(), kind, discoverable: true, singleton: false, starter: None }
+    }
+
+    /// A service of the application's own, started by `starter`.
+    pub fn custom<F>(name: &'static str, description: impl Into<String>, starter: F) -> Self
+    where
+        F: Fn(StartCtx) -> BoxFuture<'static, Result<Started, StartError>> + Send + Sync + 'static,
+    {
+        Self { starter: Some(Arc::new(starter)), ..Self::new(name, description, ServiceKind::Custom) }
+    }
+
+    /// The HTTP edge: commands, views, aggregates, status, OpenAPI, auth (it does not answer
+    /// `$SRV` discovery).
+    pub fn edge() -> Self {
+        Self {
+            discoverable: false,
+            ..Self::new(
+                "gateway",
+                "The HTTP edge (on --http): commands, views, aggregates, status, auth",
+                ServiceKind::Edge,
+            )
+        }
+    }
+
+    /// The logbook: queries over the shipped logs (`logbook.query`).
+    pub fn logbook() -> Self {
+        Self::new("logbook", "Queries over the shipped logs (logbook.query)", ServiceKind::Logbook)
     }
 
     /// Marks it as not answering `$SRV` discovery.
@@ -273,13 +335,7 @@ impl App {
         assert!(self.aggregate_entry(A::TYPE).is_none(), "aggregate type {:?} is registered twice", A::TYPE);
         self.aggregates.push(Arc::new(Entry::<A, P> { service, prepare: Arc::new(prepare), _aggregate: PhantomData }));
         if !self.services.iter().any(|s| s.name == service) {
-            self.services.push(ServiceSpec {
-                name: service,
-                description: String::new(),
-                kind: ServiceKind::Commands,
-                discoverable: true,
-                singleton: false,
-            });
+            self.services.push(ServiceSpec::new(service, String::new(), ServiceKind::Commands));
         }
         let types: Vec<&str> =
             self.aggregates.iter().filter(|a| a.service() == service).map(|a| a.aggregate_type()).collect();
@@ -300,18 +356,20 @@ impl App {
         assert!(self.view_entry(name).is_none(), "view {name:?} is registered twice");
         self.views.push(Arc::new(Kind::<P> { name, keys, _projection: PhantomData }));
         if !self.services.iter().any(|s| s.kind == ServiceKind::Projector) {
-            self.services.push(ServiceSpec {
-                name: "projector",
-                description: "Views and queries (qry.*), rebuilds and parked events (projector.*)".into(),
-                kind: ServiceKind::Projector,
-                discoverable: true,
-                singleton: true,
-            });
+            self.services.push(
+                ServiceSpec::new(
+                    "projector",
+                    "Views and queries (qry.*), rebuilds and parked events (projector.*)",
+                    ServiceKind::Projector,
+                )
+                .singleton(),
+            );
         }
         self
     }
 
-    /// Registers another service (a process manager, the HTTP edge, ...).
+    /// Registers another service ([`ServiceSpec::edge`], [`ServiceSpec::logbook`] or one of the
+    /// application's own, [`ServiceSpec::custom`]).
     ///
     /// # Panics
     /// When a service of the same name is registered twice.

@@ -8,7 +8,6 @@
 //! ## Layout
 //! - [`registry`]: the factory registered once: aggregates, views, services.
 //! - [`app`]: assembling the services of one process, serving until shutdown.
-//! - [`managed`]: the managed local nats-server of `factory up`.
 //! - [`k8s`]: the Kubernetes files derived from `nats/` (`factory k8s`).
 //!
 //! ## Example
@@ -28,8 +27,8 @@
 
 pub mod app;
 pub mod k8s;
-pub mod managed;
 pub mod registry;
+pub mod views;
 
 /// The declared topology shipped with the binary (`nats/topology.toml`).
 pub const TOPOLOGY: &str = include_str!("../../../nats/topology.toml");

@@ -8,9 +8,9 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use factory::app::{App, AppConfig, all_services};
-use factory::managed::ManagedServer;
 use jetsource::topology::{ProvisionOptions, Topology, provision};
 use jetsource::{EventStore, StoreConfig, Until};
+use jetsource_cli::managed::ManagedServer;
 use jetsource_runtime::Shutdown;
 use jetsource_telemetry::{Telemetry, TelemetryConfig};
 use time::OffsetDateTime;
@@ -341,7 +341,7 @@ fn k8s_command(args: &K8sArgs) -> anyhow::Result<()> {
 }
 
 async fn logs_command(args: LogsArgs) -> anyhow::Result<()> {
-    let query = factory_logbook::LogQuery {
+    let query = jetsource_runtime::logbook::LogQuery {
         service: args.service.clone(),
         level: args.level.clone(),
         trace_id: args.trace_id.clone(),
@@ -368,7 +368,7 @@ async fn logs_command(args: LogsArgs) -> anyhow::Result<()> {
     };
     let page = request(
         &client,
-        factory_logbook::QUERY_SUBJECT.into(),
+        jetsource_runtime::logbook::QUERY_SUBJECT.into(),
         async_nats::HeaderMap::new(),
         serde_json::to_string(&query)?,
     )
@@ -427,7 +427,7 @@ fn readable(record: &serde_json::Value) -> String {
 
 async fn status_command(nats: NatsArgs) -> anyhow::Result<()> {
     let client = jetsource::connect(&nats.nats_url, "factory-cli").await?;
-    let (_, report) = factory_gateway::status::status(&factory::registry::app(), &client).await;
+    let (_, report) = jetsource_http::status::status(&factory::registry::app(), &client).await;
     println!("{}", serde_json::to_string_pretty(&report)?);
     match report["status"].as_str() {
         Some("ok") => Ok(()),
@@ -450,14 +450,14 @@ async fn up(args: UpArgs, log: Option<String>) -> anyhow::Result<()> {
     let telemetry = telemetry("factory", log)?;
     let managed = match &args.nats_url {
         Some(_) => None,
-        None => Some(ManagedServer::start(&args.data_dir, args.nats_port, args.nats_monitor_port)?),
+        None => Some(ManagedServer::start("factory", &args.data_dir, args.nats_port, args.nats_monitor_port)?),
     };
     let url = args.nats_url.clone().or_else(|| managed.as_ref().map(ManagedServer::url)).unwrap_or_default();
     let shutdown = Shutdown::new();
     shutdown.on_signals();
     let mut config = AppConfig::new(&url, all_services());
     config.http = Some(args.http);
-    config.gateway.auth = factory_gateway::AuthConfig::from_env().map_err(anyhow::Error::msg)?;
+    config.gateway.auth = jetsource_http::AuthConfig::from_env("FACTORY").map_err(anyhow::Error::msg)?;
     let result = match App::build(config).await {
         Ok(app) => {
             telemetry.ship_logs(app.client().clone(), Some(Arc::clone(app.metrics())));
@@ -504,7 +504,7 @@ async fn run_services(args: RunArgs, log: Option<String>) -> anyhow::Result<()> 
     shutdown.on_signals();
     let mut config = AppConfig::new(&args.nats.nats_url, names.clone());
     config.http = Some(args.http);
-    config.gateway.auth = factory_gateway::AuthConfig::from_env().map_err(anyhow::Error::msg)?;
+    config.gateway.auth = jetsource_http::AuthConfig::from_env("FACTORY").map_err(anyhow::Error::msg)?;
     config.provision = !args.no_provision;
     config.replicas = args.replicas;
     let result = match App::build(config).await {

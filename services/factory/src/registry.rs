@@ -2,22 +2,29 @@
 //! their key spelling, and its other services. Every part of the factory (command services,
 //! router, HTTP edge, `/status`, `factory run`, Kubernetes) reads this.
 
+use crate::views::{CommandsView, OrdersView, ProductsView, StockView, WarehouseView};
 use factory_domain::Warehouse;
 use factory_domain::order::{Order, OrderCommand, ProductInfo};
 use factory_domain::product::Product;
 use factory_domain::stock::Stock;
-use factory_projector::views::{CommandsView, OrdersView, ProductsView, StockView, WarehouseView};
+use factory_notifier::Notifier;
+use factory_saga::{Saga, SagaConfig};
 use futures::future::BoxFuture;
 use jetsource::id::escape_kv_token;
 use jetsource::{AggregateId, ErrorCode};
 use jetsource_runtime::App;
 use jetsource_runtime::command::{Prepare, Reads};
-use jetsource_runtime::registry::ServiceSpec;
+use jetsource_runtime::registry::{ServiceSpec, Started};
 use jetsource_runtime::reply::ErrorBody;
 use jetsource_runtime::views::ViewKeys;
 
-/// The factory application.
+/// The factory application, its saga with default settings.
 pub fn app() -> App {
+    configured(SagaConfig::default())
+}
+
+/// The factory application with the saga's settings.
+pub fn configured(saga: SagaConfig) -> App {
     App::new("factory")
         .aggregate::<Product>("catalog")
         .aggregate::<Stock>("stock")
@@ -28,15 +35,36 @@ pub fn app() -> App {
         .view::<ProductsView>(ViewKeys::aggregate::<Product>())
         .view::<CommandsView>(ViewKeys::custom(command_key, escape_kv_token))
         .service(
-            ServiceSpec::other("saga", "The production saga: reserves, releases and consumes stock for orders")
-                .singleton(),
+            ServiceSpec::custom(
+                "saga",
+                "The production saga: reserves, releases and consumes stock for orders",
+                move |ctx| {
+                    let saga = saga.clone();
+                    Box::pin(async move {
+                        let saga = Saga::start(ctx.client, saga, ctx.metrics).await?;
+                        Ok(run(move |stop| saga.run_until_stopped(stop)))
+                    })
+                },
+            )
+            .singleton(),
         )
-        .service(ServiceSpec::other("notifier", "Asynchronous outcomes of commands to notify.<command_id>"))
-        .service(ServiceSpec::other("logbook", "Queries over the shipped logs (logbook.query)"))
-        .service(
-            ServiceSpec::other("gateway", "The HTTP edge (on --http): commands, views, aggregates, status, auth")
-                .undiscoverable(),
-        )
+        .service(ServiceSpec::custom("notifier", "Asynchronous outcomes of commands to notify.<command_id>", |ctx| {
+            Box::pin(async move {
+                let notifier = Notifier::start(ctx.client, ctx.metrics).await?;
+                Ok(run(move |stop| notifier.run_until_stopped(stop)))
+            })
+        }))
+        .service(ServiceSpec::logbook())
+        .service(ServiceSpec::edge())
+}
+
+/// A started service, run until the signal.
+fn run<F, Fut>(serve: F) -> Started
+where
+    F: FnOnce(jetsource_runtime::Shutdown) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    Box::new(move |stop| Box::pin(serve(stop)))
 }
 
 fn warehouse_key(natural: &str) -> Result<String, String> {

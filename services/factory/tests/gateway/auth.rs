@@ -1,7 +1,7 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use factory_gateway::auth::Role;
-use factory_gateway::config::{ApiKey, AuthConfig, JwtConfig, JwtKey, Secret};
+use jetsource_http::auth::Role;
+use jetsource_http::config::{ApiKey, AuthConfig, JwtConfig, JwtKey, Secret};
 use ring::hmac;
 
 use crate::support::Stack;
@@ -110,8 +110,8 @@ async fn the_authenticated_caller_is_the_actor_of_its_events() {
 
 #[tokio::test]
 async fn rs256_tokens_are_checked_against_the_public_key() {
-    let public = include_str!("../../../gateway/tests/fixtures/rs256-public.pem").to_owned();
-    let private = include_bytes!("../../../gateway/tests/fixtures/rs256-private.pk8");
+    let public = include_str!("../../../../libs/http/tests/fixtures/rs256-public.pem").to_owned();
+    let private = include_bytes!("../../../../libs/http/tests/fixtures/rs256-private.pk8");
     let stack = Stack::start_with(|c| {
         c.gateway.auth = AuthConfig {
             jwt: Some(JwtConfig { key: JwtKey::PublicPem(public), issuer: Some("idp".into()), audience: None }),

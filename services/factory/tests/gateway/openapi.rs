@@ -197,7 +197,7 @@ async fn real_responses_of_every_route_match_the_openapi_document() {
 
 #[test]
 fn the_validator_rejects_what_the_document_does_not_allow() {
-    let spec: Value = serde_json::from_str(factory_gateway::OPENAPI).unwrap();
+    let spec: Value = serde_json::from_str(jetsource_http::OPENAPI).unwrap();
     let reply = |status: &str| serde_json::json!({"command_id": "c", "aggregate_type": "stock", "aggregate_id": "a@b", "version": 1, "stream_seq": 1, "status": status, "events": []});
     let schema = serde_json::json!({"$ref": "#/components/schemas/CommandReply"});
     assert!(validate(&spec, &schema, &reply("succeeded"), "").is_ok());
@@ -219,11 +219,11 @@ async fn the_served_document_is_generated_from_the_registry_with_a_typed_body_fo
     let served: Value = stack.get("/openapi.json").await.json();
 
     // Assert: the served document is the registry's, and says every command's body
-    assert_eq!(served, factory_gateway::openapi::document(&app, false), "served document drifted from the registry");
+    assert_eq!(served, jetsource_http::openapi::document(&app, false), "served document drifted from the registry");
     let mut documented = 0;
     for aggregate in app.aggregates() {
         for spec in aggregate.commands() {
-            let path = factory_gateway::openapi::command_path(aggregate.aggregate_type(), spec.name);
+            let path = jetsource_http::openapi::command_path(aggregate.aggregate_type(), spec.name);
             let op = &served["paths"][&path]["post"];
             if spec.internal {
                 assert!(op.is_null(), "{path}: internal commands have no HTTP route");

@@ -1,9 +1,7 @@
-//! # factory-logbook
-//!
 //! The talk's logging problem, answered over the bus: every service ships its log records
 //! (WARN and above by default) to `logs.<service>.<level>` in the stream `LOGS`; the logbook
 //! answers `logbook.query` with the records that match a service, a lowest level and a trace
-//! id, newest last. `factory logs` and `GET /v1/logs` ask it.
+//! id, newest last. The CLI's `logs` and `GET /v1/logs` ask it.
 //!
 //! Query (JSON body, every field optional):
 //! `{"service": "stock", "level": "warn", "trace_id": "4bf9…", "limit": 100}` →
@@ -16,28 +14,24 @@
 //! ## Example
 //! ```no_run
 //! # async fn run(client: async_nats::Client) -> Result<(), Box<dyn std::error::Error>> {
-//! let logbook = factory_logbook::Logbook::start(client).await?;
-//! logbook.run_until_stopped(jetsource_runtime::Shutdown::new()).await;
+//! let logbook = crate::logbook::Logbook::start(client).await?;
+//! logbook.run_until_stopped(crate::Shutdown::new()).await;
 //! # Ok(()) }
 //! ```
-#![forbid(unsafe_code)]
-#![deny(missing_docs)]
-#![warn(clippy::unwrap_used)]
-#![cfg_attr(test, allow(clippy::unwrap_used))]
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::Shutdown;
+use crate::micro::{Endpoint, MicroService};
+use crate::reply::ErrorBody;
 use async_nats::jetstream;
 use async_nats::jetstream::consumer::DeliverPolicy;
 use async_nats::jetstream::consumer::pull::OrderedConfig;
 use async_nats::{Client, Message, Subscriber};
 use futures::StreamExt;
 use jetsource::ErrorCode;
-use jetsource_runtime::Shutdown;
-use jetsource_runtime::micro::{Endpoint, MicroService};
-use jetsource_runtime::reply::ErrorBody;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 

@@ -74,27 +74,27 @@ impl AuthConfig {
         self.jwt.is_some() || !self.api_keys.is_empty()
     }
 
-    /// Reads `FACTORY_JWT_HS256_SECRET` or `FACTORY_JWT_PUBLIC_KEY_FILE` (with optional
-    /// `FACTORY_JWT_ISSUER` / `FACTORY_JWT_AUDIENCE`) and `FACTORY_API_KEYS`
-    /// (`name:role:key,...`, or a file named by `FACTORY_API_KEYS_FILE`, one per line).
+    /// Reads `<PREFIX>_JWT_HS256_SECRET` or `<PREFIX>_JWT_PUBLIC_KEY_FILE` (with optional
+    /// `<PREFIX>_JWT_ISSUER` / `<PREFIX>_JWT_AUDIENCE`) and `<PREFIX>_API_KEYS`
+    /// (`name:role:key,...`, or a file named by `<PREFIX>_API_KEYS_FILE`, one per line), where
+    /// `prefix` is the application's (`FACTORY`).
     ///
     /// # Errors
     /// A message naming the setting that does not parse.
-    pub fn from_env() -> Result<Self, String> {
-        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
-        let key = match (var("FACTORY_JWT_HS256_SECRET"), var("FACTORY_JWT_PUBLIC_KEY_FILE")) {
+    pub fn from_env(prefix: &str) -> Result<Self, String> {
+        let var = |name: &str| std::env::var(format!("{prefix}_{name}")).ok().filter(|v| !v.trim().is_empty());
+        let key = match (var("JWT_HS256_SECRET"), var("JWT_PUBLIC_KEY_FILE")) {
             (Some(secret), _) => Some(JwtKey::Hs256(Secret::new(secret))),
             (None, Some(path)) => Some(JwtKey::PublicPem(
-                std::fs::read_to_string(&path).map_err(|e| format!("FACTORY_JWT_PUBLIC_KEY_FILE {path}: {e}"))?,
+                std::fs::read_to_string(&path).map_err(|e| format!("{prefix}_JWT_PUBLIC_KEY_FILE {path}: {e}"))?,
             )),
             (None, None) => None,
         };
-        let jwt =
-            key.map(|key| JwtConfig { key, issuer: var("FACTORY_JWT_ISSUER"), audience: var("FACTORY_JWT_AUDIENCE") });
-        let mut keys = var("FACTORY_API_KEYS").unwrap_or_default().replace(',', "\n");
-        if let Some(path) = var("FACTORY_API_KEYS_FILE") {
+        let jwt = key.map(|key| JwtConfig { key, issuer: var("JWT_ISSUER"), audience: var("JWT_AUDIENCE") });
+        let mut keys = var("API_KEYS").unwrap_or_default().replace(',', "\n");
+        if let Some(path) = var("API_KEYS_FILE") {
             keys.push('\n');
-            keys.push_str(&std::fs::read_to_string(&path).map_err(|e| format!("FACTORY_API_KEYS_FILE {path}: {e}"))?);
+            keys.push_str(&std::fs::read_to_string(&path).map_err(|e| format!("{prefix}_API_KEYS_FILE {path}: {e}"))?);
         }
         let api_keys = keys
             .lines()

@@ -1,6 +1,6 @@
-//! # factory-gateway
+//! # jetsource-http
 //!
-//! The HTTP edge of the factory (warp): commands, views with read-your-writes, aggregates with
+//! The HTTP edge of a jetsource application (warp), built from its registry: commands, views with read-your-writes, aggregates with
 //! time travel, history as CloudEvents, command status (also as Server-Sent Events),
 //! projections, `/status`, `/healthz`, `/readyz`, `/metrics` and `/openapi.json`. It speaks to
 //! the services over NATS only, authenticates (bearer JWT or API keys, roles `viewer`,
@@ -19,7 +19,7 @@
 //! let metrics = Arc::new(jetsource_telemetry::Metrics::new("example"));
 //! let readiness = jetsource_runtime::health::Readiness::new(client.clone());
 //! let app = std::sync::Arc::new(jetsource_runtime::App::new("example"));
-//! let gateway = factory_gateway::Gateway::new(app, client, Default::default(), metrics, readiness)?;
+//! let gateway = jetsource_http::Gateway::new(app, client, Default::default(), metrics, readiness)?;
 //! let shutdown = jetsource_runtime::Shutdown::new();
 //! let (addr, server) = gateway.serve(shutdown).await?;
 //! println!("listening on http://{addr}");
@@ -77,8 +77,8 @@ pub struct Gateway {
 pub enum GatewayError {
     /// Non-loopback address without authentication.
     #[error(
-        "refusing to listen on {0} without authentication: configure FACTORY_JWT_HS256_SECRET, \
-         FACTORY_JWT_PUBLIC_KEY_FILE or FACTORY_API_KEYS, or listen on a loopback address"
+        "refusing to listen on {0} without authentication: configure <PREFIX>_JWT_HS256_SECRET, \
+         <PREFIX>_JWT_PUBLIC_KEY_FILE or <PREFIX>_API_KEYS, or listen on a loopback address"
     )]
     Unprotected(SocketAddr),
     /// The authentication settings are unusable.

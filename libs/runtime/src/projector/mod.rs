@@ -5,6 +5,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
+use crate::Shutdown;
+use crate::micro::{Endpoint, MicroService};
 use async_nats::Client;
 use jetsource::projection::registry::{Entry, Registry};
 use jetsource::projection::{
@@ -12,17 +14,15 @@ use jetsource::projection::{
 };
 use jetsource::store::NewEvent;
 use jetsource::{EventStore, StoreConfig};
-use jetsource_runtime::Shutdown;
-use jetsource_runtime::micro::{Endpoint, MicroService};
 use jetsource_telemetry::Metrics;
 use jetsource_telemetry::metrics::Metrics as M;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use jetsource_runtime::App;
-use jetsource_runtime::views::{Running, ViewEntry};
+use crate::App;
+use crate::views::{Running, ViewEntry};
 
-use crate::queries;
+mod queries;
 
 /// How the projector runs.
 #[derive(Debug, Clone)]
@@ -175,7 +175,7 @@ impl Projector {
             &client,
             "projector",
             env!("CARGO_PKG_VERSION"),
-            "Views of the factory: queries qry.<view>[.<key>], operations projector.*",
+            "Views: queries qry.<view>[.<key>], operations projector.*",
         )
         .await
         .map_err(|e| ProjectionError::Unavailable { view: "*".into(), reason: e.to_string() })?;

@@ -12,7 +12,7 @@ use jetsource_runtime::App;
 
 use crate::Gateway;
 
-/// A view this far behind makes the factory `degraded`.
+/// A view this far behind makes the application `degraded`.
 const LAG_DEGRADED: u64 = 10_000;
 
 /// The status report and its HTTP status (503 when down).
@@ -63,7 +63,7 @@ pub async fn status(app: &App, client: &async_nats::Client) -> (u16, Value) {
     (if overall == "down" { 503 } else { 200 }, body)
 }
 
-/// Keeps `factory_service_instances{service}` (instances answering discovery) current, every
+/// Keeps `<app>_service_instances{service}` (instances answering discovery) current, every
 /// 15 s, for dashboards and the "service missing" alert.
 pub(crate) async fn watch_services(
     app: std::sync::Arc<App>,

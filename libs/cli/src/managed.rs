@@ -1,4 +1,4 @@
-//! The managed nats-server of `factory up`: the pinned binary, JetStream on, its store under the
+//! The managed nats-server of an application's `up`: the pinned binary, JetStream on, its store under the
 //! data directory (so events survive restarts), stopped when the process stops.
 
 use std::net::TcpListener;
@@ -20,12 +20,12 @@ impl ManagedServer {
     /// # Errors
     /// No usable binary (with how to install one), a port in use, or a server that does not
     /// come up (with the end of its log).
-    pub fn start(data_dir: &Path, port: u16, monitor_port: u16) -> anyhow::Result<Self> {
+    pub fn start(name: &str, data_dir: &Path, port: u16, monitor_port: u16) -> anyhow::Result<Self> {
         let binary = find_server_binary()?;
         for (what, p) in [("client", port), ("monitoring", monitor_port)] {
             if TcpListener::bind(("127.0.0.1", p)).is_err() {
                 bail!(
-                    "port {p} (NATS {what}) is in use: is another `factory up` running? \
+                    "port {p} (NATS {what}) is in use: is another `up` running? \
                      Stop it, pick other ports with --nats-port/--nats-monitor-port, or use a running server with --nats-url"
                 );
             }
@@ -34,7 +34,7 @@ impl ManagedServer {
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let dir = dir.canonicalize()?;
         let config = ServerConfig {
-            name: "factory".into(),
+            name: name.into(),
             port,
             monitor_port,
             store_dir: dir.join("jetstream"),

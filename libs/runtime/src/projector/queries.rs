@@ -5,6 +5,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::micro::Endpoint;
+use crate::reply::ErrorBody;
 use async_nats::header::HeaderName;
 use async_nats::{HeaderMap, Message, Subscriber};
 use bytes::Bytes;
@@ -13,12 +15,10 @@ use futures::stream::FuturesOrdered;
 use jetsource::ErrorCode;
 use jetsource::command::parse_body;
 use jetsource::projection::{ProjectionError, ViewHandle};
-use jetsource_runtime::micro::Endpoint;
-use jetsource_runtime::reply::ErrorBody;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::service::Projector;
+use super::Projector;
 
 /// Request header: answer only once the view reflects this stream sequence.
 pub const MIN_SEQ: &str = "Min-Seq";

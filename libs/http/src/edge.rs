@@ -48,7 +48,7 @@ where
 {
     let started = Instant::now();
     let span = tracing::info_span!(
-        "factory.http",
+        "jetsource.http",
         service = "gateway",
         otel.name = route,
         http.route = route,

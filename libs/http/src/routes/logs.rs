@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use factory_logbook::{LogQuery, QUERY_SUBJECT};
+use jetsource_runtime::logbook::{LogQuery, QUERY_SUBJECT};
 use serde_json::Value;
 use warp::Filter;
 use warp::http::HeaderMap;
