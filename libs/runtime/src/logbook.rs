@@ -14,8 +14,8 @@
 //! ## Example
 //! ```no_run
 //! # async fn run(client: async_nats::Client) -> Result<(), Box<dyn std::error::Error>> {
-//! let logbook = crate::logbook::Logbook::start(client).await?;
-//! logbook.run_until_stopped(crate::Shutdown::new()).await;
+//! let logbook = jetsource_runtime::logbook::Logbook::start(client).await?;
+//! logbook.run_until_stopped(jetsource_runtime::Shutdown::new()).await;
 //! # Ok(()) }
 //! ```
 
