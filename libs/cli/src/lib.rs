@@ -4,7 +4,9 @@
 //!
 //! - [`process`]: one process assembled from the registry, running any subset of the
 //!   application's services (command services, projector, logbook, HTTP edge, its own);
-//! - [`managed`]: the nats-server an `up` command starts and stops itself.
+//! - [`managed`]: the nats-server an `up` command starts and stops itself;
+//! - [`cli`]: the command line every application shares ([`main`]), with the application's
+//!   names and value lists, and room for commands of its own.
 //!
 //! ## Example
 //! ```no_run
@@ -20,5 +22,8 @@
 #![warn(clippy::unwrap_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod cli;
 pub mod managed;
 pub mod process;
+
+pub use cli::{Extra, Settings, main};

@@ -1,0 +1,772 @@
+//! The command line every application shares: `up`, `run`, `provision`, `inspect`, `send`,
+//! `query`, `projections`, `status`, `logs`, with the application's name, its services and
+//! aggregate types as value lists, and its environment variables (`<PREFIX>_NATS_URL`, ...).
+//! An application adds commands of its own with [`Extra`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use jetsource::topology::{ProvisionOptions, Topology, provision};
+use jetsource::{EventStore, StoreConfig, Until};
+use jetsource_runtime::{App, Shutdown};
+use jetsource_telemetry::{Telemetry, TelemetryConfig};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::managed::ManagedServer;
+use crate::process::{Process, ProcessConfig};
+
+/// A jetsource application.
+#[derive(Debug, Parser)]
+#[command(name = "app", version, propagate_version = true)]
+struct Cli {
+    /// Log filter (`info`, `debug`, `jetsource_runtime=debug`); logs are JSON lines on stdout.
+    #[arg(long, global = true, env = "APP_LOG")]
+    log: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run every service in one process. Without --nats-url it starts the pinned nats-server
+    /// with JetStream (files under --data-dir) and stops it on exit. Ctrl-C or SIGTERM stops
+    /// cleanly.
+    Up(UpArgs),
+    /// Run some services against a running NATS (as each Kubernetes Deployment does).
+    Run(RunArgs),
+    /// Create the declared streams, buckets and consumers; report differences. Nothing that
+    /// could lose data is changed without --force.
+    Provision(ProvisionArgs),
+    /// Show an aggregate's state from the event store, now or as it was (--version, --at).
+    Inspect(InspectArgs),
+    /// Send one command over NATS request/reply and print the reply (what any NATS client
+    /// does with `cmd.<type>.<id>.<command>`).
+    Send(SendArgs),
+    /// Read a view: one document by key, or a page of documents (`qry.<view>[.<key>]`).
+    Query(QueryArgs),
+    /// Operate the views: status, rebuild without downtime, retry parked events.
+    Projections(ProjectionsArgs),
+    /// Is the bus up and JetStream answering, which services answer ($SRV discovery, with
+    /// instances and versions), how far behind each view is: the same report as GET /status.
+    /// Exits non-zero unless the overall status is `ok`.
+    Status(NatsArgs),
+    /// Shipped log records (WARN and above unless APP_LOG_SHIP says otherwise) from the
+    /// LOGS stream, through the logbook service: by service, lowest level and trace id; with
+    /// --follow, new records as they come.
+    Logs(LogsArgs),
+}
+
+#[derive(Debug, Args)]
+struct LogsArgs {
+    /// Only this service (stock, saga, gateway, ...).
+    #[arg(long)]
+    service: Option<String>,
+    /// Only this level and above: trace, debug, info, warn, error.
+    #[arg(long)]
+    level: Option<String>,
+    /// Only records of this trace (32 hex digits, as in x-trace-id and every error).
+    #[arg(long = "trace", value_name = "TRACE_ID")]
+    trace_id: Option<String>,
+    /// How many of the newest records to show first (1-1000).
+    #[arg(long, default_value_t = 100)]
+    limit: usize,
+    /// Keep printing new records until Ctrl-C.
+    #[arg(long, short)]
+    follow: bool,
+    /// Print the raw JSON records instead of one readable line each.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    nats: NatsArgs,
+}
+
+#[derive(Debug, Args)]
+struct QueryArgs {
+    /// View: stock, warehouse, orders, products or commands.
+    view: String,
+    /// Key (stock: <sku>@<warehouse>; warehouse name; order, product or command id); leave
+    /// out to list.
+    key: Option<String>,
+    /// List keys starting with this.
+    #[arg(long, conflicts_with = "key")]
+    prefix: Option<String>,
+    /// Page size (1-1000, default 100).
+    #[arg(long, conflicts_with = "key")]
+    limit: Option<usize>,
+    /// Continue after this key (the `next` of the previous page).
+    #[arg(long, conflicts_with = "key")]
+    after: Option<String>,
+    /// Wait until the view reflects this stream sequence (the `stream_seq` of a command reply).
+    #[arg(long)]
+    min_seq: Option<u64>,
+    #[command(flatten)]
+    nats: NatsArgs,
+}
+
+#[derive(Debug, Args)]
+struct ProjectionsArgs {
+    #[command(subcommand)]
+    action: ProjectionsAction,
+    #[command(flatten)]
+    nats: NatsArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum ProjectionsAction {
+    /// Per view: version, last stream sequence applied, lag, parked events, rebuild under way.
+    Status,
+    /// Build a new version of a view from the first event while the current one keeps
+    /// answering; switch queries over once it has caught up; remove the old one.
+    Rebuild {
+        /// The view.
+        view: String,
+        /// Return at once instead of waiting for the switch.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Apply a view's parked events again (all, or one aggregate's with --subject).
+    Retry {
+        /// The view.
+        view: String,
+        /// Only this aggregate, by subject (evt.stock.bolt@main).
+        #[arg(long)]
+        subject: Option<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+struct SendArgs {
+    /// Aggregate type: product, stock or order.
+    #[arg(value_name = "TYPE")]
+    aggregate_type: String,
+    /// Aggregate id (stock ids are <sku>@<warehouse>).
+    id: String,
+    /// Command name (receive, reserve, plan, ...).
+    command: String,
+    /// JSON body (`{}` when left out).
+    #[arg(default_value = "{}")]
+    body: String,
+    /// Idempotency key: the same key with the same request answers the first outcome.
+    #[arg(long)]
+    idempotency_key: Option<String>,
+    /// Fail with precondition_failed unless the aggregate is at this version.
+    #[arg(long)]
+    expected_version: Option<u64>,
+    #[command(flatten)]
+    nats: NatsArgs,
+}
+
+#[derive(Debug, Args)]
+struct NatsArgs {
+    /// NATS server URL(s), comma-separated for a cluster; credentials as nats://user:password@host:4222
+    /// (percent-encode special characters).
+    #[arg(long, global = true, env = "APP_NATS_URL", hide_env_values = true, default_value = "nats://127.0.0.1:4222")]
+    nats_url: String,
+}
+
+#[derive(Debug, Args)]
+struct UpArgs {
+    /// Use this NATS instead of starting the managed server.
+    #[arg(long, env = "APP_NATS_URL", hide_env_values = true)]
+    nats_url: Option<String>,
+    /// Where the managed server keeps its JetStream files.
+    #[arg(long, env = "APP_DATA_DIR", default_value = ".data")]
+    data_dir: PathBuf,
+    /// Client port of the managed server.
+    #[arg(long, env = "APP_NATS_PORT", default_value_t = 4222)]
+    nats_port: u16,
+    /// Monitoring port of the managed server.
+    #[arg(long, env = "APP_NATS_MONITOR_PORT", default_value_t = 8222)]
+    nats_monitor_port: u16,
+    /// HTTP address of the gateway (API, /status, /healthz, /readyz, /metrics). Beyond
+    /// loopback it needs authentication: APP_JWT_HS256_SECRET, APP_JWT_PUBLIC_KEY_FILE
+    /// or APP_API_KEYS (name:role:key,...).
+    #[arg(long, env = "APP_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    http: SocketAddr,
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// The services to run.
+    #[arg(required = true)]
+    services: Vec<String>,
+    #[command(flatten)]
+    nats: NatsArgs,
+    /// HTTP address: the gateway's API, or /healthz, /readyz and /metrics for other services.
+    #[arg(long, env = "APP_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    http: SocketAddr,
+    /// Replicas of streams and buckets provisioned at start (1 dev, 3 prod).
+    #[arg(long, env = "APP_REPLICAS")]
+    replicas: Option<usize>,
+    /// Do not provision the topology at start.
+    #[arg(long)]
+    no_provision: bool,
+}
+
+#[derive(Debug, Args)]
+struct ProvisionArgs {
+    #[command(flatten)]
+    nats: NatsArgs,
+    /// Report what would change; change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Also apply changes that could lose data (shorter retention, fewer subjects...).
+    #[arg(long)]
+    force: bool,
+    /// Replicas for every stream and bucket (1 dev, 3 prod).
+    #[arg(long, env = "APP_REPLICAS")]
+    replicas: Option<usize>,
+    /// A topology file instead of the one built in (nats/topology.toml).
+    #[arg(long)]
+    topology: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct InspectArgs {
+    /// Aggregate type: product, stock or order.
+    #[arg(value_name = "TYPE")]
+    aggregate_type: String,
+    /// Aggregate id (stock ids are <sku>@<warehouse>).
+    id: String,
+    /// Show the state as of this dense version.
+    #[arg(long, conflicts_with = "at")]
+    version: Option<u64>,
+    /// Show the state as of this time (RFC 3339, e.g. 2026-11-27T10:00:00Z).
+    #[arg(long)]
+    at: Option<String>,
+    /// Also list the events (CloudEvents, structured JSON).
+    #[arg(long)]
+    events: bool,
+    #[command(flatten)]
+    nats: NatsArgs,
+}
+
+/// What the command line needs of the application.
+pub struct Settings {
+    /// The application's registry.
+    pub app: App,
+    /// Its declared topology (what `provision` and every start provision).
+    pub topology: Topology,
+    /// The prefix of its environment variables (`FACTORY` → `FACTORY_NATS_URL`).
+    pub env_prefix: &'static str,
+    /// One line saying what the application is, for `--help`.
+    pub about: &'static str,
+    /// Commands of the application's own.
+    pub extra: Vec<Extra>,
+}
+
+/// A command of the application's own: its clap definition and what runs it.
+pub struct Extra {
+    /// The subcommand.
+    pub command: clap::Command,
+    /// Runs it with its matches.
+    pub run: fn(&clap::ArgMatches) -> anyhow::Result<()>,
+}
+
+/// What every command gets.
+struct Ctx {
+    app: Arc<App>,
+    topology: Topology,
+    env_prefix: &'static str,
+}
+
+impl Ctx {
+    /// A connection name for this command (`factory-send`).
+    fn connection(&self, what: &str) -> String {
+        format!("{}-{what}", self.app.name())
+    }
+
+    /// The registered name matching `name` (clap has checked it is one).
+    fn service(&self, name: &str) -> anyhow::Result<&'static str> {
+        self.app.service_names().into_iter().find(|s| *s == name).with_context(|| format!("no service {name:?}"))
+    }
+}
+
+/// The clap command of the application: its name, the services `run` takes, the environment
+/// variables under its prefix, its own commands.
+fn command(settings: &Settings) -> clap::Command {
+    let app = &settings.app;
+    let name: &'static str = app.name();
+    let values: Vec<clap::builder::PossibleValue> =
+        app.services().iter().map(|s| clap::builder::PossibleValue::new(s.name).help(s.description.clone())).collect();
+    let mut cmd = <Cli as clap::CommandFactory>::command()
+        .name(name)
+        .bin_name(name)
+        .about(settings.about)
+        .after_help(format!("Start with `{name} up`; every command has --help."))
+        .mut_subcommand("run", |run| {
+            run.mut_arg("services", |arg| arg.value_parser(clap::builder::PossibleValuesParser::new(values)))
+        });
+    cmd = rename_env(cmd, settings.env_prefix);
+    for extra in &settings.extra {
+        cmd = cmd.subcommand(extra.command.clone());
+    }
+    cmd
+}
+
+/// Every `APP_*` variable of `cmd` and its subcommands, and every mention of one in their help,
+/// becomes `<prefix>_*`.
+fn rename_env(mut cmd: clap::Command, prefix: &str) -> clap::Command {
+    let named =
+        |text: &str| -> &'static str { Box::leak(text.replace("APP_", &format!("{prefix}_")).into_boxed_str()) };
+    let ids: Vec<String> = cmd.get_arguments().map(|a| a.get_id().to_string()).collect();
+    for id in ids {
+        cmd = cmd.mut_arg(id, |mut a| {
+            if let Some(env) = a.get_env().and_then(|e| e.to_str()).filter(|e| e.starts_with("APP_")) {
+                let env = named(env);
+                a = a.env(env);
+            }
+            for long in [false, true] {
+                let help = if long { a.get_long_help() } else { a.get_help() }.map(ToString::to_string);
+                if let Some(help) = help.filter(|h| h.contains("APP_")) {
+                    let help = named(&help);
+                    a = if long { a.long_help(help) } else { a.help(help) };
+                }
+            }
+            a
+        });
+    }
+    if let Some(about) = cmd.get_about().map(ToString::to_string).filter(|t| t.contains("APP_")) {
+        cmd = cmd.about(named(&about));
+    }
+    if let Some(about) = cmd.get_long_about().map(ToString::to_string).filter(|t| t.contains("APP_")) {
+        cmd = cmd.long_about(named(&about));
+    }
+    let subs: Vec<String> = cmd.get_subcommands().map(|c| c.get_name().to_owned()).collect();
+    for sub in subs {
+        cmd = cmd.mut_subcommand(sub, |c| rename_env(c, prefix));
+    }
+    cmd
+}
+
+/// Runs the command line of an application: parses the arguments, runs the command, and says
+/// what went wrong on standard error.
+pub fn main(settings: Settings) -> ExitCode {
+    let matches = command(&settings).get_matches();
+    let name = settings.app.name();
+    let extra = matches
+        .subcommand()
+        .and_then(|(sub, m)| settings.extra.iter().find(|e| e.command.get_name() == sub).map(|e| (e.run, m.clone())));
+    if let Some((run, sub)) = extra {
+        return match run(&sub) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("{name}: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let cli = match <Cli as clap::FromArgMatches>::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    let ctx = Ctx { app: Arc::new(settings.app), topology: settings.topology, env_prefix: settings.env_prefix };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("{name}: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli, &ctx)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{name}: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli, ctx: &Ctx) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Up(args) => up(ctx, args, cli.log).await,
+        Command::Run(args) => run_services(ctx, args, cli.log).await,
+        Command::Provision(args) => provision_command(ctx, args).await,
+        Command::Inspect(args) => inspect_command(ctx, args).await,
+        Command::Send(args) => send_command(ctx, args).await,
+        Command::Query(args) => query_command(ctx, args).await,
+        Command::Projections(args) => projections_command(ctx, args).await,
+        Command::Status(nats) => status_command(ctx, nats).await,
+        Command::Logs(args) => logs_command(ctx, args).await,
+    }
+}
+
+async fn logs_command(ctx: &Ctx, args: LogsArgs) -> anyhow::Result<()> {
+    let query = jetsource_runtime::logbook::LogQuery {
+        service: args.service.clone(),
+        level: args.level.clone(),
+        trace_id: args.trace_id.clone(),
+        limit: Some(args.limit),
+    };
+    query.validate().map_err(anyhow::Error::msg)?;
+    let client = jetsource::connect(&args.nats.nats_url, &ctx.connection("logs")).await?;
+    let show = |record: &serde_json::Value| {
+        if args.json {
+            println!("{record}");
+        } else {
+            println!("{}", readable(record));
+        }
+    };
+    // Subscribe first so nothing falls between the history and the live records.
+    let mut live = if args.follow {
+        let mut subscriptions = Vec::new();
+        for subject in query.subjects().map_err(anyhow::Error::msg)? {
+            subscriptions.push(client.subscribe(subject).await?);
+        }
+        Some(futures::stream::select_all(subscriptions))
+    } else {
+        None
+    };
+    let page = request(
+        &client,
+        jetsource_runtime::logbook::QUERY_SUBJECT.into(),
+        async_nats::HeaderMap::new(),
+        serde_json::to_string(&query)?,
+    )
+    .await?;
+    let mut last_seen = String::new();
+    for record in page["records"].as_array().into_iter().flatten() {
+        show(record);
+        last_seen = record["timestamp"].as_str().unwrap_or_default().to_owned();
+    }
+    let Some(live) = live.as_mut() else { return Ok(()) };
+    let shutdown = Shutdown::new();
+    shutdown.on_signals();
+    loop {
+        let message = tokio::select! {
+            () = shutdown.wait() => return Ok(()),
+            next = futures::StreamExt::next(live) => match next {
+                Some(message) => message,
+                None => return Ok(()),
+            },
+        };
+        let Ok(record) = serde_json::from_slice::<serde_json::Value>(&message.payload) else { continue };
+        if query.trace_id.as_ref().is_some_and(|t| record["trace_id"].as_str() != Some(t.as_str())) {
+            continue;
+        }
+        if record["timestamp"].as_str().is_some_and(|t| t <= last_seen.as_str()) {
+            continue; // already shown as history
+        }
+        show(&record);
+    }
+}
+
+/// `timestamp LEVEL service message key=value… trace=…`.
+fn readable(record: &serde_json::Value) -> String {
+    let text = |key: &str| record[key].as_str().unwrap_or_default().to_owned();
+    let mut line =
+        format!("{} {:5} {:10} {}", text("timestamp"), text("level").to_uppercase(), text("service"), text("message"));
+    if let Some(fields) = record.as_object() {
+        for (key, value) in fields {
+            if matches!(
+                key.as_str(),
+                "timestamp" | "level" | "service" | "message" | "instance" | "target" | "trace_id" | "span_id"
+            ) {
+                continue;
+            }
+            match value.as_str() {
+                Some(s) => line.push_str(&format!(" {key}={s}")),
+                None => line.push_str(&format!(" {key}={value}")),
+            }
+        }
+    }
+    if let Some(trace) = record["trace_id"].as_str() {
+        line.push_str(&format!(" trace={trace}"));
+    }
+    line
+}
+
+async fn status_command(ctx: &Ctx, nats: NatsArgs) -> anyhow::Result<()> {
+    let client = jetsource::connect(&nats.nats_url, &ctx.connection("cli")).await?;
+    let (_, report) = jetsource_http::status::status(&ctx.app, &client).await;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    match report["status"].as_str() {
+        Some("ok") => Ok(()),
+        other => anyhow::bail!("the {} is {}", ctx.app.name(), other.unwrap_or("unknown")),
+    }
+}
+
+fn telemetry(ctx: &Ctx, service: &str, log: Option<String>) -> anyhow::Result<Telemetry> {
+    let config = TelemetryConfig {
+        service: service.to_owned(),
+        instance: jetsource_runtime::micro::instance_name(),
+        filter: log,
+        ship: None,
+        env_prefix: ctx.env_prefix.into(),
+    };
+    Ok(Telemetry::init(&config)?)
+}
+
+async fn up(ctx: &Ctx, args: UpArgs, log: Option<String>) -> anyhow::Result<()> {
+    let telemetry = telemetry(ctx, ctx.app.name(), log)?;
+    let managed = match &args.nats_url {
+        Some(_) => None,
+        None => Some(ManagedServer::start(ctx.app.name(), &args.data_dir, args.nats_port, args.nats_monitor_port)?),
+    };
+    let url = args.nats_url.clone().or_else(|| managed.as_ref().map(ManagedServer::url)).unwrap_or_default();
+    let shutdown = Shutdown::new();
+    shutdown.on_signals();
+    let mut config = ProcessConfig::new(&url, ctx.app.service_names(), ctx.topology.clone());
+    config.http = Some(args.http);
+    config.gateway.auth = jetsource_http::AuthConfig::from_env(ctx.env_prefix).map_err(anyhow::Error::msg)?;
+    let result = match Process::build(Arc::clone(&ctx.app), config).await {
+        Ok(app) => {
+            telemetry.ship_logs(app.client().clone(), Some(Arc::clone(app.metrics())));
+            let nats = match &managed {
+                Some(m) => format!(
+                    "{url}  (managed nats-server {}, JetStream in {}, monitoring {})",
+                    m.version(),
+                    m.store_dir().display(),
+                    m.monitor_url()
+                ),
+                None => format!("{}  (given with --nats-url)", jetsource::connect::redact(&url)),
+            };
+            let topology = app.provisioned().map(summary).unwrap_or_default();
+            let services = app.service_names().join(", ");
+            app.serve(shutdown, |http| {
+                println!("{} up: every service in one process", ctx.app.name());
+                println!("  NATS      {nats}");
+                println!("  topology  {topology}");
+                println!(
+                    "  services  {services}: cmd.<{}>.<id>.<command>, $SRV discovery; router on cmd.>",
+                    ctx.app.aggregate_types().join("|")
+                );
+                if let Some(http) = http {
+                    println!(
+                        "  HTTP      http://{http}  (API /v1/..., /status, /openapi.json, /healthz /readyz /metrics)"
+                    );
+                }
+                println!("Ctrl-C stops everything.");
+            })
+            .await
+        }
+        Err(e) => Err(e),
+    };
+    telemetry.shutdown().await;
+    if let Some(managed) = managed {
+        managed.stop();
+    }
+    result
+}
+
+async fn run_services(ctx: &Ctx, args: RunArgs, log: Option<String>) -> anyhow::Result<()> {
+    let names: Vec<&'static str> = args.services.iter().map(|s| ctx.service(s)).collect::<Result<_, _>>()?;
+    let telemetry = telemetry(ctx, &names.join("+"), log)?;
+    let shutdown = Shutdown::new();
+    shutdown.on_signals();
+    let mut config = ProcessConfig::new(&args.nats.nats_url, names.clone(), ctx.topology.clone());
+    config.http = Some(args.http);
+    config.gateway.auth = jetsource_http::AuthConfig::from_env(ctx.env_prefix).map_err(anyhow::Error::msg)?;
+    config.provision = !args.no_provision;
+    config.replicas = args.replicas;
+    let result = match Process::build(Arc::clone(&ctx.app), config).await {
+        Ok(app) => {
+            telemetry.ship_logs(app.client().clone(), Some(Arc::clone(app.metrics())));
+            app.serve(shutdown, |http| {
+                tracing::info!(services = %names.join(","), nats = %jetsource::connect::redact(&args.nats.nats_url), http = ?http, "running");
+            })
+            .await
+        }
+        Err(e) => Err(e),
+    };
+    telemetry.shutdown().await;
+    result
+}
+
+fn summary(report: &jetsource::topology::Report) -> String {
+    report
+        .items
+        .iter()
+        .map(|item| {
+            let action = match item.action {
+                jetsource::topology::Action::Created => "created",
+                jetsource::topology::Action::Unchanged => "ok",
+                jetsource::topology::Action::Updated => "updated",
+                jetsource::topology::Action::Drifted => "differs (see provision)",
+            };
+            format!("{} {} {action}", item.kind, item.name)
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+async fn provision_command(ctx: &Ctx, args: ProvisionArgs) -> anyhow::Result<()> {
+    let topology = match &args.topology {
+        Some(path) => Topology::load(path)?,
+        None => ctx.topology.clone(),
+    };
+    let client = jetsource::connect(&args.nats.nats_url, &ctx.connection("provision")).await?;
+    let js = async_nats::jetstream::new(client);
+    let options = ProvisionOptions { replicas: args.replicas, force: args.force, dry_run: args.dry_run };
+    let report = provision(&js, &topology, options).await?;
+    print!("{report}");
+    if report.has_drift() {
+        anyhow::bail!("some declared settings are not in place (see above)");
+    }
+    Ok(())
+}
+
+async fn inspect_command(ctx: &Ctx, args: InspectArgs) -> anyhow::Result<()> {
+    let registry = &ctx.app;
+    let kind = registry.aggregate_or_error(&args.aggregate_type)?;
+    let id = kind.id(&args.id).map_err(anyhow::Error::msg)?;
+    let until = match (args.version, &args.at) {
+        (Some(version), _) => Until::Version(version),
+        (None, Some(at)) => Until::Time(
+            OffsetDateTime::parse(at, &Rfc3339).with_context(|| format!("--at {at:?} is not an RFC 3339 time"))?,
+        ),
+        (None, None) => Until::End,
+    };
+    let client = jetsource::connect(&args.nats.nats_url, &ctx.connection("inspect")).await?;
+    let store = EventStore::new(client, StoreConfig { app: registry.name().to_owned(), ..Default::default() });
+    let value = kind.inspect(&store, &id, until, args.events).await?;
+    println!("{}", serde_json::to_string_pretty(&value)?);
+    Ok(())
+}
+
+async fn send_command(ctx: &Ctx, args: SendArgs) -> anyhow::Result<()> {
+    let client = jetsource::connect(&args.nats.nats_url, &ctx.connection("send")).await?;
+    let subject = format!("cmd.{}.{}.{}", args.aggregate_type, args.id, args.command);
+    let mut headers = async_nats::HeaderMap::new();
+    if let Some(key) = &args.idempotency_key {
+        headers.insert("Idempotency-Key", key.as_str());
+    }
+    if let Some(version) = args.expected_version {
+        headers.insert("Expected-Version", version.to_string());
+    }
+    let request = client.request_with_headers(subject.clone(), headers, args.body.into());
+    let reply = match tokio::time::timeout(std::time::Duration::from_secs(10), request).await {
+        Err(_) => anyhow::bail!("no reply to {subject} within 10 s"),
+        Ok(Err(e)) if e.kind() == async_nats::RequestErrorKind::NoResponders => {
+            anyhow::bail!("nothing answers {subject}: is `{} up` running?", ctx.app.name())
+        }
+        Ok(reply) => reply?,
+    };
+    let body: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap_or(serde_json::Value::Null);
+    println!("{}", serde_json::to_string_pretty(&body)?);
+    match jetsource_runtime::reply::read_reply(&reply) {
+        Ok(_) => Ok(()),
+        Err(error) => anyhow::bail!("{error}"),
+    }
+}
+
+/// Sends a request and prints the JSON reply; an error reply fails the command.
+async fn request(
+    client: &async_nats::Client,
+    subject: String,
+    headers: async_nats::HeaderMap,
+    body: String,
+) -> anyhow::Result<serde_json::Value> {
+    let request = client.request_with_headers(subject.clone(), headers, body.into());
+    let reply = match tokio::time::timeout(std::time::Duration::from_secs(30), request).await {
+        Err(_) => anyhow::bail!("no reply to {subject} within 30 s"),
+        Ok(Err(e)) if e.kind() == async_nats::RequestErrorKind::NoResponders => {
+            anyhow::bail!("nothing answers {subject}: is the service running?")
+        }
+        Ok(reply) => reply?,
+    };
+    let body: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap_or(serde_json::Value::Null);
+    match jetsource_runtime::reply::read_reply(&reply) {
+        Ok(_) => Ok(body),
+        Err(error) => {
+            println!("{}", serde_json::to_string_pretty(&body)?);
+            anyhow::bail!("{error}")
+        }
+    }
+}
+
+async fn query_command(ctx: &Ctx, args: QueryArgs) -> anyhow::Result<()> {
+    let client = jetsource::connect(&args.nats.nats_url, &ctx.connection("query")).await?;
+    let mut headers = async_nats::HeaderMap::new();
+    if let Some(seq) = args.min_seq {
+        headers.insert("Min-Seq", seq.to_string());
+    }
+    let (subject, body) = match &args.key {
+        Some(key) => (format!("qry.{}.{key}", args.view), String::new()),
+        None => {
+            let mut list = serde_json::Map::new();
+            if let Some(prefix) = &args.prefix {
+                list.insert("prefix".into(), prefix.clone().into());
+            }
+            if let Some(limit) = args.limit {
+                list.insert("limit".into(), limit.into());
+            }
+            if let Some(after) = &args.after {
+                list.insert("after".into(), after.clone().into());
+            }
+            (format!("qry.{}", args.view), serde_json::Value::Object(list).to_string())
+        }
+    };
+    let value = request(&client, subject, headers, body).await?;
+    println!("{}", serde_json::to_string_pretty(&value)?);
+    Ok(())
+}
+
+async fn projections_command(ctx: &Ctx, args: ProjectionsArgs) -> anyhow::Result<()> {
+    let client = jetsource::connect(&args.nats.nats_url, &ctx.connection("projections")).await?;
+    let none = async_nats::HeaderMap::new;
+    match args.action {
+        ProjectionsAction::Status => {
+            let status = request(&client, "projector.status".into(), none(), String::new()).await?;
+            print_status(&status);
+        }
+        ProjectionsAction::Rebuild { view, no_wait } => {
+            let started = request(&client, format!("projector.rebuild.{view}"), none(), String::new()).await?;
+            let version = started["version"].as_u64().unwrap_or(0);
+            println!("rebuilding view {view} as version {version}");
+            if !no_wait {
+                loop {
+                    tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+                    let status = request(&client, "projector.status".into(), none(), String::new()).await?;
+                    let Some(entry) =
+                        status["views"].as_array().and_then(|v| v.iter().find(|e| e["view"] == view.as_str())).cloned()
+                    else {
+                        break;
+                    };
+                    if entry["version"].as_u64() == Some(version) {
+                        println!(
+                            "switched: queries read version {version} (applied through seq {})",
+                            entry["applied_seq"]
+                        );
+                        break;
+                    }
+                    if let Some(building) = entry.get("rebuilding").filter(|b| !b.is_null()) {
+                        println!(
+                            "  version {version}: applied through seq {} of {}, {} waiting",
+                            building["applied_seq"], entry["applied_seq"], building["lag"]
+                        );
+                    }
+                }
+            }
+        }
+        ProjectionsAction::Retry { view, subject } => {
+            let body = subject.map(|s| serde_json::json!({ "subject": s }).to_string()).unwrap_or_default();
+            let report = request(&client, format!("projector.retry.{view}"), none(), body).await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        }
+    }
+    Ok(())
+}
+
+fn print_status(status: &serde_json::Value) {
+    println!("{:<10} {:>7} {:>12} {:>7} {:>7}  rebuilding", "view", "version", "applied_seq", "lag", "parked");
+    for view in status["views"].as_array().into_iter().flatten() {
+        let rebuilding = match view.get("rebuilding").filter(|b| !b.is_null()) {
+            Some(b) => format!("v{} at seq {}", b["version"], b["applied_seq"]),
+            None => "-".into(),
+        };
+        println!(
+            "{:<10} {:>7} {:>12} {:>7} {:>7}  {rebuilding}",
+            view["view"].as_str().unwrap_or_default(),
+            view["version"],
+            view["applied_seq"],
+            view["lag"],
+            view["parked"]
+        );
+    }
+}
