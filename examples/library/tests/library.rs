@@ -30,7 +30,7 @@ impl Library {
         let (bound, addr) = tokio::sync::oneshot::channel();
         let serving = stop.clone();
         tokio::spawn(async move {
-            let _ = process.serve(serving, |http| drop(bound.send(http))).await;
+            let _ = process.serve(serving, |http| bound.send(http).unwrap_or_default()).await;
         });
         let http = addr.await.unwrap().unwrap();
         let client = async_nats::connect(server.url()).await.unwrap();
