@@ -27,8 +27,8 @@ use jetsource::{AggregateId, Codec, ErrorCode};
 use jetsource_runtime::App;
 use jetsource_runtime::command::{Prepare, Reads};
 use jetsource_runtime::registry::ServiceSpec;
-use jetsource_runtime::reply::ErrorBody;
 use jetsource_runtime::views::ViewKeys;
+use jetsource_runtime::wire::ErrorBody;
 use serde::{Deserialize, Serialize};
 
 use domain::{Book, Eligibility, Loan, LoanCommand, LoanEvent, Member};

@@ -17,6 +17,8 @@ use jetsource_telemetry::{Telemetry, TelemetryConfig};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use jetsource_runtime::wire::{CallError, Client, CommandRequest, header, subject};
+
 use crate::managed::ManagedServer;
 use crate::process::{Process, ProcessConfig};
 
@@ -422,13 +424,9 @@ async fn logs_command(ctx: &Ctx, args: LogsArgs) -> anyhow::Result<()> {
     } else {
         None
     };
-    let page = request(
-        &client,
-        jetsource_runtime::logbook::QUERY_SUBJECT.into(),
-        async_nats::HeaderMap::new(),
-        serde_json::to_string(&query)?,
-    )
-    .await?;
+    let page =
+        request(&client, subject::LOGBOOK_QUERY.into(), async_nats::HeaderMap::new(), serde_json::to_string(&query)?)
+            .await?;
     let mut last_seen = String::new();
     for record in page["records"].as_array().into_iter().flatten() {
         show(record);
@@ -630,53 +628,50 @@ async fn inspect_command(ctx: &Ctx, args: InspectArgs) -> anyhow::Result<()> {
 }
 
 async fn send_command(ctx: &Ctx, args: SendArgs) -> anyhow::Result<()> {
-    let client = jetsource::connect(&args.nats.nats_url, &ctx.connection("send")).await?;
-    let subject = format!("cmd.{}.{}.{}", args.aggregate_type, args.id, args.command);
-    let mut headers = async_nats::HeaderMap::new();
-    if let Some(key) = &args.idempotency_key {
-        headers.insert("Idempotency-Key", key.as_str());
-    }
-    if let Some(version) = args.expected_version {
-        headers.insert("Expected-Version", version.to_string());
-    }
-    let request = client.request_with_headers(subject.clone(), headers, args.body.into());
-    let reply = match tokio::time::timeout(std::time::Duration::from_secs(10), request).await {
-        Err(_) => anyhow::bail!("no reply to {subject} within 10 s"),
-        Ok(Err(e)) if e.kind() == async_nats::RequestErrorKind::NoResponders => {
+    let nats = jetsource::connect(&args.nats.nats_url, &ctx.connection("send")).await?;
+    let client = Client::new(nats, std::time::Duration::from_secs(10));
+    let mut command = CommandRequest::new(&args.aggregate_type, &args.id, &args.command, args.body);
+    command.idempotency_key = args.idempotency_key;
+    command.expected_version = args.expected_version;
+    let reply = client.request(command.subject(), command.header_map(), command.body.clone()).await;
+    print_reply(ctx, reply).map(drop)
+}
+
+/// Prints a reply's JSON (keys sorted); an error reply fails the command with its text.
+fn print_reply(ctx: &Ctx, reply: Result<async_nats::Message, CallError>) -> anyhow::Result<serde_json::Value> {
+    match reply {
+        Ok(message) => {
+            let body: serde_json::Value = serde_json::from_slice(&message.payload).unwrap_or(serde_json::Value::Null);
+            println!("{}", serde_json::to_string_pretty(&body)?);
+            Ok(body)
+        }
+        Err(CallError::Reply(error)) => {
+            println!("{}", serde_json::to_string_pretty(&serde_json::to_value(&error)?)?);
+            anyhow::bail!("{error}")
+        }
+        Err(CallError::NoResponders { subject }) => {
             anyhow::bail!("nothing answers {subject}: is `{} up` running?", ctx.app.name())
         }
-        Ok(reply) => reply?,
-    };
-    let body: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap_or(serde_json::Value::Null);
-    println!("{}", serde_json::to_string_pretty(&body)?);
-    match jetsource_runtime::reply::read_reply(&reply) {
-        Ok(_) => Ok(()),
-        Err(error) => anyhow::bail!("{error}"),
+        Err(other) => anyhow::bail!("{other}"),
     }
 }
 
-/// Sends a request and prints the JSON reply; an error reply fails the command.
+/// Sends a request and returns the JSON reply; an error reply is printed and fails the command.
 async fn request(
     client: &async_nats::Client,
     subject: String,
     headers: async_nats::HeaderMap,
     body: String,
 ) -> anyhow::Result<serde_json::Value> {
-    let request = client.request_with_headers(subject.clone(), headers, body.into());
-    let reply = match tokio::time::timeout(std::time::Duration::from_secs(30), request).await {
-        Err(_) => anyhow::bail!("no reply to {subject} within 30 s"),
-        Ok(Err(e)) if e.kind() == async_nats::RequestErrorKind::NoResponders => {
-            anyhow::bail!("nothing answers {subject}: is the service running?")
-        }
-        Ok(reply) => reply?,
-    };
-    let body: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap_or(serde_json::Value::Null);
-    match jetsource_runtime::reply::read_reply(&reply) {
-        Ok(_) => Ok(body),
-        Err(error) => {
-            println!("{}", serde_json::to_string_pretty(&body)?);
+    let client = Client::new(client.clone(), std::time::Duration::from_secs(30));
+    match client.request(subject, headers, body.into()).await {
+        Ok(message) => Ok(serde_json::from_slice(&message.payload).unwrap_or(serde_json::Value::Null)),
+        Err(CallError::Reply(error)) => {
+            println!("{}", serde_json::to_string_pretty(&serde_json::to_value(&error)?)?);
             anyhow::bail!("{error}")
         }
+        Err(CallError::NoResponders { subject }) => anyhow::bail!("nothing answers {subject}: is the service running?"),
+        Err(other) => anyhow::bail!("{other}"),
     }
 }
 
@@ -684,10 +679,10 @@ async fn query_command(ctx: &Ctx, args: QueryArgs) -> anyhow::Result<()> {
     let client = jetsource::connect(&args.nats.nats_url, &ctx.connection("query")).await?;
     let mut headers = async_nats::HeaderMap::new();
     if let Some(seq) = args.min_seq {
-        headers.insert("Min-Seq", seq.to_string());
+        headers.insert(header::MIN_SEQ, seq.to_string());
     }
     let (subject, body) = match &args.key {
-        Some(key) => (format!("qry.{}.{key}", args.view), String::new()),
+        Some(key) => (subject::query(&args.view, Some(key)), String::new()),
         None => {
             let mut list = serde_json::Map::new();
             if let Some(prefix) = &args.prefix {
@@ -699,7 +694,7 @@ async fn query_command(ctx: &Ctx, args: QueryArgs) -> anyhow::Result<()> {
             if let Some(after) = &args.after {
                 list.insert("after".into(), after.clone().into());
             }
-            (format!("qry.{}", args.view), serde_json::Value::Object(list).to_string())
+            (subject::query(&args.view, None), serde_json::Value::Object(list).to_string())
         }
     };
     let value = request(&client, subject, headers, body).await?;
@@ -712,17 +707,17 @@ async fn projections_command(ctx: &Ctx, args: ProjectionsArgs) -> anyhow::Result
     let none = async_nats::HeaderMap::new;
     match args.action {
         ProjectionsAction::Status => {
-            let status = request(&client, "projector.status".into(), none(), String::new()).await?;
+            let status = request(&client, subject::PROJECTOR_STATUS.into(), none(), String::new()).await?;
             print_status(&status);
         }
         ProjectionsAction::Rebuild { view, no_wait } => {
-            let started = request(&client, format!("projector.rebuild.{view}"), none(), String::new()).await?;
+            let started = request(&client, subject::projector("rebuild", &view), none(), String::new()).await?;
             let version = started["version"].as_u64().unwrap_or(0);
             println!("rebuilding view {view} as version {version}");
             if !no_wait {
                 loop {
                     tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-                    let status = request(&client, "projector.status".into(), none(), String::new()).await?;
+                    let status = request(&client, subject::PROJECTOR_STATUS.into(), none(), String::new()).await?;
                     let Some(entry) =
                         status["views"].as_array().and_then(|v| v.iter().find(|e| e["view"] == view.as_str())).cloned()
                     else {
@@ -746,7 +741,7 @@ async fn projections_command(ctx: &Ctx, args: ProjectionsArgs) -> anyhow::Result
         }
         ProjectionsAction::Retry { view, subject } => {
             let body = subject.map(|s| serde_json::json!({ "subject": s }).to_string()).unwrap_or_default();
-            let report = request(&client, format!("projector.retry.{view}"), none(), body).await?;
+            let report = request(&client, subject::projector("retry", &view), none(), body).await?;
             println!("{}", serde_json::to_string_pretty(&report)?);
         }
     }

@@ -6,11 +6,10 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
-use async_nats::RequestErrorKind;
 use bytes::{Buf, Bytes, BytesMut};
 use futures::{Stream, StreamExt};
 use jetsource::ErrorCode;
-use jetsource_runtime::reply::read_reply;
+use jetsource_runtime::wire::{self, CallError};
 use jetsource_telemetry::propagation;
 use tracing::Instrument;
 use warp::http::HeaderMap;
@@ -136,22 +135,23 @@ pub(crate) async fn request(
             .retry_after(2));
     }
     propagation::inject(&ctx.span, &mut headers);
-    let reply = client.request_with_headers(subject, headers, body).await.map_err(|e| match e.kind() {
-        RequestErrorKind::NoResponders => {
+    let client = wire::Client::new(client.clone(), ctx.gw.config.request_timeout);
+    client.request(subject, headers, body).await.map_err(|e| match e {
+        CallError::Reply(error) => Problem::from(error),
+        CallError::NoResponders { .. } => {
             Problem::from_code(ErrorCode::Unavailable, format!("no {service} service is running"))
                 .with("unavailable", service.to_owned())
                 .retry_after(2)
         }
-        RequestErrorKind::TimedOut => {
+        CallError::Timeout { .. } => {
             Problem::from_code(ErrorCode::Timeout, format!("the {service} service did not answer in time"))
         }
-        _ => Problem::from_code(ErrorCode::Unavailable, format!("NATS (the message bus) failed: {e}"))
-            .with("unavailable", "nats"),
-    })?;
-    match read_reply(&reply) {
-        Ok(_) => Ok(reply),
-        Err(error) => Err(Problem::from(error)),
-    }
+        CallError::Invalid(reason) => Problem::from_code(ErrorCode::Invalid, reason),
+        CallError::Nats(reason) => {
+            Problem::from_code(ErrorCode::Unavailable, format!("NATS (the message bus) failed: {reason}"))
+                .with("unavailable", "nats")
+        }
+    })
 }
 
 /// Decodes a percent-encoded path segment.

@@ -4,7 +4,7 @@
 use std::convert::Infallible;
 
 use jetsource::ErrorCode;
-use jetsource_runtime::reply::ErrorBody;
+use jetsource_runtime::wire::ErrorBody;
 use serde_json::{Map, Value, json};
 use warp::http::{HeaderValue, Response, StatusCode, header};
 use warp::reject::Reject;

@@ -9,6 +9,7 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 
 use jetsource_runtime::App;
+use jetsource_runtime::wire::subject;
 
 use crate::Gateway;
 
@@ -31,7 +32,7 @@ pub async fn status(app: &App, client: &async_nats::Client) -> (u16, Value) {
     let services = if connected { discover(client).await } else { BTreeMap::new() };
     let missing: Vec<&str> = app.discoverable_services().into_iter().filter(|s| !services.contains_key(*s)).collect();
     let views = if connected && services.contains_key("projector") {
-        match tokio::time::timeout(Duration::from_secs(2), client.request("projector.status", "".into())).await {
+        match tokio::time::timeout(Duration::from_secs(2), client.request(subject::PROJECTOR_STATUS, "".into())).await {
             Ok(Ok(reply)) => serde_json::from_slice::<Value>(&reply.payload).ok().map(|v| v["views"].clone()),
             _ => None,
         }
@@ -89,7 +90,7 @@ async fn discover(client: &async_nats::Client) -> BTreeMap<String, Vec<Value>> {
     let mut services: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     let inbox = client.new_inbox();
     let Ok(mut replies) = client.subscribe(inbox.clone()).await else { return services };
-    if client.publish_with_reply("$SRV.PING", inbox, "".into()).await.is_err() {
+    if client.publish_with_reply(subject::SRV_PING, inbox, "".into()).await.is_err() {
         return services;
     }
     let deadline = tokio::time::Instant::now() + Duration::from_millis(300);

@@ -11,7 +11,8 @@
 //!   (workers per version, rebuilds, parked events, queries over NATS);
 //! - [`logbook`]: queries over the logs every service ships to the bus;
 //! - [`micro`]: the NATS micro-service protocol (`$SRV.PING|INFO|STATS`) with our own endpoints;
-//! - [`reply`]: the reply contract (`Nats-Service-Error-Code`, `Nats-Service-Error`, JSON body);
+//! - [`wire`]: the wire contract: subjects, header names, the reply contract
+//!   (`Nats-Service-Error-Code`, `Nats-Service-Error`, JSON body) and a typed client;
 //! - [`ledger`]: the idempotency ledger (`Idempotency-Key` → first outcome, 24 h);
 //! - [`health`]: `/healthz`, `/readyz`, `/metrics`;
 //! - [`shutdown`]: one signal for Ctrl-C, SIGTERM and tests.
@@ -45,9 +46,9 @@ pub mod logbook;
 pub mod micro;
 pub mod projector;
 pub mod registry;
-pub mod reply;
 pub mod shutdown;
 pub mod views;
+pub mod wire;
 
 pub use registry::App;
 pub use shutdown::Shutdown;

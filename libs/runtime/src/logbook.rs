@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use crate::Shutdown;
 use crate::micro::{Endpoint, MicroService};
-use crate::reply::ErrorBody;
+use crate::wire::ErrorBody;
 use async_nats::jetstream;
 use async_nats::jetstream::consumer::DeliverPolicy;
 use async_nats::jetstream::consumer::pull::OrderedConfig;
@@ -36,7 +36,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// The request subject.
-pub const QUERY_SUBJECT: &str = "logbook.query";
+pub const QUERY_SUBJECT: &str = crate::wire::subject::LOGBOOK_QUERY;
 /// Records read at most per query (from the newest back).
 pub const SCAN_LIMIT: u64 = 200_000;
 /// Largest page.

@@ -240,7 +240,7 @@ impl<A: Aggregate, P: Prepare<A>> Prepare<A> for SharedPrepare<P> {
         &'a self,
         reads: &'a service::Reads,
         command: A::Command,
-    ) -> BoxFuture<'a, Result<A::Command, crate::reply::ErrorBody>> {
+    ) -> BoxFuture<'a, Result<A::Command, crate::wire::ErrorBody>> {
         self.0.prepare(reads, command)
     }
 }

@@ -15,8 +15,8 @@ use jetsource::{AggregateId, ErrorCode};
 use jetsource_runtime::App;
 use jetsource_runtime::command::{Prepare, Reads};
 use jetsource_runtime::registry::{ServiceSpec, Started};
-use jetsource_runtime::reply::ErrorBody;
 use jetsource_runtime::views::ViewKeys;
+use jetsource_runtime::wire::ErrorBody;
 
 /// The factory application, its saga with default settings.
 pub fn app() -> App {

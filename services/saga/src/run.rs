@@ -5,9 +5,9 @@ use std::ops::ControlFlow;
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
+use async_nats::Client;
 use async_nats::jetstream::consumer::PullConsumer;
 use async_nats::jetstream::{self, AckKind, kv};
-use async_nats::{Client, HeaderMap, RequestErrorKind};
 use factory_domain::order::{Order, OrderCommand, OrderEvent};
 use factory_domain::saga::{Answer, Decision, Phase, SagaState, StockRequest};
 use futures::StreamExt;
@@ -19,7 +19,7 @@ use jetsource::{
 };
 use jetsource_runtime::Shutdown;
 use jetsource_runtime::micro::{Endpoint, MicroService};
-use jetsource_runtime::reply::{ErrorBody, read_reply};
+use jetsource_runtime::wire::{self, CallError, CommandRequest, ErrorBody};
 use jetsource_telemetry::Metrics;
 use jetsource_telemetry::propagation;
 use ring::digest;
@@ -481,36 +481,31 @@ impl Inner {
             command_id = %command_id,
             outcome = field::Empty,
         );
-        let mut headers = HeaderMap::new();
-        headers.insert("Idempotency-Key", command_id.as_str());
-        headers.insert("Correlation-Id", cause.correlation_id.as_str());
-        headers.insert("Causation-Id", cause.event_id.as_str());
-        headers.insert("Actor", "saga");
-        propagation::inject(&span, &mut headers);
-        let subject = format!("cmd.stock.{}.{}", ask.stock_id, ask.command);
-        let request = self.client.request_with_headers(subject, headers, ask.body.clone().into());
+        let mut command = CommandRequest::new("stock", &ask.stock_id, ask.command, ask.body.clone());
+        command.idempotency_key = Some(command_id.clone());
+        command.correlation_id = Some(cause.correlation_id.clone());
+        command.causation_id = Some(cause.event_id.clone());
+        command.actor = Some("saga".into());
+        propagation::inject(&span, &mut command.headers);
         let bound = self.config.request_timeout;
-        let answer = match tokio::time::timeout(bound, request).instrument(span.clone()).await {
-            Err(_) => Ok(Answer::NoAnswer { code: "timeout".into(), message: format!("no answer within {bound:?}") }),
-            Ok(Err(e)) => match e.kind() {
-                RequestErrorKind::NoResponders => Ok(Answer::NoAnswer {
-                    code: "unavailable".into(),
-                    message: "the stock service is not running".into(),
-                }),
-                RequestErrorKind::TimedOut => {
-                    Ok(Answer::NoAnswer { code: "timeout".into(), message: format!("no answer within {bound:?}") })
-                }
-                RequestErrorKind::InvalidSubject | RequestErrorKind::MaxPayloadExceeded => Ok(Answer::Refused {
-                    code: "invalid".into(),
-                    reason: "invalid".into(),
-                    message: format!("the stock service cannot take this request: {e}"),
-                }),
-                RequestErrorKind::Other => Err(Retry(format!("request to the stock service failed: {e}"))),
-            },
-            Ok(Ok(reply)) => match read_reply(&reply) {
-                Ok(_) => Ok(Answer::Done),
-                Err(error) => classify(error),
-            },
+        let client = wire::Client::new(self.client.clone(), bound);
+        let sent =
+            client.request(command.subject(), command.header_map(), command.body.clone()).instrument(span.clone());
+        let answer = match sent.await {
+            Ok(_) => Ok(Answer::Done),
+            Err(CallError::Reply(error)) => classify(error),
+            Err(CallError::Timeout { .. }) => {
+                Ok(Answer::NoAnswer { code: "timeout".into(), message: format!("no answer within {bound:?}") })
+            }
+            Err(CallError::NoResponders { .. }) => {
+                Ok(Answer::NoAnswer { code: "unavailable".into(), message: "the stock service is not running".into() })
+            }
+            Err(CallError::Invalid(e)) => Ok(Answer::Refused {
+                code: "invalid".into(),
+                reason: "invalid".into(),
+                message: format!("the stock service cannot take this request: {e}"),
+            }),
+            Err(CallError::Nats(e)) => Err(Retry(format!("request to the stock service failed: {e}"))),
         };
         let outcome = match &answer {
             Ok(Answer::Done) => "done",

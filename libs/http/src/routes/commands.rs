@@ -9,6 +9,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use jetsource::metadata::validate_command_id;
 use jetsource::projection::registry::Registry;
+use jetsource_runtime::wire::{header, subject};
 use serde_json::Value;
 use warp::Filter;
 use warp::http::{HeaderMap, StatusCode};
@@ -33,7 +34,7 @@ async fn notifications(
     let stream = js.get_stream("NOTIFICATIONS").await.ok()?;
     let consumer = stream
         .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
-            filter_subject: format!("notify.{id}"),
+            filter_subject: subject::notify(id),
             ..Default::default()
         })
         .await
@@ -103,13 +104,13 @@ async fn send_command(
     let mut headers = async_nats::HeaderMap::new();
     if let Some(key) = ctx.header("idempotency-key") {
         validate_command_id(key).map_err(|e| Problem::new(400, "invalid", format!("Idempotency-Key: {e}")))?;
-        headers.insert("Idempotency-Key", key);
+        headers.insert(header::IDEMPOTENCY_KEY, key);
     }
     if let Some(expected) = ctx.header("if-match").map(if_match).transpose()?.flatten() {
-        headers.insert("Expected-Version", expected.to_string());
+        headers.insert(header::EXPECTED_VERSION, expected.to_string());
     }
-    headers.insert("Actor", ctx.principal.actor.as_str());
-    let subject = format!("cmd.{kind}.{id}.{command}");
+    headers.insert(header::ACTOR, ctx.principal.actor.as_str());
+    let subject = subject::command(&kind, &id, &command);
     let reply = request(&ctx, subject, headers, body, aggregate.service()).await?;
     /// What the edge needs of the reply; the body itself is passed on as it came.
     #[derive(serde::Deserialize)]
@@ -136,7 +137,7 @@ async fn send_command(
     if accepted {
         set(&mut response, "location", format!("/v1/commands/{}", head.command_id));
     }
-    if reply.headers.as_ref().and_then(|h| h.get("Idempotent-Replayed")).is_some() {
+    if reply.headers.as_ref().and_then(|h| h.get(header::REPLAYED)).is_some() {
         set(&mut response, "idempotent-replayed", "true".into());
     }
     Ok(response)
@@ -158,7 +159,8 @@ async fn command_status(ctx: Ctx, id: String) -> Result<warp::reply::Response, P
     let id = segment(&id)?;
     validate_command_id(&id).map_err(|e| Problem::new(400, "invalid", e))?;
     let reply =
-        request(&ctx, format!("qry.commands.{id}"), async_nats::HeaderMap::new(), Bytes::new(), "projector").await?;
+        request(&ctx, subject::query("commands", Some(&id)), async_nats::HeaderMap::new(), Bytes::new(), "projector")
+            .await?;
     let doc: Value = serde_json::from_slice(&reply.payload).unwrap_or(Value::Null);
     Ok(json(200, &doc))
 }

@@ -39,7 +39,7 @@ pub(super) fn routes(
         warp::path!("v1" / "projections").and(warp::get()).and(with(gw)).and(warp::header::headers_cloned()).then(
             |gw: Arc<Gateway>, headers: HeaderMap| async move {
                 handle(gw, "/v1/projections", Role::Viewer, headers, |ctx| {
-                    admin(ctx, "projector.status".into(), Bytes::new())
+                    admin(ctx, jetsource_runtime::wire::subject::PROJECTOR_STATUS.into(), Bytes::new())
                 })
                 .await
             },
@@ -57,7 +57,7 @@ pub(super) fn routes(
                 if !matches!(action.as_str(), "rebuild" | "retry") || view.contains(['.', '*', '>']) {
                     return Err(Problem::new(404, "not_found", "use POST /v1/projections/{view}/rebuild or /retry"));
                 }
-                admin(ctx, format!("projector.{action}.{view}"), body?).await
+                admin(ctx, jetsource_runtime::wire::subject::projector(&action, &view), body?).await
             })
             .await
         });

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use jetsource_runtime::wire::{header, subject};
 use serde_json::{Map, Value};
 use warp::Filter;
 use warp::http::HeaderMap;
@@ -53,7 +54,7 @@ fn consistency(ctx: &Ctx) -> Result<async_nats::HeaderMap, Problem> {
                 format!("Consistency-Token {token:?} is not a stream sequence (a command's stream_seq)"),
             )
         })?;
-        headers.insert("Min-Seq", seq.to_string());
+        headers.insert(header::MIN_SEQ, seq.to_string());
     }
     Ok(headers)
 }
@@ -64,7 +65,7 @@ async fn document(ctx: Ctx, view: String, key: String) -> Result<warp::reply::Re
         return Err(Problem::new(400, "invalid", format!("invalid {view} key {key:?}")));
     }
     let headers = consistency(&ctx)?;
-    let reply = request(&ctx, format!("qry.{view}.{key}"), headers, Bytes::new(), "projector").await?;
+    let reply = request(&ctx, subject::query(&view, Some(&key)), headers, Bytes::new(), "projector").await?;
     let doc: Value = serde_json::from_slice(&reply.payload).unwrap_or(Value::Null);
     let mut response = json(200, &doc);
     if let Some(seq) = doc["seq"].as_u64()
@@ -101,7 +102,7 @@ async fn listing(ctx: Ctx, view: String, query: HashMap<String, String>) -> Resu
     let headers = consistency(&ctx)?;
     let reply = request(
         &ctx,
-        format!("qry.{view}"),
+        subject::query(&view, None),
         headers,
         serde_json::to_vec(&body).unwrap_or_default().into(),
         "projector",

@@ -13,7 +13,7 @@ use jetsource::ErrorCode;
 
 use crate::Shutdown;
 use crate::registry::App;
-use crate::reply::ErrorBody;
+use crate::wire::ErrorBody;
 
 /// How often running services are discovered.
 const DISCOVERY_EVERY: Duration = Duration::from_secs(2);
@@ -38,7 +38,7 @@ pub async fn subscribe(
     client: Client,
     local: Vec<&'static str>,
 ) -> Result<Router, async_nats::SubscribeError> {
-    let commands = client.queue_subscribe("cmd.>", "cmd-router".to_owned()).await?;
+    let commands = client.queue_subscribe(crate::wire::subject::COMMANDS, "cmd-router".to_owned()).await?;
     Ok(Router { app, client, commands, local })
 }
 
@@ -85,8 +85,11 @@ async fn answer(client: &Client, reply: async_nats::Subject, error: &ErrorBody) 
 /// True when an instance of `service` answers `$SRV.PING` within 500 ms.
 async fn ping(client: &Client, service: &str) -> bool {
     matches!(
-        tokio::time::timeout(Duration::from_millis(500), client.request(format!("$SRV.PING.{service}"), "".into()))
-            .await,
+        tokio::time::timeout(
+            Duration::from_millis(500),
+            client.request(crate::wire::subject::srv_ping(service), "".into())
+        )
+        .await,
         Ok(Ok(_))
     )
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use crate::Shutdown;
 use crate::ledger::{Entry, Ledger, fingerprint};
 use crate::micro::{Endpoint, MicroService};
-use crate::reply::ErrorBody;
+use crate::wire::ErrorBody;
 use async_nats::header::HeaderName;
 use async_nats::{Client, HeaderMap, Message, Subscriber};
 use bytes::Bytes;
@@ -26,19 +26,7 @@ use serde_json::Value;
 use tokio::sync::Semaphore;
 use tracing::{Instrument, field};
 
-/// Request header carrying a client's idempotency key (the command id).
-pub const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
-/// Request header pinning the expected dense version.
-pub const EXPECTED_VERSION: &str = "Expected-Version";
-/// Request header naming who asks (set by the gateway from the authenticated caller).
-pub const ACTOR: &str = "Actor";
-/// Request header naming the conversation a command belongs to (the saga sets it to the
-/// command that started the conversation); defaults to the command id.
-pub const CORRELATION_ID: &str = "Correlation-Id";
-/// Request header naming what caused the command (the saga sets the event id).
-pub const CAUSATION_ID: &str = "Causation-Id";
-/// Reply header set when a reply is the replay of an earlier outcome.
-pub const REPLAYED: &str = "Idempotent-Replayed";
+use crate::wire::header::{ACTOR, CAUSATION_ID, CORRELATION_ID, EXPECTED_VERSION, IDEMPOTENCY_KEY, REPLAYED};
 
 // The same names as constants, so looking them up allocates nothing.
 const IDEMPOTENCY_KEY_NAME: HeaderName = HeaderName::from_static(IDEMPOTENCY_KEY);
@@ -202,7 +190,7 @@ where
 {
     let repo = Repository::<A>::new(deps.store(service), deps.snapshots.clone(), config.repository.clone())
         .with_observer(Arc::new(RepositoryMetrics(Arc::clone(&deps.metrics))));
-    let subject = format!("cmd.{}.>", A::TYPE);
+    let subject = crate::wire::subject::commands_of(A::TYPE);
     let description = format!("Commands of {} aggregates: cmd.{}.<id>.<command>", A::TYPE, A::TYPE);
     let micro = MicroService::start(&deps.client, service, env!("CARGO_PKG_VERSION"), &description).await?;
     let (requests, endpoint) = micro.endpoint("commands", &subject, service).await?;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::micro::Endpoint;
-use crate::reply::ErrorBody;
+use crate::wire::ErrorBody;
 use async_nats::header::HeaderName;
 use async_nats::{HeaderMap, Message, Subscriber};
 use bytes::Bytes;
@@ -20,8 +20,8 @@ use serde_json::{Value, json};
 
 use super::Projector;
 
-/// Request header: answer only once the view reflects this stream sequence.
-pub const MIN_SEQ: &str = "Min-Seq";
+use crate::wire::header::MIN_SEQ;
+use crate::wire::subject;
 const MIN_SEQ_NAME: HeaderName = HeaderName::from_static(MIN_SEQ);
 
 /// Largest page of a listing.
@@ -30,8 +30,8 @@ const MAX_LIMIT: usize = 1000;
 pub(crate) async fn subscribe(projector: &Projector) -> Result<(), ProjectionError> {
     let micro = projector.micro();
     let fail = |e: async_nats::SubscribeError| ProjectionError::Unavailable { view: "*".into(), reason: e.to_string() };
-    let (queries, query_stats) = micro.endpoint("query", "qry.>", "views").await.map_err(fail)?;
-    let (admin, admin_stats) = micro.endpoint("admin", "projector.>", "projector").await.map_err(fail)?;
+    let (queries, query_stats) = micro.endpoint("query", subject::QUERIES, "views").await.map_err(fail)?;
+    let (admin, admin_stats) = micro.endpoint("admin", subject::PROJECTOR, "projector").await.map_err(fail)?;
     projector.keep_endpoint(queries, query_stats);
     projector.keep_endpoint(admin, admin_stats);
     Ok(())
