@@ -65,6 +65,7 @@
 #![warn(clippy::unwrap_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod backoff;
 pub mod cloudevents;
 pub mod codec;
 pub mod connect;
@@ -77,6 +78,7 @@ pub mod snapshot;
 pub mod store;
 pub mod topology;
 
+pub use backoff::Backoff;
 pub use codec::Codec;
 pub use connect::{ConnectError, connect};
 pub use error::{CommandError, ErrorCode, StoreError};

@@ -10,6 +10,7 @@
 //! - [`views`]: the registered views, type-erased; [`projector`]: the service keeping them
 //!   (workers per version, rebuilds, parked events, queries over NATS);
 //! - [`logbook`]: queries over the logs every service ships to the bus;
+//! - [`endpoint`]: the one request/reply loop every endpoint runs in;
 //! - [`micro`]: the NATS micro-service protocol (`$SRV.PING|INFO|STATS`) with our own endpoints;
 //! - [`wire`]: the wire contract: subjects, header names, the reply contract
 //!   (`Nats-Service-Error-Code`, `Nats-Service-Error`, JSON body) and a typed client;
@@ -39,6 +40,7 @@
 
 pub mod command;
 pub mod consume;
+pub mod endpoint;
 pub mod health;
 pub mod inspect;
 pub mod ledger;

@@ -21,15 +21,16 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::Shutdown;
+use crate::endpoint::{self, Answer};
 use crate::micro::{Endpoint, MicroService};
 use crate::wire::ErrorBody;
 use async_nats::jetstream;
 use async_nats::jetstream::consumer::DeliverPolicy;
 use async_nats::jetstream::consumer::pull::OrderedConfig;
-use async_nats::{Client, Message, Subscriber};
+use async_nats::{Client, Subscriber};
 use futures::StreamExt;
 use jetsource::ErrorCode;
 use serde::{Deserialize, Serialize};
@@ -166,44 +167,18 @@ impl Logbook {
 
     /// Answers until `shutdown`.
     pub async fn run_until_stopped(self, shutdown: Shutdown) {
-        let Logbook { inner, mut requests, _micro } = self;
-        loop {
-            let request = tokio::select! {
-                () = shutdown.wait() => break,
-                request = requests.next() => match request {
-                    Some(request) => request,
-                    None => break,
-                },
-            };
+        let Logbook { inner, requests, _micro } = self;
+        let (client, stats) = (inner.client.clone(), Arc::clone(&inner.endpoint));
+        endpoint::serve(client, requests, stats, endpoint::DEFAULT_IN_FLIGHT, shutdown, move |request| {
             let inner = Arc::clone(&inner);
-            tokio::spawn(async move { inner.answer(request).await });
-        }
+            async move { Answer::of(inner.query(&request.payload).await) }
+        })
+        .await;
         tracing::info!(service = "logbook", "stopping");
     }
 }
 
 impl Inner {
-    async fn answer(&self, request: Message) {
-        let started = Instant::now();
-        let Some(reply) = request.reply.clone() else { return };
-        let result = self.query(&request.payload).await;
-        let sent = match result {
-            Ok(page) => {
-                self.endpoint.record(started.elapsed(), None);
-                let body = serde_json::to_vec(&page).unwrap_or_default();
-                self.client.publish(reply, body.into()).await
-            }
-            Err(error) => {
-                self.endpoint.record(started.elapsed(), Some((error.status(), &error.message)));
-                let (headers, body) = error.to_message();
-                self.client.publish_with_headers(reply, headers, body).await
-            }
-        };
-        if let Err(e) = sent {
-            tracing::warn!(service = "logbook", error = %e, "cannot answer a log query");
-        }
-    }
-
     async fn query(&self, body: &[u8]) -> Result<LogPage, ErrorBody> {
         let query: LogQuery = if body.iter().all(u8::is_ascii_whitespace) {
             LogQuery::default()

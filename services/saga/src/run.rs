@@ -10,7 +10,6 @@ use async_nats::jetstream::consumer::PullConsumer;
 use async_nats::jetstream::{self, AckKind, kv};
 use factory_domain::order::{Order, OrderCommand, OrderEvent};
 use factory_domain::saga::{Answer, Decision, Phase, SagaState, StockRequest};
-use futures::StreamExt;
 use futures::future::join_all;
 use jetsource::id::escape_kv_token;
 use jetsource::{
@@ -18,6 +17,7 @@ use jetsource::{
     SnapshotStore, StoreConfig, StoredEvent,
 };
 use jetsource_runtime::Shutdown;
+use jetsource_runtime::endpoint::{self, Answer as Reply};
 use jetsource_runtime::micro::{Endpoint, MicroService};
 use jetsource_runtime::wire::{self, CallError, CommandRequest, ErrorBody};
 use jetsource_telemetry::Metrics;
@@ -138,21 +138,14 @@ impl Saga {
     /// Handles order events until `shutdown`; steps in progress then stop where they are and
     /// resume after a restart (their events were not acknowledged).
     pub async fn run_until_stopped(self, shutdown: Shutdown) {
-        let Saga { inner, consumer, mut queries, _micro } = self;
+        let Saga { inner, consumer, queries, _micro } = self;
         let answer = {
             let inner = Arc::clone(&inner);
-            let shutdown = shutdown.clone();
-            async move {
-                loop {
-                    tokio::select! {
-                        () = shutdown.wait() => break,
-                        request = queries.next() => match request {
-                            Some(request) => inner.answer_query(request).await,
-                            None => break,
-                        },
-                    }
-                }
-            }
+            let (client, stats) = (inner.client.clone(), Arc::clone(&inner.queries));
+            endpoint::serve(client, queries, stats, endpoint::DEFAULT_IN_FLIGHT, shutdown.clone(), move |request| {
+                let inner = Arc::clone(&inner);
+                async move { inner.answer_query(request).await }
+            })
         };
         tokio::select! {
             () = consume(Arc::clone(&inner), consumer, shutdown.clone()) => {}
@@ -214,7 +207,7 @@ async fn consume(inner: Arc<Inner>, consumer: PullConsumer, shutdown: Shutdown) 
 impl Inner {
     /// Handles one event until it is done (or the process stops), then acknowledges it.
     async fn handle(&self, message: jetstream::Message, shutdown: Shutdown) {
-        let mut pause = Duration::from_millis(100);
+        let mut pause = jetsource::Backoff::new(Duration::from_millis(100), self.config.max_retry_pause);
         loop {
             // Tell JetStream the event is being worked on, so a slow step is not redelivered.
             let step = self.step(&message);
@@ -240,9 +233,8 @@ impl Inner {
                     let _ = message.ack_with(AckKind::Progress).await;
                     tokio::select! {
                         () = shutdown.wait() => return,
-                        () = tokio::time::sleep(pause) => {}
+                        () = pause.wait() => {}
                     }
-                    pause = (pause * 2).min(self.config.max_retry_pause);
                 }
             }
         }
@@ -570,9 +562,7 @@ impl Inner {
     }
 
     /// `saga.get.<order_id>`: the saga state, or `not_found`.
-    async fn answer_query(&self, request: async_nats::Message) {
-        let started = std::time::Instant::now();
-        let Some(reply) = request.reply.clone() else { return };
+    async fn answer_query(&self, request: async_nats::Message) -> Reply {
         let order = request.subject.strip_prefix("saga.get.").unwrap_or_default();
         let result = match AggregateId::new(order) {
             Err(e) => Err(ErrorBody::new(ErrorCode::Invalid, e.to_string())),
@@ -582,19 +572,9 @@ impl Inner {
                 Err(e) => Err(ErrorBody::new(ErrorCode::Unavailable, e.to_string())),
             },
         };
-        let sent = match result {
-            Ok(bytes) => {
-                self.queries.record(started.elapsed(), None);
-                self.client.publish(reply, bytes).await
-            }
-            Err(error) => {
-                self.queries.record(started.elapsed(), Some((error.status(), &error.message)));
-                let (headers, body) = error.to_message();
-                self.client.publish_with_headers(reply, headers, body).await
-            }
-        };
-        if let Err(e) = sent {
-            tracing::warn!(error = %e, "cannot answer a saga query");
+        match result {
+            Ok(bytes) => Reply::ok(bytes),
+            Err(error) => Reply::error(&error),
         }
     }
 }

@@ -6,13 +6,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::Shutdown;
+use crate::endpoint::{self, Answer};
 use crate::ledger::{Entry, Ledger, fingerprint};
-use crate::micro::{Endpoint, MicroService};
+use crate::micro::MicroService;
 use crate::wire::ErrorBody;
 use async_nats::header::HeaderName;
-use async_nats::{Client, HeaderMap, Message, Subscriber};
+use async_nats::{Client, Message};
 use bytes::Bytes;
-use futures::StreamExt;
 use futures::future::BoxFuture;
 use jetsource::metadata::validate_command_id;
 use jetsource::{
@@ -23,7 +23,6 @@ use jetsource_telemetry::Metrics;
 use jetsource_telemetry::metrics::RepositoryMetrics;
 use jetsource_telemetry::propagation;
 use serde_json::Value;
-use tokio::sync::Semaphore;
 use tracing::{Instrument, field};
 
 use crate::wire::header::{ACTOR, CAUSATION_ID, CORRELATION_ID, EXPECTED_VERSION, IDEMPOTENCY_KEY, REPLAYED};
@@ -144,8 +143,11 @@ impl Default for CommandConfig {
 /// A command service subscribed and ready to run.
 pub struct RunningService {
     name: &'static str,
-    run: futures::future::BoxFuture<'static, ()>,
+    run: Run,
 }
+
+/// Serves a command endpoint until the signal.
+type Run = Box<dyn FnOnce(Shutdown) -> BoxFuture<'static, ()> + Send>;
 
 impl RunningService {
     /// The service name (`stock`).
@@ -156,9 +158,11 @@ impl RunningService {
     /// Serves until `shutdown`, then stops taking requests and lets the ones in flight finish.
     pub async fn run_until_stopped(self, shutdown: Shutdown) {
         let name = self.name;
-        tokio::select! {
-            () = self.run => tracing::warn!(service = name, "command endpoint closed"),
-            () = shutdown.wait() => tracing::info!(service = name, "stopping"),
+        (self.run)(shutdown.clone()).await;
+        if shutdown.is_triggered() {
+            tracing::info!(service = name, "stopping");
+        } else {
+            tracing::warn!(service = name, "command endpoint closed");
         }
     }
 }
@@ -170,7 +174,6 @@ pub(crate) struct Handler<A: Aggregate, P> {
     repo: Repository<A>,
     deps: Deps,
     config: CommandConfig,
-    endpoint: Arc<Endpoint>,
 }
 
 /// Subscribes the command service `service` of aggregate type `A` and returns it ready to run.
@@ -193,32 +196,27 @@ where
     let subject = crate::wire::subject::commands_of(A::TYPE);
     let description = format!("Commands of {} aggregates: cmd.{}.<id>.<command>", A::TYPE, A::TYPE);
     let micro = MicroService::start(&deps.client, service, env!("CARGO_PKG_VERSION"), &description).await?;
-    let (requests, endpoint) = micro.endpoint("commands", &subject, service).await?;
+    let (requests, stats) = micro.endpoint("commands", &subject, service).await?;
     let reads = deps.reads(service);
-    let handler = Arc::new(Handler { service, prepare, reads, repo, deps: deps.clone(), config, endpoint });
+    let max_in_flight = config.max_in_flight;
+    let handler = Arc::new(Handler { service, prepare, reads, repo, deps: deps.clone(), config });
     tracing::info!(service, service_id = micro.id(), subject = %subject, "command service ready");
-    Ok(RunningService { name: service, run: Box::pin(serve(handler, requests, micro)) })
-}
-
-async fn serve<A, P>(handler: Arc<Handler<A, P>>, mut requests: Subscriber, _micro: MicroService)
-where
-    A: Aggregate,
-    A::Command: Command,
-    P: Prepare<A>,
-{
-    let permits = Arc::new(Semaphore::new(handler.config.max_in_flight));
-    while let Some(message) = requests.next().await {
-        let Ok(permit) = Arc::clone(&permits).acquire_owned().await else { break };
-        let handler = Arc::clone(&handler);
-        tokio::spawn(async move {
-            handler.answer(message).await;
-            drop(permit);
-        });
-    }
+    let client = deps.client.clone();
+    let run: Run = Box::new(move |shutdown| {
+        Box::pin(async move {
+            let _micro = micro; // answers $SRV while the endpoint serves
+            endpoint::serve(client, requests, stats, max_in_flight, shutdown, move |message| {
+                let handler = Arc::clone(&handler);
+                async move { handler.answer(message).await }
+            })
+            .await;
+        })
+    });
+    Ok(RunningService { name: service, run })
 }
 
 /// What one request came to.
-struct Answer {
+struct Outcome {
     result: Result<Success, ErrorBody>,
     replayed: bool,
     /// The command's catalogue name (`unknown` for malformed requests: labels stay bounded).
@@ -231,7 +229,7 @@ where
     A::Command: Command,
     P: Prepare<A>,
 {
-    async fn answer(&self, message: Message) {
+    async fn answer(&self, message: Message) -> Answer {
         let started = Instant::now();
         let span = tracing::info_span!(
             "jetsource.command",
@@ -246,7 +244,7 @@ where
             stream_seq = field::Empty,
         );
         propagation::set_parent_from_headers(&span, message.headers.as_ref());
-        let Answer { result, replayed, command } = self.process(&message).instrument(span.clone()).await;
+        let Outcome { result, replayed, command } = self.process(&message).instrument(span.clone()).await;
         let code = match &result {
             Ok(reply) if reply.accepted => "accepted",
             Ok(_) => "succeeded",
@@ -256,49 +254,23 @@ where
         if result.is_err() {
             span.record("otel.status_code", "error");
         }
-        let (headers, body) = match result {
-            Ok(reply) => {
-                let mut headers = HeaderMap::new();
-                if replayed {
-                    headers.insert(REPLAYED, "true");
-                }
-                (headers, reply.body)
-            }
+        let answer = match result {
+            Ok(reply) => Answer::ok(reply.body),
             Err(error) => {
                 let error = error.with_trace_id(propagation::trace_id(&span));
                 if error.code == ErrorCode::Internal {
                     tracing::error!(parent: &span, error = %error, "command failed");
                 }
-                let (mut headers, body) = error.to_message();
-                if replayed {
-                    headers.insert(REPLAYED, "true");
-                }
-                self.endpoint.record(started.elapsed(), Some((error.status(), &error.message)));
-                self.respond(&message, headers, body).await;
-                self.deps.metrics.command(A::TYPE, command, code, started.elapsed());
-                return;
+                Answer::error(&error)
             }
         };
-        self.endpoint.record(started.elapsed(), None);
-        self.respond(&message, headers, body).await;
         self.deps.metrics.command(A::TYPE, command, code, started.elapsed());
+        if replayed { answer.with_header(REPLAYED, "true") } else { answer }
     }
 
-    async fn respond(&self, message: &Message, headers: HeaderMap, body: Bytes) {
-        let Some(reply) = message.reply.clone() else { return };
-        let sent = if headers.is_empty() {
-            self.deps.client.publish(reply, body).await
-        } else {
-            self.deps.client.publish_with_headers(reply, headers, body).await
-        };
-        if let Err(e) = sent {
-            tracing::warn!(error = %e, "cannot send a command reply");
-        }
-    }
-
-    async fn process(&self, message: &Message) -> Answer {
+    async fn process(&self, message: &Message) -> Outcome {
         let span = tracing::Span::current();
-        let mut answer = Answer {
+        let mut answer = Outcome {
             result: Err(ErrorBody::new(ErrorCode::Internal, "unhandled")),
             replayed: false,
             command: "unknown",
@@ -323,7 +295,13 @@ where
         answer
     }
 
-    async fn run(&self, message: &Message, id: &str, command: &str, answer: &mut Answer) -> Result<Success, ErrorBody> {
+    async fn run(
+        &self,
+        message: &Message,
+        id: &str,
+        command: &str,
+        answer: &mut Outcome,
+    ) -> Result<Success, ErrorBody> {
         let invalid = |m: String| ErrorBody::new(ErrorCode::Invalid, m);
         let spec = <A::Command as Command>::spec(command).ok_or_else(|| {
             let e = jetsource::CommandParseError::unknown(A::TYPE, command, <A::Command as Command>::SPECS);

@@ -148,11 +148,10 @@ impl Observe {
 async fn report_faults(store: EventStore, mut faults: mpsc::Receiver<(String, NewEvent)>) {
     while let Some((subject, fact)) = faults.recv().await {
         // Until it is recorded: the command it fails must be told.
-        let mut attempt = 0u32;
+        let mut pause = jetsource::Backoff::new(Duration::from_millis(200), Duration::from_millis(6_400));
         while let Err(e) = store.append_fact(&subject, fact.clone()).await {
-            tracing::warn!(service = "projector", error = %e, attempt, "cannot record a parked event; retrying");
-            tokio::time::sleep(Duration::from_millis(200 << attempt.min(5))).await;
-            attempt += 1;
+            tracing::warn!(service = "projector", error = %e, "cannot record a parked event; retrying");
+            pause.wait().await;
         }
     }
 }
@@ -357,10 +356,11 @@ impl Projector {
     /// Serves until `shutdown`, then stops every worker.
     pub async fn run_until_stopped(self, shutdown: Shutdown) {
         let endpoints = self.take_endpoints();
-        let serving = queries::serve(self.clone(), endpoints);
-        tokio::select! {
-            () = serving => tracing::warn!(service = "projector", "query endpoints closed"),
-            () = shutdown.wait() => tracing::info!(service = "projector", "stopping"),
+        queries::serve(self.clone(), endpoints, shutdown.clone()).await;
+        if shutdown.is_triggered() {
+            tracing::info!(service = "projector", "stopping");
+        } else {
+            tracing::warn!(service = "projector", "query endpoints closed");
         }
         for running in self.inner.active.read().unwrap_or_else(PoisonError::into_inner).values() {
             running.stop.trigger();

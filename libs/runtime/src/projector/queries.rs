@@ -5,11 +5,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::Shutdown;
+use crate::endpoint::{self, Answer};
 use crate::micro::Endpoint;
 use crate::wire::ErrorBody;
 use async_nats::header::HeaderName;
-use async_nats::{HeaderMap, Message, Subscriber};
-use bytes::Bytes;
+use async_nats::{Message, Subscriber};
 use futures::StreamExt;
 use futures::stream::FuturesOrdered;
 use jetsource::ErrorCode;
@@ -37,40 +38,31 @@ pub(crate) async fn subscribe(projector: &Projector) -> Result<(), ProjectionErr
     Ok(())
 }
 
-pub(crate) async fn serve(projector: Projector, endpoints: Vec<(Subscriber, Arc<Endpoint>)>) {
-    let mut requests = futures::stream::select_all(
-        endpoints.into_iter().map(|(subscriber, stats)| subscriber.map(move |m| (m, Arc::clone(&stats)))),
-    );
-    while let Some((message, stats)) = requests.next().await {
+/// Answers queries and operations until `shutdown`, each endpoint in the one endpoint loop.
+pub(crate) async fn serve(projector: Projector, endpoints: Vec<(Subscriber, Arc<Endpoint>)>, shutdown: Shutdown) {
+    let client = projector.inner.client.clone();
+    let loops = endpoints.into_iter().map(|(requests, stats)| {
         let projector = projector.clone();
-        tokio::spawn(async move {
-            let started = Instant::now();
-            let result = if message.subject.starts_with("qry.") {
-                query(&projector, &message).await
-            } else {
-                admin(&projector, &message).await
-            };
-            stats.record(started.elapsed(), result.as_ref().err().map(|e| (e.status(), e.message.as_str())));
-            respond(&projector, &message, result).await;
-        });
-    }
-}
-
-async fn respond(projector: &Projector, message: &Message, result: Result<Value, ErrorBody>) {
-    let Some(reply) = message.reply.clone() else { return };
-    let (headers, body) = match result {
-        Ok(value) => (HeaderMap::new(), Bytes::from(serde_json::to_vec(&value).unwrap_or_default())),
-        Err(error) => error.to_message(),
-    };
-    let client = &projector.inner.client;
-    let sent = if headers.is_empty() {
-        client.publish(reply, body).await
-    } else {
-        client.publish_with_headers(reply, headers, body).await
-    };
-    if let Err(e) = sent {
-        tracing::warn!(service = "projector", error = %e, "cannot answer");
-    }
+        endpoint::serve(
+            client.clone(),
+            requests,
+            stats,
+            endpoint::DEFAULT_IN_FLIGHT,
+            shutdown.clone(),
+            move |message| {
+                let projector = projector.clone();
+                async move {
+                    let result = if message.subject.starts_with("qry.") {
+                        query(&projector, &message).await
+                    } else {
+                        admin(&projector, &message).await
+                    };
+                    Answer::of(result)
+                }
+            },
+        )
+    });
+    futures::future::join_all(loops).await;
 }
 
 #[derive(Debug, Default, Deserialize)]
