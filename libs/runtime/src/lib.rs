@@ -39,7 +39,6 @@
 #![allow(clippy::result_large_err)]
 
 pub mod command;
-pub mod consume;
 pub mod endpoint;
 pub mod health;
 pub mod inspect;
@@ -48,9 +47,9 @@ pub mod logbook;
 pub mod micro;
 pub mod projector;
 pub mod registry;
-pub mod shutdown;
 pub mod views;
 pub mod wire;
 
+pub use jetsource::Shutdown;
+pub use jetsource::consume;
 pub use registry::App;
-pub use shutdown::Shutdown;

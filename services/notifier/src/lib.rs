@@ -29,16 +29,17 @@
 #![warn(clippy::unwrap_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
-use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_nats::jetstream;
 use async_nats::jetstream::consumer::PullConsumer;
 use async_nats::jetstream::message::PublishMessage;
-use async_nats::jetstream::{self, AckKind};
 use async_nats::{Client, HeaderMap};
 use factory_domain::order::OrderEvent;
-use factory_domain::status::{self, Outcome};
+use factory_domain::status;
+use futures::future::BoxFuture;
+use jetsource::consume::{self, EventHandler, Outcome, PerEventConfig};
 use jetsource::projection::EventParked;
 use jetsource::{Codec, StoredEvent};
 use jetsource_runtime::Shutdown;
@@ -46,7 +47,6 @@ use jetsource_runtime::micro::MicroService;
 use jetsource_telemetry::Metrics;
 use jetsource_telemetry::propagation;
 use serde::{Deserialize, Serialize};
-use tokio::sync::Semaphore;
 use tracing::Instrument;
 
 /// The prefix of notification subjects: `notify.<command_id>`.
@@ -75,6 +75,7 @@ pub struct NotifierError(String);
 pub struct Notifier {
     client: Client,
     consumer: PullConsumer,
+    parked: async_nats::jetstream::kv::Store,
     metrics: Arc<Metrics>,
     _micro: MicroService,
 }
@@ -98,31 +99,21 @@ impl Notifier {
         )
         .await
         .map_err(|e| NotifierError(e.to_string()))?;
+        let parked = js.get_key_value("parked").await.map_err(|e| NotifierError(format!("bucket parked: {e}")))?;
         tracing::info!(service = "notifier", service_id = micro.id(), "notifier ready");
-        Ok(Self { client, consumer, metrics, _micro: micro })
+        Ok(Self { client, consumer, parked, metrics, _micro: micro })
     }
 
-    /// Notifies until `shutdown`.
+    /// Notifies until `shutdown`, in the one consumer loop: a notification that cannot be
+    /// published is retried with backoff.
     pub async fn run_until_stopped(self, shutdown: Shutdown) {
         let work = Arc::new(Work {
             js: jetstream::new(self.client.clone()),
             orders: Codec::default(),
             metrics: Arc::clone(&self.metrics),
         });
-        let permits = Arc::new(Semaphore::new(256));
-        jetsource_runtime::consume::pull(&self.consumer, &shutdown, "notifier", |message| {
-            let (work, permits) = (Arc::clone(&work), Arc::clone(&permits));
-            async move {
-                let Ok(permit) = permits.acquire_owned().await else { return ControlFlow::Break(()) };
-                tokio::spawn(async move {
-                    work.handle(message).await;
-                    drop(permit);
-                });
-                ControlFlow::Continue(())
-            }
-        })
-        .await;
-        tracing::info!(service = "notifier", "stopping");
+        let config = PerEventConfig::new("notifier");
+        consume::run_per_event(self.consumer, self.parked, config, work, shutdown).await;
     }
 }
 
@@ -132,24 +123,24 @@ struct Work {
     metrics: Arc<Metrics>,
 }
 
-impl Work {
-    async fn handle(&self, message: jetstream::Message) {
-        let ack = match self.notify(&message).await {
-            Ok(()) => message.ack().await,
-            Err(e) => {
-                tracing::warn!(service = "notifier", subject = %message.subject, error = %e, "cannot notify; will retry");
-                message.ack_with(AckKind::Nak(Some(Duration::from_millis(500)))).await
+impl EventHandler for Work {
+    fn handle<'a>(&'a self, event: &'a StoredEvent) -> BoxFuture<'a, Outcome> {
+        Box::pin(async move {
+            match self.notify(event).await {
+                Ok(()) => Outcome::Done,
+                Err(e) => {
+                    tracing::warn!(service = "notifier", subject = %event.subject, error = %e, "cannot notify; will retry");
+                    Outcome::Retry(Duration::from_millis(500))
+                }
             }
-        };
-        if let Err(e) = ack {
-            tracing::warn!(service = "notifier", error = %e, "cannot acknowledge an event");
-        }
+        })
     }
+}
 
+impl Work {
     /// Publishes the notification an event calls for, if any.
-    async fn notify(&self, message: &jetstream::Message) -> Result<(), String> {
-        let stored = StoredEvent::from_delivery(message).map_err(|e| e.to_string())?;
-        let Some((notification, event_id, trace)) = self.read(&stored) else { return Ok(()) };
+    async fn notify(&self, stored: &StoredEvent) -> Result<(), String> {
+        let Some((notification, event_id, trace)) = self.read(stored) else { return Ok(()) };
         let span = tracing::info_span!(
             "notifier.notify",
             service = "notifier",
@@ -194,7 +185,7 @@ impl Work {
         if correlation.is_empty() {
             return None;
         }
-        let outcome: Outcome = if stored.subject.starts_with(&format!("evt.{}.", EventParked::AGGREGATE_TYPE)) {
+        let outcome: status::Outcome = if stored.subject.starts_with(&format!("evt.{}.", EventParked::AGGREGATE_TYPE)) {
             {
                 let p: EventParked = serde_json::from_slice(&stored.data).ok()?;
                 status::of_parked(&p.view, &p.event_type, p.seq, &p.subject, &p.reason)

@@ -1,19 +1,18 @@
 //! The saga's consumer loop, its steps and its stock requests.
 
-use std::collections::HashMap;
-use std::ops::ControlFlow;
-use std::sync::{Arc, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::Client;
 use async_nats::jetstream::consumer::PullConsumer;
-use async_nats::jetstream::{self, AckKind, kv};
+use async_nats::jetstream::{self, kv};
 use factory_domain::order::{Order, OrderCommand, OrderEvent};
 use factory_domain::saga::{Answer, Decision, Phase, SagaState, StockRequest};
-use futures::future::join_all;
+use futures::future::{BoxFuture, join_all};
+use jetsource::consume::{self, EventHandler, Outcome, PerEventConfig};
 use jetsource::id::escape_kv_token;
 use jetsource::{
-    AggregateId, Codec, CommandContext, CommandError, ErrorCode, EventStore, Repository, RepositoryConfig,
+    AggregateId, Backoff, Codec, CommandContext, CommandError, ErrorCode, EventStore, Repository, RepositoryConfig,
     SnapshotStore, StoreConfig, StoredEvent,
 };
 use jetsource_runtime::Shutdown;
@@ -23,11 +22,7 @@ use jetsource_runtime::wire::{self, CallError, CommandRequest, ErrorBody};
 use jetsource_telemetry::Metrics;
 use jetsource_telemetry::propagation;
 use ring::digest;
-use tokio::sync::{Semaphore, mpsc};
 use tracing::{Instrument, field};
-
-/// How often an event being handled is reported in progress (the consumer's ack wait is 10 s).
-const PROGRESS_EVERY: Duration = Duration::from_secs(3);
 
 /// How the saga runs.
 #[derive(Debug, Clone)]
@@ -58,6 +53,14 @@ pub enum SagaError {
 #[derive(Debug)]
 struct Retry(String);
 
+/// Why an event is not done.
+enum Step {
+    /// Try again later.
+    Retry(String),
+    /// It can never be handled as it is.
+    Park(String),
+}
+
 /// The running saga.
 pub struct Saga {
     inner: Arc<Inner>,
@@ -67,6 +70,8 @@ pub struct Saga {
 }
 
 struct Inner {
+    /// Where events the saga cannot read are parked.
+    parked: kv::Store,
     /// Fault injection for crash tests: abort the process after this many stock answers
     /// (`FACTORY_SAGA_ABORT_AFTER_STEPS`), as a crash mid-saga would.
     abort_after: Option<std::sync::atomic::AtomicU64>,
@@ -101,6 +106,7 @@ impl Saga {
             .await
             .map_err(|e| SagaError::Setup(format!("consumer saga on EVENTS: {e}")))?;
         let sagas = js.get_key_value("sagas").await.map_err(|e| SagaError::Setup(format!("bucket sagas: {e}")))?;
+        let parked = js.get_key_value("parked").await.map_err(|e| SagaError::Setup(format!("bucket parked: {e}")))?;
         let snapshots = SnapshotStore::open(&js, "snapshots").await.ok();
         let store = EventStore::new(
             client.clone(),
@@ -123,6 +129,7 @@ impl Saga {
             .and_then(|v| v.parse::<u64>().ok())
             .map(std::sync::atomic::AtomicU64::new);
         let inner = Arc::new(Inner {
+            parked,
             abort_after,
             client,
             sagas,
@@ -147,112 +154,46 @@ impl Saga {
                 async move { inner.answer_query(request).await }
             })
         };
+        let config = PerEventConfig {
+            max_in_flight: inner.config.max_in_flight,
+            retry: Backoff::new(Duration::from_millis(100), inner.config.max_retry_pause),
+            ..PerEventConfig::new("saga")
+        };
+        let events =
+            consume::run_per_event(consumer, inner.parked.clone(), config, Arc::clone(&inner), shutdown.clone());
         tokio::select! {
-            () = consume(Arc::clone(&inner), consumer, shutdown.clone()) => {}
+            () = events => {}
             () = answer => {}
         }
         tracing::info!(service = "saga", "stopping");
     }
 }
 
-/// Pulls order events. Each order has a queue drained by one task, so one order's events are
-/// handled strictly in order while other orders go on (an order whose step waits for a stock
-/// service holds back only its own events).
-async fn consume(inner: Arc<Inner>, consumer: PullConsumer, shutdown: Shutdown) {
-    let permits = Arc::new(Semaphore::new(inner.config.max_in_flight));
-    let queues: Arc<std::sync::Mutex<HashMap<String, mpsc::UnboundedSender<jetstream::Message>>>> = Arc::default();
-    jetsource_runtime::consume::pull(&consumer, &shutdown, "saga", |message| {
-        let order = message.subject.splitn(3, '.').nth(2).unwrap_or_default().to_owned();
-        let mut open = queues.lock().unwrap_or_else(PoisonError::into_inner);
-        let message = match open.get(&order) {
-            Some(queue) => match queue.send(message) {
-                Ok(()) => return std::future::ready(ControlFlow::Continue(())),
-                Err(mpsc::error::SendError(message)) => message,
-            },
-            None => message,
-        };
-        let (queue, mut pending) = mpsc::unbounded_channel();
-        let _ = queue.send(message);
-        open.insert(order.clone(), queue);
-        drop(open);
-        let (inner, shutdown, permits, queues) =
-            (Arc::clone(&inner), shutdown.clone(), Arc::clone(&permits), Arc::clone(&queues));
-        tokio::spawn(async move {
-            loop {
-                let next = match pending.try_recv() {
-                    Ok(message) => message,
-                    Err(_) => {
-                        // Empty: close the queue unless an event arrived meanwhile (checked
-                        // under the lock the dispatcher sends under).
-                        let mut open = queues.lock().unwrap_or_else(PoisonError::into_inner);
-                        match pending.try_recv() {
-                            Ok(message) => message,
-                            Err(_) => {
-                                open.remove(&order);
-                                return;
-                            }
-                        }
-                    }
-                };
-                let Ok(permit) = Arc::clone(&permits).acquire_owned().await else { return };
-                inner.handle(next, shutdown.clone()).await;
-                drop(permit);
+impl EventHandler for Inner {
+    /// One order event, in the one consumer loop: events of one order one after the other,
+    /// orders in parallel; a step that must wait (a stock service down) is retried there with
+    /// backoff while its order's later events wait; an event the saga cannot read is parked.
+    fn handle<'a>(&'a self, event: &'a StoredEvent) -> BoxFuture<'a, Outcome> {
+        Box::pin(async move {
+            match self.step(event).await {
+                Ok(()) => Outcome::Done,
+                Err(Step::Retry(why)) => {
+                    tracing::warn!(service = "saga", subject = %event.subject, reason = %why, "saga step postponed; retrying");
+                    Outcome::Retry(Duration::ZERO)
+                }
+                Err(Step::Park(why)) => Outcome::Park(why),
             }
-        });
-        std::future::ready(ControlFlow::Continue(()))
-    })
-    .await;
+        })
+    }
 }
 
 impl Inner {
-    /// Handles one event until it is done (or the process stops), then acknowledges it.
-    async fn handle(&self, message: jetstream::Message, shutdown: Shutdown) {
-        let mut pause = jetsource::Backoff::new(Duration::from_millis(100), self.config.max_retry_pause);
-        loop {
-            // Tell JetStream the event is being worked on, so a slow step is not redelivered.
-            let step = self.step(&message);
-            tokio::pin!(step);
-            let mut progress = tokio::time::interval_at(tokio::time::Instant::now() + PROGRESS_EVERY, PROGRESS_EVERY);
-            let outcome = loop {
-                tokio::select! {
-                    outcome = &mut step => break outcome,
-                    _ = progress.tick() => {
-                        let _ = message.ack_with(AckKind::Progress).await;
-                    }
-                }
-            };
-            match outcome {
-                Ok(()) => {
-                    if let Err(e) = message.ack().await {
-                        tracing::warn!(service = "saga", error = %e, "cannot acknowledge an order event");
-                    }
-                    return;
-                }
-                Err(Retry(why)) => {
-                    tracing::warn!(service = "saga", subject = %message.subject, reason = %why, "saga step postponed; retrying");
-                    let _ = message.ack_with(AckKind::Progress).await;
-                    tokio::select! {
-                        () = shutdown.wait() => return,
-                        () = pause.wait() => {}
-                    }
-                }
-            }
-        }
-    }
-
-    async fn step(&self, message: &jetstream::Message) -> Result<(), Retry> {
-        let stored = match StoredEvent::from_delivery(message) {
-            Ok(stored) => stored,
-            Err(e) => {
-                tracing::error!(service = "saga", error = %e, "an order event without delivery info; skipped");
-                return Ok(());
-            }
-        };
-        let (attributes, event) = match (stored.attributes(), self.codec.decode(&stored)) {
+    async fn step(&self, stored: &StoredEvent) -> Result<(), Step> {
+        let (attributes, event) = match (stored.attributes(), self.codec.decode(stored)) {
             (Ok(attributes), Ok((_, event))) => (attributes, event),
             (Err(e), _) | (_, Err(e)) => {
-                tracing::error!(service = "saga", error = %e, "an order event the saga cannot read; skipped");
-                return Ok(());
+                tracing::error!(service = "saga", error = %e, "an order event the saga cannot read; parked");
+                return Err(Step::Park(format!("the saga cannot read it: {e}")));
             }
         };
         let Ok(order_id) = AggregateId::new(attributes.subject.as_str()) else { return Ok(()) };
@@ -276,13 +217,13 @@ impl Inner {
         };
         let work = async {
             match event {
-                OrderEvent::OrderStarted {} => self.on_started(&order_id, &cause, &stored).await,
+                OrderEvent::OrderStarted {} => self.on_started(&order_id, &cause, stored).await,
                 OrderEvent::OrderCompleted {} => self.on_completed(&order_id, &cause).await,
                 OrderEvent::OrderCancelled { .. } => self.on_cancelled(&order_id, &cause).await,
                 _ => Ok(()),
             }
         };
-        work.instrument(span).await
+        work.instrument(span).await.map_err(|Retry(why)| Step::Retry(why))
     }
 
     async fn on_started(&self, order_id: &AggregateId, cause: &Cause, stored: &StoredEvent) -> Result<(), Retry> {

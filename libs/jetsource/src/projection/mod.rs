@@ -12,7 +12,7 @@
 //! own consumer from the first event while `n` keeps answering; the [`registry`] then switches
 //! the active version atomically.
 
-mod parked;
+pub mod parked;
 pub mod registry;
 mod watch;
 mod worker;

@@ -23,7 +23,7 @@ pub struct ParkedRecord {
 }
 
 /// The key of a parked record: `<view>.v<version>.<subject token, KV-escaped>`.
-pub(crate) fn key(view: &str, version: u32, subject: &str) -> String {
+pub fn key(view: &str, version: u32, subject: &str) -> String {
     format!("{view}.v{version}.{}", crate::id::escape_kv_token(subject))
 }
 
@@ -95,4 +95,30 @@ impl EventParked {
         };
         crate::store::NewEvent::new(attributes, serde_json::to_vec(&data).unwrap_or_default().into())
     }
+}
+
+/// Every parked record of version `version` of consumer `view`, by subject.
+///
+/// # Errors
+/// When the bucket cannot be listed or read.
+pub async fn load(
+    parked: &async_nats::jetstream::kv::Store,
+    view: &str,
+    version: u32,
+) -> Result<std::collections::HashMap<String, ParkedRecord>, String> {
+    use futures::TryStreamExt as _;
+    let prefix = format!("{view}.v{version}.");
+    let mut records = std::collections::HashMap::new();
+    let Ok(mut keys) = parked.keys().await else { return Ok(records) };
+    while let Some(key) = keys.try_next().await.map_err(|e| e.to_string())? {
+        if !key.starts_with(&prefix) {
+            continue;
+        }
+        if let Some(raw) = parked.get(&key).await.map_err(|e| e.to_string())?
+            && let Ok(record) = serde_json::from_slice::<ParkedRecord>(&raw)
+        {
+            records.insert(record.subject.clone(), record);
+        }
+    }
+    Ok(records)
 }

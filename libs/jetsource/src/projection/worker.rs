@@ -8,7 +8,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull};
-use async_nats::jetstream::{self, AckKind, kv};
+use async_nats::jetstream::{self, kv};
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt, TryStreamExt};
 use serde_json::Value;
@@ -315,7 +315,7 @@ impl<P: Projection> ViewWorker<P> {
         } else {
             None
         };
-        let parked = load_parked(&parked_kv, name, version).await.map_err(|e| fail(&e))?;
+        let parked = parked::load(&parked_kv, name, version).await.map_err(|e| fail(&e))?;
         let mut consumer_info = consumer.clone();
         let acked = consumer_info.info().await.map(|i| i.ack_floor.stream_sequence).unwrap_or(0);
         let (applied_tx, applied) = watch::channel(acked);
@@ -359,67 +359,25 @@ impl<P: Projection> ViewWorker<P> {
         self.handle.clone()
     }
 
-    /// Consumes until `stop` resolves.
+    /// Consumes until `stop` resolves, in the one consumer loop ([`crate::consume::run_batches`]).
     pub async fn run(mut self, stop: impl std::future::Future<Output = ()>) {
-        let name = self.projection.name();
-        let mut stop = std::pin::pin!(stop);
-        'connect: loop {
-            let messages = self
-                .consumer
-                .stream()
-                .max_messages_per_batch(self.config.batch)
-                .heartbeat(Duration::from_secs(5))
-                .expires(Duration::from_secs(30))
-                .messages()
-                .await;
-            let mut messages = match messages {
-                Ok(messages) => messages,
-                Err(e) => {
-                    tracing::warn!(view = name, error = %e, "cannot consume; retrying");
-                    tokio::select! {
-                        () = &mut stop => return,
-                        () = tokio::time::sleep(Duration::from_secs(1)) => continue 'connect,
-                    }
-                }
-            };
-            loop {
-                tokio::select! {
-                    () = &mut stop => return,
-                    Some(admin) = self.admin_rx.recv() => self.admin(admin).await,
-                    first = tokio::time::timeout(self.config.idle, messages.next()) => match first {
-                        Err(_idle) => self.idle().await,
-                        Ok(Some(Ok(message))) => {
-                            let mut batch = vec![message];
-                            while batch.len() < self.config.batch {
-                                match messages.next().now_or_never() {
-                                    Some(Some(Ok(message))) => batch.push(message),
-                                    _ => break,
-                                }
-                            }
-                            if let Err(e) = self.process(&batch).await {
-                                tracing::warn!(view = name, error = %e, "batch not applied; it will be redelivered");
-                                self.cache.clear();
-                                self.assumed_new.clear();
-                                for message in &batch {
-                                    let _ = message.ack_with(AckKind::Nak(Some(Duration::from_millis(500)))).await;
-                                }
-                            }
-                        }
-                        Ok(Some(Err(e))) => {
-                            tracing::warn!(view = name, error = %e, "consumer hiccup");
-                        }
-                        Ok(None) => continue 'connect,
-                    },
-                }
-            }
-        }
+        let config = crate::consume::BatchConfig {
+            name: self.projection.name(),
+            batch: self.config.batch,
+            idle: self.config.idle,
+            redeliver: crate::Backoff::new(Duration::from_millis(500), Duration::from_secs(10)),
+        };
+        let consumer = self.consumer.clone();
+        let (_, closed) = mpsc::channel(1);
+        let requests = std::mem::replace(&mut self.admin_rx, closed);
+        crate::consume::run_batches(consumer, config, self, requests, stop).await;
     }
 
     /// Applies one batch: plan, load, apply, write, park, acknowledge.
     ///
     /// # Errors
     /// When documents cannot be written; nothing is acknowledged then.
-    pub async fn process(&mut self, batch: &[jetstream::Message]) -> Result<(), ProjectionError> {
+    pub async fn apply_batch(&mut self, batch: &[jetstream::Message]) -> Result<(), ProjectionError> {
         let name = self.projection.name();
         let mut events = Vec::with_capacity(batch.len());
         let mut lag = 0;
@@ -739,6 +697,27 @@ impl<P: Projection> ViewWorker<P> {
     }
 }
 
+impl<P: Projection> crate::consume::Batches for ViewWorker<P> {
+    type Request = Admin;
+
+    async fn process(&mut self, batch: &[jetstream::Message]) -> Result<(), String> {
+        self.apply_batch(batch).await.map_err(|e| e.to_string())
+    }
+
+    fn forget(&mut self) {
+        self.cache.clear();
+        self.assumed_new.clear();
+    }
+
+    async fn idle(&mut self) {
+        ViewWorker::idle(self).await;
+    }
+
+    async fn request(&mut self, request: Admin) {
+        self.admin(request).await;
+    }
+}
+
 /// Deletes version `version` of view `name`: its consumer and bucket (after a switch to a
 /// newer version).
 ///
@@ -755,21 +734,4 @@ pub async fn delete_version(
     }
     js.delete_key_value(bucket_name(name, version)).await.map_err(|e| unavailable(name, e))?;
     Ok(())
-}
-
-async fn load_parked(parked: &kv::Store, view: &str, version: u32) -> Result<HashMap<String, ParkedRecord>, String> {
-    let prefix = format!("{view}.v{version}.");
-    let mut records = HashMap::new();
-    let Ok(mut keys) = parked.keys().await else { return Ok(records) };
-    while let Some(key) = keys.try_next().await.map_err(|e| e.to_string())? {
-        if !key.starts_with(&prefix) {
-            continue;
-        }
-        if let Some(raw) = parked.get(&key).await.map_err(|e| e.to_string())?
-            && let Ok(record) = serde_json::from_slice::<ParkedRecord>(&raw)
-        {
-            records.insert(record.subject.clone(), record);
-        }
-    }
-    Ok(records)
 }

@@ -257,3 +257,42 @@ async fn an_event_a_view_parks_fails_its_command_and_notifies() {
     assert!(notification["message"].as_str().unwrap().contains("evt.stock.bad@main"), "{notification}");
     assert_eq!(status["errors"][0]["code"], "projection_failed", "{status}");
 }
+
+#[tokio::test]
+async fn an_order_event_the_saga_cannot_read_is_parked_with_the_events_of_its_order_behind_it() {
+    // Arrange: another client writes an order start the saga cannot decode, then one more event
+    let factory = Factory::start().await;
+    let js = async_nats::jetstream::new(factory.client.clone());
+    let event = |id: &'static str, body: &'static str| {
+        let mut headers = async_nats::HeaderMap::new();
+        for (name, value) in [
+            ("ce-specversion", "1.0"),
+            ("ce-id", id),
+            ("ce-source", "/elsewhere"),
+            ("ce-type", "factory.order.OrderCancelled"),
+            ("ce-subject", "o-poison"),
+            ("ce-time", "2026-11-27T10:00:00Z"),
+            ("ce-commandid", id),
+        ] {
+            headers.insert(name, value);
+        }
+        (headers, body)
+    };
+
+    // Act
+    for (headers, body) in [event("poison-a:0", r#"{"reason": 7}"#), event("poison-b:0", r#"{"reason": "x"}"#)] {
+        js.publish_with_headers("evt.order.o-poison", headers, body.into()).await.unwrap().await.unwrap();
+    }
+    let parked = js.get_key_value("parked").await.unwrap();
+    let key = jetsource::projection::parked::key("saga", 0, "evt.order.o-poison");
+    let record: Value = eventually("the saga parks the unreadable event and the one behind it", || async {
+        let raw = parked.get(&key).await.ok().flatten()?;
+        let record: Value = serde_json::from_slice(&raw).ok()?;
+        (record["seqs"].as_array()?.len() == 2).then_some(record)
+    })
+    .await;
+
+    // Assert
+    assert!(record["reason"].as_str().unwrap().contains("cannot read"), "{record}");
+    assert_eq!(record["command_id"], "poison-a:0", "{record}");
+}
