@@ -182,7 +182,7 @@ async fn tracing_overhead(window: Duration) -> anyhow::Result<()> {
     let mut best = [0.0_f64; 2];
     for round in 1..=2 {
         for (i, exporting) in [false, true].into_iter().enumerate() {
-            let port = jetsource::server::free_port()?;
+            let port = jetsource_testkit::server::free_port()?;
             let mut command = std::process::Command::new(&exe);
             command
                 .args(["up", "--nats-url", &url, "--http", &format!("127.0.0.1:{port}"), "--log", "error"])
@@ -193,7 +193,7 @@ async fn tracing_overhead(window: Duration) -> anyhow::Result<()> {
             }
             let mut child = command.spawn()?;
             let deadline = Instant::now() + Duration::from_secs(30);
-            while jetsource::server::http_status(port, "/readyz") != Some(200) {
+            while jetsource_testkit::server::http_status(port, "/readyz") != Some(200) {
                 anyhow::ensure!(Instant::now() < deadline, "factory up did not become ready");
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }

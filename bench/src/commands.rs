@@ -233,7 +233,7 @@ async fn idle_memory() -> anyhow::Result<()> {
         return Ok(());
     }
     let dir = tempfile::tempdir()?;
-    let port = |_: u8| jetsource::server::free_port();
+    let port = |_: u8| jetsource_testkit::server::free_port();
     let (nats, monitor, http) = (port(0)?, port(1)?, port(2)?);
     let mut child = std::process::Command::new(&exe)
         .args(["up", "--data-dir"])
@@ -250,7 +250,7 @@ async fn idle_memory() -> anyhow::Result<()> {
         .stderr(std::process::Stdio::null())
         .spawn()?;
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while jetsource::server::http_status(http, "/readyz") != Some(200) {
+    while jetsource_testkit::server::http_status(http, "/readyz") != Some(200) {
         anyhow::ensure!(std::time::Instant::now() < deadline, "factory up did not become ready");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

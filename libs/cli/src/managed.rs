@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use jetsource::server::{ServerConfig, ServerProcess, find_server_binary};
+use jetsource_testkit::server::{ServerConfig, ServerProcess, find_server_binary};
 
 /// A nats-server this process started.
 pub struct ManagedServer {

@@ -74,7 +74,6 @@ pub mod error;
 pub mod projection;
 pub mod recent;
 pub mod repository;
-pub mod server;
 pub mod shutdown;
 pub mod snapshot;
 pub mod store;

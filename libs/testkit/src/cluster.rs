@@ -1,6 +1,6 @@
 //! A 3-node JetStream cluster on loopback, for R3 streams and fault tests.
 
-use jetsource::server::{ClusterConfig, ServerConfig, ServerError, ServerProcess, find_server_binary, free_port};
+use crate::server::{ClusterConfig, ServerConfig, ServerError, ServerProcess, find_server_binary, free_port};
 use tempfile::TempDir;
 
 use crate::READY_WITHIN;

@@ -8,6 +8,8 @@
 //! - [`NatsServer`] — one node, JetStream on.
 //! - [`NatsCluster`] — three nodes with routes between them, for R3 streams and fault tests.
 //! - [`AggregateFixture`] — `given(events).when(command).then_expect_events(..)`.
+//! - [`server`] — finding, starting, stopping nats-server processes: the harness of the
+//!   nodes above, and of the managed server an application's `up` runs.
 //!
 //! ## Example
 //! ```no_run
@@ -20,6 +22,7 @@
 
 mod cluster;
 mod fixture;
+pub mod server;
 mod single;
 
 pub use cluster::NatsCluster;

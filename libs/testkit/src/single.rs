@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use jetsource::server::{ServerConfig, ServerError, ServerProcess, find_server_binary};
+use crate::server::{ServerConfig, ServerError, ServerProcess, find_server_binary};
 use tempfile::TempDir;
 
 use crate::READY_WITHIN;

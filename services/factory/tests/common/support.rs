@@ -86,7 +86,7 @@ impl Factory {
 
     /// Starts `factory run <services>` as a separate process with extra environment.
     pub fn run_process_with_env(&self, services: &[&str], env: &[(&str, &str)]) -> Process {
-        let port = jetsource::server::free_port().unwrap();
+        let port = jetsource_testkit::server::free_port().unwrap();
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_factory"))
             .arg("run")
             .args(services)
@@ -96,7 +96,7 @@ impl Factory {
             .spawn()
             .expect("factory binary");
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while jetsource::server::http_status(port, "/readyz") != Some(200) {
+        while jetsource_testkit::server::http_status(port, "/readyz") != Some(200) {
             assert!(std::time::Instant::now() < deadline, "factory run did not become ready");
             std::thread::sleep(Duration::from_millis(50));
         }

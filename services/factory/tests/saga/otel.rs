@@ -98,7 +98,7 @@ async fn a_failing_order_is_one_trace_from_the_client_through_every_hop_to_the_l
     // Arrange: nats-server, an OTLP receiver, and `factory up` exporting to it
     let server = NatsServer::start();
     let receiver = Receiver::start().await;
-    let port = jetsource::server::free_port().unwrap();
+    let port = jetsource_testkit::server::free_port().unwrap();
     let factory = Process(
         std::process::Command::new(env!("CARGO_BIN_EXE_factory"))
             .args(["up", "--nats-url", &server.url(), "--http", &format!("127.0.0.1:{port}"), "--log", "error"])
@@ -110,7 +110,7 @@ async fn a_failing_order_is_one_trace_from_the_client_through_every_hop_to_the_l
             .expect("factory binary"),
     );
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while jetsource::server::http_status(port, "/readyz") != Some(200) {
+    while jetsource_testkit::server::http_status(port, "/readyz") != Some(200) {
         assert!(std::time::Instant::now() < deadline, "factory up did not become ready");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

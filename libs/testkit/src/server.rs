@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
-use crate::connect::check_server_version;
+use jetsource::connect::check_server_version;
 
 /// Why a local server could not be used.
 #[derive(Debug, Error)]
