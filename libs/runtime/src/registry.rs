@@ -75,6 +75,28 @@ pub struct ServiceSpec {
     pub singleton: bool,
     /// How a [`ServiceKind::Custom`] service starts.
     pub starter: Option<Starter>,
+    /// What a custom service may publish and subscribe to, beyond what every service may (its
+    /// NATS user, see [`App::permissions`]).
+    pub permissions: Option<Permissions>,
+}
+
+/// The subjects a service's NATS user may use (least privilege, `nats/accounts.conf`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Permissions {
+    /// Subjects it may publish to.
+    pub publish: Vec<String>,
+    /// Subjects it may not publish to, though `publish` allows them.
+    pub deny: Vec<String>,
+    /// Subjects it may subscribe to.
+    pub subscribe: Vec<String>,
+}
+
+impl Permissions {
+    /// Publishing `publish`, subscribing `subscribe` (plus what every service may).
+    pub fn new(publish: &[&str], subscribe: &[&str]) -> Self {
+        let own = |list: &[&str]| list.iter().map(|s| (*s).to_owned()).collect();
+        Self { publish: own(publish), deny: Vec::new(), subscribe: own(subscribe) }
+    }
 }
 
 impl fmt::Debug for ServiceSpec {
@@ -90,7 +112,15 @@ impl fmt::Debug for ServiceSpec {
 
 impl ServiceSpec {
     fn new(name: &'static str, description: impl Into<String>, kind: ServiceKind) -> Self {
-        Self { name, description: description.into(), kind, discoverable: true, singleton: false, starter: None }
+        Self {
+            name,
+            description: description.into(),
+            kind,
+            discoverable: true,
+            singleton: false,
+            starter: None,
+            permissions: None,
+        }
     }
 
     /// A service of the application's own, started by `starter`.
@@ -123,6 +153,13 @@ impl ServiceSpec {
     #[must_use]
     pub fn undiscoverable(mut self) -> Self {
         self.discoverable = false;
+        self
+    }
+
+    /// Declares what the service's NATS user may publish and subscribe to.
+    #[must_use]
+    pub fn permissions(mut self, permissions: Permissions) -> Self {
+        self.permissions = Some(permissions);
         self
     }
 
@@ -463,6 +500,95 @@ impl App {
     /// application.
     pub fn discoverable_services(&self) -> Vec<&'static str> {
         self.services.iter().filter(|s| s.discoverable).map(|s| s.name).collect()
+    }
+
+    /// The least privilege of `service`'s NATS user, given the declared `topology`: what every
+    /// service may (reply to its requests, its inboxes, `$SRV` discovery, its log subjects),
+    /// and what its kind needs — a command service writes its aggregates' events and reads the
+    /// store; the projector manages view versions but may not touch the other buckets and
+    /// streams or the other consumers; the logbook reads `LOGS`; the edge sends requests to
+    /// every service and reads, never consuming `EVENTS` durably; a custom service what it
+    /// declared.
+    pub fn permissions(&self, spec: &ServiceSpec, topology: &jetsource::topology::Topology) -> Permissions {
+        let name = spec.name;
+        let reads = ["$JS.API.INFO", "$JS.API.STREAM.INFO.*", "$JS.API.DIRECT.GET.>", "$JS.API.STREAM.MSG.GET.>"];
+        let own = |list: &[&str]| -> Vec<String> { list.iter().map(|s| (*s).to_owned()).collect() };
+        let mut p = match spec.kind {
+            ServiceKind::Commands => {
+                let mut publish: Vec<String> =
+                    self.aggregates_of(name).iter().map(|a| format!("evt.{}.>", a.aggregate_type())).collect();
+                publish.extend(own(&reads));
+                publish.extend(own(&["$KV.snapshots.>", "$KV.idempotency.>"]));
+                Permissions { publish, deny: Vec::new(), subscribe: own(&[crate::wire::subject::COMMANDS]) }
+            }
+            ServiceKind::Projector => {
+                let mut deny = Vec::new();
+                for bucket in topology.buckets.iter().filter(|b| !matches!(b.bucket.as_str(), "views" | "parked")) {
+                    deny.push(format!("$KV.{}.>", bucket.bucket));
+                }
+                let streams = topology.streams.iter().map(|s| s.name.clone());
+                let kv_streams = topology.buckets.iter().map(|b| format!("KV_{}", b.bucket));
+                for stream in streams.chain(kv_streams) {
+                    for verb in ["DELETE", "PURGE", "UPDATE"] {
+                        deny.push(format!("$JS.API.STREAM.{verb}.{stream}"));
+                    }
+                }
+                for consumer in &topology.consumers {
+                    deny.push(format!("$JS.API.CONSUMER.DELETE.{}.{}", consumer.stream, consumer.durable));
+                    deny.push(format!("$JS.ACK.{}.{}.>", consumer.stream, consumer.durable));
+                }
+                Permissions {
+                    publish: own(&["evt.view.>", "$JS.API.>", "$JS.ACK.EVENTS.>", "$JS.FC.>", "$KV.>"]),
+                    deny,
+                    subscribe: own(&[crate::wire::subject::QUERIES, crate::wire::subject::PROJECTOR]),
+                }
+            }
+            ServiceKind::Logbook => Permissions {
+                publish: own(&[
+                    "$JS.API.INFO",
+                    "$JS.API.STREAM.INFO.LOGS",
+                    "$JS.API.CONSUMER.CREATE.LOGS.>",
+                    "$JS.API.CONSUMER.MSG.NEXT.LOGS.>",
+                    "$JS.API.CONSUMER.DELETE.LOGS.>",
+                    "$JS.ACK.LOGS.>",
+                    "$JS.FC.LOGS.>",
+                ]),
+                deny: Vec::new(),
+                subscribe: own(&[crate::wire::subject::LOGBOOK_QUERY]),
+            },
+            ServiceKind::Edge => {
+                let mut publish = own(&[
+                    crate::wire::subject::COMMANDS,
+                    crate::wire::subject::QUERIES,
+                    crate::wire::subject::PROJECTOR,
+                    crate::wire::subject::LOGBOOK_QUERY,
+                ]);
+                for custom in self.services.iter().filter_map(|s| s.permissions.as_ref()) {
+                    publish.extend(custom.subscribe.iter().cloned());
+                }
+                publish.extend(own(&reads));
+                publish.extend(own(&[
+                    "$JS.API.CONSUMER.CREATE.>",
+                    "$JS.API.CONSUMER.MSG.NEXT.>",
+                    "$JS.API.CONSUMER.DELETE.>",
+                    "$JS.FC.>",
+                ]));
+                Permissions {
+                    publish,
+                    deny: own(&[
+                        "$JS.API.CONSUMER.CREATE.EVENTS.>",
+                        "$JS.API.CONSUMER.MSG.NEXT.EVENTS.>",
+                        "$JS.API.CONSUMER.DELETE.EVENTS.>",
+                        "$JS.API.CONSUMER.DURABLE.>",
+                    ]),
+                    subscribe: Vec::new(),
+                }
+            }
+            ServiceKind::Custom => spec.permissions.clone().unwrap_or_default(),
+        };
+        p.publish.extend([crate::wire::subject::SRV.to_owned(), format!("logs.{name}.>")]);
+        p.subscribe.extend(own(&["_INBOX.>", crate::wire::subject::SRV]));
+        p
     }
 
     /// The aggregate types whose commands `service` takes.

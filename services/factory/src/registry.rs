@@ -14,7 +14,7 @@ use jetsource::id::escape_kv_token;
 use jetsource::{AggregateId, ErrorCode};
 use jetsource_runtime::App;
 use jetsource_runtime::command::{Prepare, Reads};
-use jetsource_runtime::registry::{ServiceSpec, Started};
+use jetsource_runtime::registry::{Permissions, ServiceSpec, Started};
 use jetsource_runtime::views::ViewKeys;
 use jetsource_runtime::wire::ErrorBody;
 
@@ -24,6 +24,7 @@ pub fn app() -> App {
 }
 
 /// The factory application with the saga's settings.
+#[rustfmt::skip] // the permission lists read best a group a line
 pub fn configured(saga: SagaConfig) -> App {
     App::new("factory")
         .aggregate::<Product>("catalog")
@@ -46,6 +47,18 @@ pub fn configured(saga: SagaConfig) -> App {
                     })
                 },
             )
+            .permissions(Permissions::new(
+                &[
+                    "cmd.stock.>", "evt.order.>",
+                    "$JS.API.INFO", "$JS.API.STREAM.INFO.*", "$JS.API.DIRECT.GET.>", "$JS.API.STREAM.MSG.GET.>",
+                    "$JS.API.CONSUMER.INFO.EVENTS.saga", "$JS.API.CONSUMER.MSG.NEXT.EVENTS.saga",
+                    "$JS.ACK.EVENTS.saga.>",
+                    "$KV.sagas.>", "$KV.snapshots.>",
+                    // its parked events (the consumer loop's poison policy), listed at start
+                    "$KV.parked.saga.>", "$JS.API.CONSUMER.CREATE.KV_parked.>", "$JS.API.CONSUMER.DELETE.KV_parked.>",
+                ],
+                &["saga.get.*"],
+            ))
             .singleton(),
         )
         .service(ServiceSpec::custom("notifier", "Asynchronous outcomes of commands to notify.<command_id>", |ctx| {
@@ -53,7 +66,17 @@ pub fn configured(saga: SagaConfig) -> App {
                 let notifier = Notifier::start(ctx.client, ctx.metrics).await?;
                 Ok(run(move |stop| notifier.run_until_stopped(stop)))
             })
-        }))
+        })
+        .permissions(Permissions::new(
+            &[
+                "notify.>",
+                "$JS.API.INFO", "$JS.API.STREAM.INFO.*",
+                "$JS.API.CONSUMER.INFO.EVENTS.notifier", "$JS.API.CONSUMER.MSG.NEXT.EVENTS.notifier",
+                "$JS.ACK.EVENTS.notifier.>",
+                "$KV.parked.notifier.>", "$JS.API.CONSUMER.CREATE.KV_parked.>", "$JS.API.CONSUMER.DELETE.KV_parked.>",
+            ],
+            &[],
+        )))
         .service(ServiceSpec::logbook())
         .service(ServiceSpec::edge())
 }

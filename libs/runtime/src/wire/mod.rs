@@ -46,6 +46,8 @@ pub mod subject {
     pub const NOTIFICATIONS: &str = "notify.>";
     /// NATS micro-service discovery of every service.
     pub const SRV_PING: &str = "$SRV.PING";
+    /// Every subject of NATS micro-service discovery.
+    pub const SRV: &str = "$SRV.>";
 
     /// `cmd.<type>.<id>.<command>`.
     pub fn command(aggregate_type: &str, id: &str, command: &str) -> String {
