@@ -19,6 +19,11 @@
 
 pub mod domain;
 
+// The README's example application is compiled and run as a doctest here.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+mod readme {}
+
 use std::collections::BTreeMap;
 
 use futures::future::BoxFuture;
