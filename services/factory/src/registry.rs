@@ -149,14 +149,14 @@ mod tests {
     }
 
     #[test]
-    fn every_service_of_the_factory_is_registered_once_in_start_order() {
-        assert_eq!(
-            app().service_names(),
-            ["catalog", "stock", "production", "projector", "saga", "notifier", "logbook", "gateway"]
-        );
-        assert_eq!(
-            app().discoverable_services(),
-            ["catalog", "stock", "production", "projector", "saga", "notifier", "logbook"]
-        );
+    fn command_services_come_first_each_service_once_and_the_edge_is_not_discovered() {
+        let app = app();
+        let names = app.service_names();
+        let unique: std::collections::BTreeSet<_> = names.iter().collect();
+        assert_eq!(unique.len(), names.len(), "{names:?}");
+        let owners: Vec<&str> = app.aggregates().iter().map(|a| a.service()).collect();
+        assert_eq!(&names[..owners.len()], owners.as_slice(), "command services start first");
+        assert!(app.discoverable_services().iter().all(|s| *s != "gateway"));
+        assert!(app.discoverable_services().len() + 1 == names.len(), "only the edge is not discovered");
     }
 }
