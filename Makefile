@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 NATS_SERVER := .tools/bin/nats-server
 
-.PHONY: up test bench lint server check-assets
+.PHONY: up test bench lint server check-assets conformance
 
 ## up: install the pinned nats-server if missing, build, and run every service (factory up)
 up: $(NATS_SERVER)
@@ -18,6 +18,11 @@ test: $(NATS_SERVER)
 	fi
 	cargo test --workspace --doc
 	$(MAKE) check-assets
+	$(MAKE) conformance
+
+## conformance: schemathesis, driven by the served /openapi.json, against a running factory up
+conformance: $(NATS_SERVER)
+	services/factory/conformance/run.sh
 
 ## check-assets: Kubernetes manifests (kustomize + kubernetes-validate --strict, CRDs included),
 ## Prometheus config, rules and rule tests (promtool), Grafana dashboards (@grafana/schema + tsc)

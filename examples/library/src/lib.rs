@@ -28,6 +28,7 @@ use std::collections::BTreeMap;
 
 use futures::future::BoxFuture;
 use jetsource::projection::{EventView, Projection};
+use jetsource::schemars::JsonSchema;
 use jetsource::{AggregateId, Codec, ErrorCode};
 use jetsource_runtime::App;
 use jetsource_runtime::command::{Prepare, Reads};
@@ -79,7 +80,8 @@ pub struct LoansView {
 }
 
 /// A `loans` document.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[schemars(crate = "jetsource::schemars")]
 pub struct MemberLoans {
     /// The member.
     pub member_id: String,

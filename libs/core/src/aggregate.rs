@@ -36,6 +36,10 @@ pub trait Aggregate: Default + Clone + Debug + Serialize + DeserializeOwned + Se
     /// Folds one event into the state.
     fn apply(&mut self, event: &Self::Event);
 
+    /// The pattern its ids match (a JSON Schema `pattern`, for documents); keep it in step
+    /// with [`Aggregate::check_id`].
+    const ID_PATTERN: &'static str = "^[A-Za-z0-9_@-]{1,128}$";
+
     /// Checks an id beyond the common alphabet (stock ids are `<sku>@<warehouse>`).
     ///
     /// # Errors

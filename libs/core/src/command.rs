@@ -94,20 +94,56 @@ pub fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, CommandParseErr
         return Err(CommandParseError::InvalidBody(format!("the body must be {what}")));
     }
     let mut deserializer = serde_json::Deserializer::from_slice(body);
-    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        let message = if inner.is_syntax() || inner.is_eof() {
-            format!("malformed JSON: {inner}")
-        } else if path == "." {
-            inner.to_string()
-        } else {
-            format!("{path}: {inner}")
-        };
-        CommandParseError::InvalidBody(message)
-    })?;
-    deserializer.end().map_err(|e| CommandParseError::InvalidBody(format!("malformed JSON: {e}")))?;
-    Ok(value)
+    let error = match serde_path_to_error::deserialize(&mut deserializer) {
+        Ok(value) => {
+            return match deserializer.end() {
+                Ok(()) => Ok(value),
+                Err(e) => Err(CommandParseError::InvalidBody(format!("malformed JSON: {e}"))),
+            };
+        }
+        Err(e) => e,
+    };
+    // A body that is not JSON at all says so, whatever field the typed read tripped on first.
+    let mut whole = match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(whole) => whole,
+        Err(e) => return Err(CommandParseError::InvalidBody(format!("malformed JSON: {e}"))),
+    };
+    // JSON has one number type: `2.0` is the integer 2. Only a body that failed is read again
+    // with whole-valued numbers as integers, so the common path parses once; when it is read
+    // again, its error is the one that names what is really wrong.
+    let (path, inner) = if integers(&mut whole) {
+        match serde_path_to_error::deserialize(whole) {
+            Ok(value) => return Ok(value),
+            Err(e) => (e.path().to_string(), e.into_inner()),
+        }
+    } else {
+        (error.path().to_string(), error.into_inner())
+    };
+    let message = if inner.is_syntax() || inner.is_eof() {
+        format!("malformed JSON: {inner}")
+    } else if path == "." {
+        inner.to_string()
+    } else {
+        format!("{path}: {inner}")
+    };
+    Err(CommandParseError::InvalidBody(message))
+}
+
+/// Turns whole-valued floats (`2.0`) that JSON carries exactly into integers; true when any was.
+fn integers(value: &mut serde_json::Value) -> bool {
+    match value {
+        serde_json::Value::Number(n) if n.is_f64() => {
+            let f = n.as_f64().unwrap_or(0.5);
+            let exact = f.fract() == 0.0 && f.abs() <= 9_007_199_254_740_991.0;
+            if exact {
+                *value = if f < 0.0 { serde_json::Value::from(f as i64) } else { serde_json::Value::from(f as u64) };
+            }
+            exact
+        }
+        serde_json::Value::Array(items) => items.iter_mut().fold(false, |any, v| integers(v) | any),
+        serde_json::Value::Object(map) => map.values_mut().fold(false, |any, v| integers(v) | any),
+        _ => false,
+    }
 }
 
 /// Field validators for `#[serde(deserialize_with = "...")]` on command bodies.
@@ -175,6 +211,18 @@ mod tests {
         assert!(err(r#"{"name": "w"} extra"#).contains("malformed JSON"));
         assert!(err("[1, 2]").contains("must be a JSON object"));
         assert!(err("nonsense").contains("malformed JSON"));
+    }
+
+    #[test]
+    fn whole_valued_numbers_are_integers_and_others_are_not() {
+        #[derive(Debug, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Count {
+            n: u64,
+        }
+        assert_eq!(parse_body::<Count>(br#"{"n": 2.0}"#).unwrap().n, 2);
+        assert!(parse_body::<Count>(br#"{"n": 2.5}"#).unwrap_err().to_string().contains("n: invalid type"));
+        assert!(parse_body::<Count>(br#"{"n": 2.0} x"#).unwrap_err().to_string().contains("malformed JSON"));
     }
 
     #[test]

@@ -10,7 +10,8 @@ use thiserror::Error;
 use crate::values::{BomLine, Qty, Sku, Warehouse};
 
 /// Where an order is in its life.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[schemars(crate = "jetsource_core::schemars")]
 #[serde(rename_all = "snake_case")]
 pub enum OrderStatus {
     /// Not planned yet.

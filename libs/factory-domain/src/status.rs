@@ -32,7 +32,8 @@ impl Outcome {
 
 /// An asynchronous error (or outcome) as the status document lists it and the notification
 /// carries it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, jetsource_core::schemars::JsonSchema)]
+#[schemars(crate = "jetsource_core::schemars")]
 pub struct Report {
     /// The service that reported it.
     pub service: String,

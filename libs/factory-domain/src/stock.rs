@@ -199,6 +199,8 @@ impl Aggregate for Stock {
     type Event = StockEvent;
     type Error = StockError;
 
+    const ID_PATTERN: &'static str = "^[A-Za-z0-9_-]{1,60}@[A-Za-z0-9_-]{1,60}$";
+
     fn check_id(id: &AggregateId) -> Result<(), String> {
         StockId::parse(id.as_str()).map(drop)
     }

@@ -102,7 +102,13 @@ impl Problem {
             .body(body.to_string())
             .map(warp::Reply::into_response)
             .unwrap_or_else(warp::Reply::into_response);
-        if let Some(seconds) = self.retry_after {
+        // Whoever is told to come back later is told when (429 and 503 always carry it).
+        let retry_after = self.retry_after.or(match status.as_u16() {
+            429 => Some(1),
+            503 => Some(2),
+            _ => None,
+        });
+        if let Some(seconds) = retry_after {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         for (name, value) in self.headers {

@@ -184,6 +184,8 @@ pub trait AggregateEntry: Send + Sync {
     /// # Errors
     /// [`CommandParseError::UnknownCommand`] listing the commands it takes.
     fn command(&self, name: &str) -> Result<&'static CommandSpec, CommandParseError>;
+    /// The pattern its ids match.
+    fn id_pattern(&self) -> &'static str;
     /// Validates an id of this type.
     ///
     /// # Errors
@@ -247,6 +249,10 @@ where
 
     fn id(&self, raw: &str) -> Result<AggregateId, String> {
         aggregate_id::<A>(raw)
+    }
+
+    fn id_pattern(&self) -> &'static str {
+        A::ID_PATTERN
     }
 
     fn inspect<'a>(
@@ -388,7 +394,11 @@ impl App {
     /// # Panics
     /// When a view of the same name is registered twice.
     #[must_use]
-    pub fn view<P: Projection + Default>(mut self, keys: ViewKeys) -> Self {
+    pub fn view<P>(mut self, keys: ViewKeys) -> Self
+    where
+        P: Projection + Default,
+        P::Doc: jetsource::schemars::JsonSchema,
+    {
         let name = P::default().name();
         assert!(self.view_entry(name).is_none(), "view {name:?} is registered twice");
         self.views.push(Arc::new(Kind::<P> { name, keys, _projection: PhantomData }));

@@ -27,6 +27,8 @@ pub struct ViewKeys {
     pub key: fn(&str) -> Result<String, String>,
     /// The bucket spelling of a prefix of keys.
     pub prefix: fn(&str) -> String,
+    /// The pattern query keys match (a JSON Schema `pattern`, for documents).
+    pub pattern: &'static str,
 }
 
 impl ViewKeys {
@@ -39,12 +41,13 @@ impl ViewKeys {
                 Ok(id.kv_token())
             },
             prefix: |natural| natural.replace('@', "="),
+            pattern: A::ID_PATTERN,
         }
     }
 
-    /// Keys spelled by `key`, listing prefixes by `prefix`.
-    pub fn custom(key: fn(&str) -> Result<String, String>, prefix: fn(&str) -> String) -> Self {
-        Self { key, prefix }
+    /// Keys matching `pattern`, spelled by `key`, listing prefixes by `prefix`.
+    pub fn custom(pattern: &'static str, key: fn(&str) -> Result<String, String>, prefix: fn(&str) -> String) -> Self {
+        Self { key, prefix, pattern }
     }
 }
 
@@ -56,6 +59,10 @@ pub trait ViewEntry: Send + Sync {
     fn key(&self, natural: &str) -> Result<String, String>;
     /// The bucket spelling of a listing prefix.
     fn prefix(&self, natural: &str) -> String;
+    /// The pattern its query keys match.
+    fn key_pattern(&self) -> &'static str;
+    /// The JSON Schema of its documents (without the `seq` every document carries).
+    fn doc_schema(&self) -> jetsource::schemars::Schema;
     /// Opens version `version` and starts consuming.
     fn start(
         &self,
@@ -73,9 +80,17 @@ pub(crate) struct Kind<P> {
     pub(crate) _projection: PhantomData<fn() -> P>,
 }
 
-impl<P: Projection + Default> ViewEntry for Kind<P> {
+impl<P> ViewEntry for Kind<P>
+where
+    P: Projection + Default,
+    P::Doc: jetsource::schemars::JsonSchema,
+{
     fn name(&self) -> &'static str {
         self.name
+    }
+
+    fn doc_schema(&self) -> jetsource::schemars::Schema {
+        jetsource::schemars::schema_for!(P::Doc)
     }
 
     fn key(&self, natural: &str) -> Result<String, String> {
@@ -84,6 +99,10 @@ impl<P: Projection + Default> ViewEntry for Kind<P> {
 
     fn prefix(&self, natural: &str) -> String {
         if natural.is_empty() { String::new() } else { (self.keys.prefix)(natural) }
+    }
+
+    fn key_pattern(&self) -> &'static str {
+        self.keys.pattern
     }
 
     fn start(

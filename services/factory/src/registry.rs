@@ -31,10 +31,10 @@ pub fn configured(saga: SagaConfig) -> App {
         .aggregate::<Stock>("stock")
         .aggregate_prepared::<Order, _>("production", ProductLookup)
         .view::<StockView>(ViewKeys::aggregate::<Stock>())
-        .view::<WarehouseView>(ViewKeys::custom(warehouse_key, str::to_owned))
+        .view::<WarehouseView>(ViewKeys::custom("^[A-Za-z0-9_-]{1,60}$", warehouse_key, str::to_owned))
         .view::<OrdersView>(ViewKeys::aggregate::<Order>())
         .view::<ProductsView>(ViewKeys::aggregate::<Product>())
-        .view::<CommandsView>(ViewKeys::custom(command_key, escape_kv_token))
+        .view::<CommandsView>(ViewKeys::custom(COMMAND_ID, command_key, escape_kv_token))
         .service(
             ServiceSpec::custom(
                 "saga",
@@ -89,6 +89,9 @@ where
 {
     Box::new(move |stop| Box::pin(serve(stop)))
 }
+
+/// What command ids and idempotency keys look like (`docs/contracts/nats.md`).
+const COMMAND_ID: &str = jetsource_runtime::wire::COMMAND_ID_PATTERN;
 
 fn warehouse_key(natural: &str) -> Result<String, String> {
     Warehouse::new(natural).map(|w| w.to_string())

@@ -10,6 +10,7 @@ use factory_domain::stock::StockEvent;
 use factory_domain::{BomLine, StockId};
 use jetsource::id::escape_kv_token;
 use jetsource::projection::{EventParked, EventView, Projection};
+use jetsource::schemars::JsonSchema;
 use jetsource::{AggregateId, Codec};
 use serde::{Deserialize, Serialize};
 
@@ -28,7 +29,8 @@ pub struct StockView {
 }
 
 /// A `stock` document.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[schemars(crate = "jetsource::schemars")]
 pub struct StockDoc {
     /// The SKU.
     pub sku: String,
@@ -101,7 +103,8 @@ pub struct WarehouseView {
 }
 
 /// One SKU in a warehouse document.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[schemars(crate = "jetsource::schemars")]
 pub struct WarehouseLine {
     /// Units there.
     pub on_hand: u64,
@@ -115,7 +118,8 @@ pub struct WarehouseLine {
 }
 
 /// A `warehouse` document.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[schemars(crate = "jetsource::schemars")]
 pub struct WarehouseDoc {
     /// The warehouse.
     pub warehouse: String,
@@ -157,7 +161,8 @@ pub struct OrdersView {
 }
 
 /// An `orders` document.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[schemars(crate = "jetsource::schemars")]
 pub struct OrderDoc {
     /// The order id.
     pub order_id: String,
@@ -228,7 +233,8 @@ pub struct ProductsView {
 }
 
 /// A `products` document.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[schemars(crate = "jetsource::schemars")]
 pub struct ProductDoc {
     /// The product id.
     pub product_id: String,
@@ -281,7 +287,8 @@ pub struct CommandsView {
 }
 
 /// One event of a command, as in command replies.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[schemars(crate = "jetsource::schemars")]
 pub struct CommandEvent {
     /// Event name.
     #[serde(rename = "type")]
@@ -299,7 +306,8 @@ pub struct CommandEvent {
 pub type CommandErrorDoc = status::Report;
 
 /// A `commands` document.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[schemars(crate = "jetsource::schemars")]
 pub struct CommandDoc {
     /// The command id.
     pub command_id: String,

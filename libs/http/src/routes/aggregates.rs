@@ -82,7 +82,11 @@ async fn aggregate(
     let (kind, id) = target(&ctx, &kind, &id)?;
     only(&query, &["version", "at"])?;
     let until = match (number(&query, "version")?, query.get("at")) {
-        (Some(_), Some(_)) => return Err(Problem::new(400, "invalid", "give version or at, not both")),
+        (Some(version), Some(at)) => Until::Both(
+            version,
+            OffsetDateTime::parse(at, &Rfc3339)
+                .map_err(|_| Problem::new(400, "invalid", format!("at {at:?} is not an RFC 3339 time")))?,
+        ),
         (Some(version), None) => Until::Version(version),
         (None, Some(at)) => Until::Time(
             OffsetDateTime::parse(at, &Rfc3339)

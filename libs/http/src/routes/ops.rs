@@ -30,7 +30,11 @@ pub(super) fn routes(
         |gw: Arc<Gateway>, headers: HeaderMap| async move {
             handle(gw, "/status", Role::Viewer, headers, |ctx| async move {
                 let (code, body) = status::report(&ctx.gw).await;
-                Ok(json(code, &body))
+                let mut response = json(code, &body);
+                if code == 503 {
+                    response.headers_mut().insert("retry-after", warp::http::HeaderValue::from(2));
+                }
+                Ok(response)
             })
             .await
         },

@@ -61,7 +61,13 @@ fn consistency(ctx: &Ctx) -> Result<async_nats::HeaderMap, Problem> {
 
 async fn document(ctx: Ctx, view: String, key: String) -> Result<warp::reply::Response, Problem> {
     let (view, key) = (view_name(&ctx, &view)?, segment(&key)?);
-    if key.is_empty() || key.contains(['.', '*', '>', ' ']) {
+    // Keys go into a subject's last token(s): no wildcards, no spaces, no empty tokens.
+    if key.is_empty()
+        || key.contains(['*', '>', ' '])
+        || key.starts_with('.')
+        || key.ends_with('.')
+        || key.contains("..")
+    {
         return Err(Problem::new(400, "invalid", format!("invalid {view} key {key:?}")));
     }
     let headers = consistency(&ctx)?;

@@ -23,6 +23,8 @@ pub enum Until {
     Version(u64),
     /// Events stored at or before this time.
     Time(OffsetDateTime),
+    /// Both bounds: up to this version, and stored at or before this time.
+    Both(u64, OffsetDateTime),
 }
 
 impl Until {
@@ -31,6 +33,7 @@ impl Until {
             Until::End => true,
             Until::Version(v) => next_version <= v,
             Until::Time(t) => stored_at <= t,
+            Until::Both(v, t) => next_version <= v && stored_at <= t,
         }
     }
 }
@@ -198,5 +201,6 @@ fn snapshot_usable<A>(snapshot: &Loaded<A>, until: Until) -> bool {
         Until::End => true,
         Until::Version(v) => snapshot.version <= v,
         Until::Time(t) => snapshot.last_at.is_some_and(|at| at <= t),
+        Until::Both(v, t) => snapshot.version <= v && snapshot.last_at.is_some_and(|at| at <= t),
     }
 }

@@ -8,6 +8,10 @@ pub mod reply;
 pub use client::{CallError, Client, CommandReply, CommandRequest};
 pub use reply::{ErrorBody, read_reply};
 
+/// What command ids and idempotency keys look like: 1–128 of `A-Z a-z 0-9 - _ . : @ =`, no dot
+/// at either end and no two in a row.
+pub const COMMAND_ID_PATTERN: &str = r"^[A-Za-z0-9_:@=-](?:[A-Za-z0-9_:@=-]|\.(?=[A-Za-z0-9_:@=-])){0,127}$";
+
 /// Header names.
 pub mod header {
     /// A client's idempotency key: the command id.

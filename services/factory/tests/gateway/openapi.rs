@@ -247,6 +247,12 @@ async fn the_served_document_is_generated_from_the_registry_with_a_typed_body_fo
         .filter(|p| p.starts_with("/v1/commands/") && p.split('/').nth(3).is_some_and(|t| !t.starts_with('{')))
         .count();
     assert_eq!(concrete, documented, "every documented command is a registered one");
+    for view in app.view_names() {
+        let doc = &served["paths"][format!("/v1/views/{view}/{{key}}")]["get"]["responses"]["200"]["content"]["application/json"]
+            ["schema"];
+        assert_eq!(doc["properties"]["seq"]["type"], "integer", "{view}: {doc}");
+        assert!(doc["properties"].as_object().unwrap().len() > 1, "{view}: the document's fields are typed");
+    }
     let wrong = serde_json::json!({"qty": "ten"});
     let ship = &served["paths"]["/v1/commands/stock/{id}/ship"]["post"]["requestBody"]["content"]["application/json"];
     assert!(validate(&served, &ship["schema"], &wrong, "ship").is_err(), "the ship body types qty");
