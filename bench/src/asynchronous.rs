@@ -11,6 +11,7 @@ use futures::StreamExt;
 use hdrhistogram::Histogram;
 use jetsource::topology::{ProvisionOptions, Topology, provision};
 use jetsource_runtime::Shutdown;
+use jetsource_runtime::wire::{Client, CommandRequest};
 use jetsource_testkit::NatsServer;
 use serde_json::Value;
 use time::OffsetDateTime;
@@ -41,7 +42,8 @@ async fn failure_visibility(window: Duration) -> anyhow::Result<()> {
     let client = async_nats::connect(&url).await?;
     let js = async_nats::jetstream::new(client.clone());
     let define = r#"{"name": "Widget", "bom": [{"sku": "unobtainium", "qty": 1}]}"#;
-    client.request("cmd.product.widget.define", define.into()).await?;
+    let commands = Client::new(client.clone(), Duration::from_secs(10));
+    commands.command(&CommandRequest::new("product", "widget", "define", define)).await?;
 
     // What we measure: notification received, and status `failed` visible in the commands
     // view, each from the failure's recorded time.
@@ -100,7 +102,7 @@ async fn failure_visibility(window: Duration) -> anyhow::Result<()> {
     let deadline = Instant::now() + window;
     let tasks: Vec<_> = (0..workers)
         .map(|w| {
-            let client = client.clone();
+            let client = commands.clone();
             let js = js.clone();
             tokio::spawn(async move {
                 let mut next = Instant::now();
@@ -110,8 +112,9 @@ async fn failure_visibility(window: Duration) -> anyhow::Result<()> {
                     next += pace;
                     let order = format!("o{w}-{i}");
                     let plan = r#"{"product_id": "widget", "qty": 1, "warehouse": "main"}"#;
-                    client.request(format!("cmd.order.{order}.plan"), plan.into()).await?;
-                    client.request(format!("cmd.order.{order}.start"), "{}".into()).await?;
+                    // Each order fails asynchronously: `start` is answered `accepted`.
+                    client.command(&CommandRequest::new("order", &order, "plan", plan)).await?;
+                    client.command(&CommandRequest::new("order", &order, "start", "{}")).await?;
                     let now = jetsource::cloudevents::now_rfc3339();
                     js.publish(format!("bench.raw.{w}"), now.into()).await?.await?;
                     i += 1;
@@ -220,13 +223,12 @@ async fn tracing_overhead(window: Duration) -> anyhow::Result<()> {
 }
 
 async fn commands(client: &async_nats::Client, window: Duration, round: u32) -> anyhow::Result<Rate> {
-    let client = client.clone();
+    let client = Client::new(client.clone(), Duration::from_secs(10));
     run_workers(64, window, move |worker, _| {
         let client = client.clone();
         async move {
-            let reply =
-                client.request(format!("cmd.stock.t{round}-{worker}@main.receive"), r#"{"qty":1}"#.into()).await?;
-            anyhow::ensure!(reply.headers.is_none(), "error reply: {:?}", reply);
+            let item = format!("t{round}-{worker}@main");
+            client.command(&CommandRequest::new("stock", &item, "receive", r#"{"qty":1}"#)).await?;
             Ok(())
         }
     })

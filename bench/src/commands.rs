@@ -127,7 +127,9 @@ async fn raw_publish(
     .await
 }
 
-/// Each worker sends `<prefix>.stock.w<n>@main.receive` and waits for the reply.
+/// Each worker sends `<prefix>.stock.w<n>@main.receive` and waits for the reply. The factory and
+/// its minimal floors answer the same raw request, so this one client serves both sides (the
+/// typed `wire::Client` drives the other suites; here it would be a cost only one side pays).
 async fn requests(
     client: &async_nats::Client,
     prefix: &'static str,

@@ -14,6 +14,7 @@ use jetsource::projection::{Projection, ViewConfig, ViewWorker};
 use jetsource::topology::{ProvisionOptions, Topology, provision};
 use jetsource::{AggregateId, CommandContext, EventStore, Repository, RepositoryConfig, StoreConfig};
 use jetsource_runtime::Shutdown;
+use jetsource_runtime::wire::{Client, CommandRequest};
 use jetsource_testkit::NatsServer;
 
 use crate::measure::header;
@@ -145,6 +146,7 @@ async fn read_your_writes(window: Duration) -> anyhow::Result<()> {
     let tasks: Vec<_> = (0..workers)
         .map(|w| {
             let client = client.clone();
+            let typed = Client::new(client.clone(), Duration::from_secs(10));
             tokio::spawn(async move {
                 let mut waits = Histogram::<u64>::new(3)?;
                 let mut commands = Histogram::<u64>::new(3)?;
@@ -154,13 +156,10 @@ async fn read_your_writes(window: Duration) -> anyhow::Result<()> {
                     tokio::time::sleep_until(next.into()).await;
                     next += per_worker;
                     let t = Instant::now();
-                    let reply = client
-                        .request(format!("cmd.stock.ryw{w}-{}@main.receive", i % 50), r#"{"qty":1}"#.into())
-                        .await?;
+                    let item = format!("ryw{w}-{}@main", i % 50);
+                    let reply = typed.command(&CommandRequest::new("stock", &item, "receive", r#"{"qty":1}"#)).await?;
                     commands.record(t.elapsed().as_micros() as u64)?;
-                    let reply: serde_json::Value = serde_json::from_slice(&reply.payload)?;
-                    let seq =
-                        reply["stream_seq"].as_u64().ok_or_else(|| anyhow::anyhow!("no stream_seq in {reply}"))?;
+                    let seq = reply.stream_seq;
                     let answered = Instant::now();
                     let mut headers = async_nats::HeaderMap::new();
                     headers.insert("Min-Seq", seq.to_string());
