@@ -81,17 +81,17 @@ async fn aggregate(
 ) -> Result<warp::reply::Response, Problem> {
     let (kind, id) = target(&ctx, &kind, &id)?;
     only(&query, &["version", "at"])?;
-    let until = match (number(&query, "version")?, query.get("at")) {
-        (Some(version), Some(at)) => Until::Both(
-            version,
+    let at = query
+        .get("at")
+        .map(|at| {
             OffsetDateTime::parse(at, &Rfc3339)
-                .map_err(|_| Problem::new(400, "invalid", format!("at {at:?} is not an RFC 3339 time")))?,
-        ),
+                .map_err(|_| Problem::new(400, "invalid", format!("at {at:?} is not an RFC 3339 time")))
+        })
+        .transpose()?;
+    let until = match (number(&query, "version")?, at) {
+        (Some(version), Some(at)) => Until::Both(version, at),
         (Some(version), None) => Until::Version(version),
-        (None, Some(at)) => Until::Time(
-            OffsetDateTime::parse(at, &Rfc3339)
-                .map_err(|_| Problem::new(400, "invalid", format!("at {at:?} is not an RFC 3339 time")))?,
-        ),
+        (None, Some(at)) => Until::Time(at),
         (None, None) => Until::End,
     };
     let value = kind.inspect(&ctx.gw.store, &id, until, false).await.map_err(store_problem)?;
