@@ -87,13 +87,16 @@ pub struct Authenticator {
 #[derive(Debug, Deserialize)]
 struct Header {
     alg: String,
+    /// Extensions the issuer says must be understood (RFC 7515 §4.1.11); this verifier knows none.
+    crit: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Deserialize)]
 struct Claims {
     sub: Option<String>,
-    exp: Option<i64>,
-    nbf: Option<i64>,
+    /// NumericDate: seconds, fractions allowed (RFC 7519 §2).
+    exp: Option<f64>,
+    nbf: Option<f64>,
     iss: Option<String>,
     #[serde(default)]
     aud: Option<serde_json::Value>,
@@ -103,7 +106,7 @@ struct Claims {
 }
 
 /// Clock skew tolerated on `exp` and `nbf`.
-const LEEWAY_SECONDS: i64 = 30;
+const LEEWAY_SECONDS: f64 = 30.0;
 
 impl Authenticator {
     /// Builds the checker; a public key that cannot be used is an error at start, not per
@@ -171,10 +174,11 @@ impl Authenticator {
         }
         let token = match authorization {
             None => return Err(AuthError::Missing),
-            Some(value) => value
-                .strip_prefix("Bearer ")
-                .or_else(|| value.strip_prefix("bearer "))
-                .ok_or_else(|| AuthError::Invalid("Authorization must be `Bearer <jwt>`".into()))?,
+            // The scheme is case-insensitive (RFC 9110 §11.1).
+            Some(value) => match value.split_once(' ') {
+                Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token,
+                _ => return Err(AuthError::Invalid("Authorization must be `Bearer <jwt>`".into())),
+            },
         };
         let (verifier, jwt) =
             self.verifier.as_ref().ok_or_else(|| AuthError::Invalid("bearer tokens are not accepted here".into()))?;
@@ -195,6 +199,9 @@ fn verify(token: &str, verifier: &Verifier, jwt: &JwtConfig) -> Result<Principal
     };
     let decode = |part: &str| URL_SAFE_NO_PAD.decode(part).map_err(|_| invalid("not base64url"));
     let header: Header = serde_json::from_slice(&decode(header)?).map_err(|_| invalid("unreadable JWT header"))?;
+    if header.crit.is_some() {
+        return Err(invalid("the JWT header names crit extensions this gateway does not understand"));
+    }
     let signature = decode(sig)?;
     let signed = &token.as_bytes()[..token.len() - sig.len() - 1];
     let verified = match (verifier, header.alg.as_str()) {
@@ -215,7 +222,8 @@ fn verify(token: &str, verifier: &Verifier, jwt: &JwtConfig) -> Result<Principal
         return Err(invalid("bad signature"));
     }
     let claims: Claims = serde_json::from_slice(&decode(payload)?).map_err(|_| invalid("unreadable JWT claims"))?;
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    // Float arithmetic on NumericDates cannot overflow: a huge `exp` is merely far away.
+    let now = time::OffsetDateTime::now_utc().unix_timestamp() as f64;
     match claims.exp {
         None => return Err(invalid("the token has no exp")),
         Some(exp) if exp + LEEWAY_SECONDS < now => return Err(invalid("the token has expired")),
@@ -247,6 +255,10 @@ fn verify(token: &str, verifier: &Verifier, jwt: &JwtConfig) -> Result<Principal
         .max()
         .ok_or_else(|| invalid("no role claim (viewer, operator or admin)"))?;
     let actor = claims.sub.filter(|s| !s.is_empty()).unwrap_or_else(|| "jwt".into());
+    // The actor travels in a NATS header, which cannot carry control characters.
+    if actor.chars().any(char::is_control) || actor.len() > 256 {
+        return Err(invalid("sub must be at most 256 characters without control characters"));
+    }
     Ok(Principal { actor, role })
 }
 
@@ -318,6 +330,24 @@ mod tests {
     }
 
     #[test]
+    fn numeric_dates_may_be_fractional_or_huge_and_the_scheme_any_case() {
+        let auth = hs_auth();
+        let far =
+            hs256(serde_json::json!({"sub": "a", "role": "admin", "exp": i64::MAX, "nbf": i64::MIN, "iss": "factory"}));
+        let fractional =
+            hs256(serde_json::json!({"sub": "a", "role": "admin", "exp": later() as f64 + 0.5, "iss": "factory"}));
+        for scheme in ["Bearer", "bearer", "BEARER", "BeArEr"] {
+            for token in [&far, &fractional] {
+                let principal = auth.check(Some(&format!("{scheme} {token}")), None, Role::Viewer);
+                assert_eq!(principal.map(|p| p.actor), Ok("a".to_owned()), "{scheme}");
+            }
+        }
+        assert!(
+            auth.check(Some(&format!("Basic {far}")), None, Role::Viewer).unwrap_err().to_string().contains("Bearer")
+        );
+    }
+
+    #[test]
     fn hs256_tokens_carry_actor_and_role() {
         let auth = hs_auth();
         let token = hs256(serde_json::json!({"sub": "alice", "role": "operator", "exp": later(), "iss": "factory"}));
@@ -344,6 +374,21 @@ mod tests {
             (tampered, "signature"),
             ("a.b".into(), "three"),
         ] {
+            let err = auth.check(Some(&format!("Bearer {token}")), None, Role::Viewer).unwrap_err();
+            assert!(err.to_string().contains(why), "{why}: {err}");
+        }
+        let crlf_sub =
+            hs256(serde_json::json!({"sub": "a\r\nx: y", "role": "admin", "exp": later(), "iss": "factory"}));
+        let crit = {
+            let header = b64(br#"{"alg":"HS256","crit":["exp"]}"#);
+            let claims = b64(br#"{"sub":"a","role":"admin","exp":99999999999,"iss":"factory"}"#);
+            let key = hmac::Key::new(hmac::HMAC_SHA256, SECRET.as_bytes());
+            let sig = URL_SAFE_NO_PAD.encode(hmac::sign(&key, format!("{header}.{claims}").as_bytes()));
+            format!("{header}.{claims}.{sig}")
+        };
+        let early =
+            hs256(serde_json::json!({"sub": "a", "role": "admin", "exp": later(), "nbf": f64::MAX, "iss": "factory"}));
+        for (token, why) in [(crlf_sub, "control characters"), (crit, "crit"), (early, "not valid yet")] {
             let err = auth.check(Some(&format!("Bearer {token}")), None, Role::Viewer).unwrap_err();
             assert!(err.to_string().contains(why), "{why}: {err}");
         }

@@ -86,6 +86,21 @@ async fn bad_credentials_are_401_problems_and_missing_roles_403() {
         assert_eq!(resp.header("www-authenticate"), Some("Bearer"));
         assert!(resp.json()["detail"].as_str().unwrap().contains(needle), "{}", resp.json());
     }
+    // A validly signed token whose `sub` holds CR/LF once dropped the connection (the actor goes
+    // into a NATS header): now a 401 that says why, and an upper-case scheme is a scheme.
+    let crlf = format!("Bearer {}", hs256(serde_json::json!({"sub": "a\r\nx: y", "role": "admin", "exp": later()})));
+    let upper = format!("BEARER {}", hs256(serde_json::json!({"sub": "carol", "role": "admin", "exp": later()})));
+    let command = |token: String| {
+        let stack = &stack;
+        async move {
+            let headers = [("authorization", token.as_str()), ("content-type", "application/json")];
+            stack.call("POST", "/v1/commands/stock/bolt@main/receive", &headers, br#"{"qty": 1}"#).await
+        }
+    };
+    let refused = command(crlf).await;
+    assert_eq!((refused.status, refused.code().as_str()), (401, "unauthorized"), "{}", refused.json());
+    assert!(refused.json()["detail"].as_str().unwrap().contains("control characters"), "{}", refused.json());
+    assert_eq!(command(upper).await.status, 200);
     let viewer = stack
         .call(
             "POST",
