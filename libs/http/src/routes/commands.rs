@@ -99,15 +99,34 @@ async fn send_command(
         let known = jetsource::CommandParseError::unknown(aggregate.aggregate_type(), &command, aggregate.commands());
         return Err(Problem::new(404, "not_found", known.to_string()));
     }
-    aggregate.id(&id).map_err(|e| Problem::new(400, "invalid", e))?;
+    let aggregate_id = aggregate.id(&id).map_err(|e| Problem::new(400, "invalid", e))?;
     let body = body?;
     let mut headers = async_nats::HeaderMap::new();
     if let Some(key) = ctx.header("idempotency-key") {
+        let key = sf_string(key);
         validate_command_id(key).map_err(|e| Problem::new(400, "invalid", format!("Idempotency-Key: {e}")))?;
         headers.insert(header::IDEMPOTENCY_KEY, key);
     }
-    if let Some(expected) = ctx.header("if-match").map(if_match).transpose()?.flatten() {
-        headers.insert(header::EXPECTED_VERSION, expected.to_string());
+    match ctx.header("if-match").map(if_match).transpose()? {
+        None => {}
+        Some(IfMatch::Version(expected)) => headers.insert(header::EXPECTED_VERSION, expected.to_string()),
+        // Aggregates are never deleted, so "it exists" checked now stays true for the append.
+        Some(IfMatch::Exists) => {
+            let subject = ctx.gw.store.subject(aggregate.aggregate_type(), &aggregate_id);
+            let last = ctx.gw.store.last_seq(&subject).await.map_err(|e| match e {
+                jetsource::StoreError::Unavailable(m) => {
+                    Problem::new(503, "unavailable", m).with("unavailable", "nats")
+                }
+                other => Problem::new(500, "internal", other.to_string()),
+            })?;
+            if last == 0 {
+                return Err(Problem::new(
+                    412,
+                    "precondition_failed",
+                    format!("If-Match: * and no {} {id} exists yet", aggregate.aggregate_type()),
+                ));
+            }
+        }
     }
     headers.insert(header::ACTOR, ctx.principal.actor.as_str());
     let subject = subject::command(&kind, &id, &command);
@@ -143,16 +162,39 @@ async fn send_command(
     Ok(response)
 }
 
-/// `If-Match: "3"` (or `3`, `W/"3"`) → 3; `*` → no precondition.
-fn if_match(value: &str) -> Result<Option<u64>, Problem> {
+/// What an `If-Match` asks.
+#[derive(Debug, PartialEq)]
+enum IfMatch {
+    /// `"3"` (or a bare `3`): the aggregate is at version 3.
+    Version(u64),
+    /// `*`: the aggregate exists.
+    Exists,
+}
+
+/// Reads `If-Match` by the strong comparison RFC 9110 §13.1.1 prescribes: a weak tag (`W/"3"`)
+/// never matches, so it is a 412, not a pinned version.
+fn if_match(value: &str) -> Result<IfMatch, Problem> {
     let value = value.trim();
     if value == "*" {
-        return Ok(None);
+        return Ok(IfMatch::Exists);
     }
-    let tag = value.trim_start_matches("W/").trim_matches('"');
-    tag.parse().map(Some).map_err(|_| {
+    if value.starts_with("W/") {
+        return Err(Problem::new(
+            412,
+            "precondition_failed",
+            format!("If-Match {value:?} is a weak entity tag, which never matches (strong comparison)"),
+        ));
+    }
+    let tag = value.strip_prefix('"').and_then(|v| v.strip_suffix('"')).unwrap_or(value);
+    tag.parse().map(IfMatch::Version).map_err(|_| {
         Problem::new(400, "invalid", format!("If-Match {value:?} is not an entity tag of a version (\"3\")"))
     })
+}
+
+/// A structured-field string (`"abc"`, RFC 9651), as the Idempotency-Key draft spells a key,
+/// is the key inside the quotes; a bare token is taken as it is.
+fn sf_string(value: &str) -> &str {
+    value.strip_prefix('"').and_then(|v| v.strip_suffix('"')).unwrap_or(value)
 }
 
 async fn command_status(ctx: Ctx, id: String) -> Result<warp::reply::Response, Problem> {

@@ -96,6 +96,24 @@ async fn every_error_path_answers_its_problem_document() {
             "precondition_failed",
             "expected version 9",
         ),
+        (
+            "POST",
+            "/v1/commands/stock/bolt@main/receive",
+            vec![("content-type", "application/json"), ("if-match", "W/\"1\"")],
+            br#"{"qty": 1}"#,
+            412,
+            "precondition_failed",
+            "weak entity tag",
+        ),
+        (
+            "POST",
+            "/v1/commands/stock/nut@main/receive",
+            vec![("content-type", "application/json"), ("if-match", "*")],
+            br#"{"qty": 1}"#,
+            412,
+            "precondition_failed",
+            "no stock nut@main exists",
+        ),
         ("POST", "/v1/commands/stock/bolt@main/receive", json.to_vec(), &big, 413, "invalid", "larger than"),
         (
             "POST",
@@ -132,6 +150,11 @@ async fn every_error_path_answers_its_problem_document() {
     stack.call("POST", "/v1/commands/stock/bolt@main/receive", &reused, br#"{"qty": 1}"#).await;
     let again = stack.call("POST", "/v1/commands/stock/bolt@main/receive", &reused, br#"{"qty": 2}"#).await;
     assert_eq!((again.status, again.code().as_str()), (422, "idempotency_key_reused"));
+    // The key as a structured-field string is the same key; `*` matches an existing aggregate.
+    let quoted = [("content-type", "application/json"), ("idempotency-key", "\"k-1\""), ("if-match", "*")];
+    let replayed = stack.call("POST", "/v1/commands/stock/bolt@main/receive", &quoted, br#"{"qty": 1}"#).await;
+    assert_eq!(replayed.status, 200, "{}", replayed.json());
+    assert_eq!(replayed.header("idempotent-replayed"), Some("true"));
 }
 
 #[tokio::test]
