@@ -81,7 +81,8 @@ pub fn routes(
         metrics.nats_connected.set(i64::from(scraped.connected()));
         let body = metrics.render();
         Response::builder()
-            .header(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")
+            // What `render` writes is OpenMetrics 1.0 (it ends in `# EOF`), not the 0.0.4 text.
+            .header(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")
             .body(body)
             .map(warp::Reply::into_response)
             .unwrap_or_else(warp::Reply::into_response)

@@ -141,6 +141,9 @@ async fn operations_status_health_metrics_openapi_and_projections() {
     assert_eq!(status.json()["services"]["stock"][0]["version"], "0.1.0");
     assert_eq!((healthz.status, readyz.status), (200, 200));
     let text = String::from_utf8_lossy(&metrics.body);
+    // The body is OpenMetrics (it ends in `# EOF`), and the content type says so.
+    assert!(text.trim_end().ends_with("# EOF"), "{text}");
+    assert_eq!(metrics.header("content-type"), Some("application/openmetrics-text; version=1.0.0; charset=utf-8"));
     assert!(text.contains("factory_http_requests_total") && text.contains("factory_commands_total"), "{text}");
     assert_eq!(openapi.json()["openapi"], "3.1.0");
     assert_eq!(projections.json()["views"].as_array().unwrap().len(), 5);
