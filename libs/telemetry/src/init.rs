@@ -67,6 +67,32 @@ fn env_set(name: &str) -> bool {
     std::env::var(name).is_ok_and(|v| !v.trim().is_empty())
 }
 
+/// The OTLP protocol the environment asks for, or why this build cannot honour it: a setting it
+/// cannot carry out is an error at start, never spans silently dropped.
+fn export_protocol(protocol: Option<&str>, endpoint: Option<&str>) -> Result<Protocol, TelemetryError> {
+    if let Some(endpoint) = endpoint
+        && endpoint.trim().to_ascii_lowercase().starts_with("https://")
+    {
+        return Err(TelemetryError::Exporter(format!(
+            "endpoint {endpoint:?}: this build exports over plain HTTP only (no TLS client); \
+             use an http:// endpoint (a collector sidecar or an in-cluster service)"
+        )));
+    }
+    match protocol.map(str::trim) {
+        None | Some("http/protobuf") => Ok(Protocol::HttpBinary),
+        Some("http/json") => Ok(Protocol::HttpJson),
+        Some("grpc") => Err(TelemetryError::Exporter(
+            "OTEL_EXPORTER_OTLP_PROTOCOL=grpc: this build exports over OTLP/HTTP only; set \
+             OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf and point the endpoint at the collector's \
+             OTLP/HTTP port (4318)"
+                .into(),
+        )),
+        Some(other) => Err(TelemetryError::Exporter(format!(
+            "OTEL_EXPORTER_OTLP_PROTOCOL={other:?} is not a protocol; use http/protobuf or http/json"
+        ))),
+    }
+}
+
 impl Telemetry {
     /// True when OTLP export is configured by the environment (`OTEL_EXPORTER_OTLP_ENDPOINT` or
     /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`).
@@ -93,11 +119,16 @@ impl Telemetry {
         let mut builder = SdkTracerProvider::builder().with_resource(resource);
         let exporting = Self::export_configured();
         if exporting {
-            let mut exporter = opentelemetry_otlp::SpanExporter::builder().with_http();
-            if !env_set("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") && !env_set("OTEL_EXPORTER_OTLP_PROTOCOL") {
-                exporter = exporter.with_protocol(Protocol::HttpBinary);
-            }
-            let exporter = exporter.build().map_err(|e| TelemetryError::Exporter(e.to_string()))?;
+            let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+            let protocol = export_protocol(
+                var("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL").or_else(|| var("OTEL_EXPORTER_OTLP_PROTOCOL")).as_deref(),
+                var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").or_else(|| var("OTEL_EXPORTER_OTLP_ENDPOINT")).as_deref(),
+            )?;
+            let exporter = opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .with_protocol(protocol)
+                .build()
+                .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
             builder = builder.with_span_processor(BatchSpanProcessor::builder(exporter, runtime::Tokio).build());
         }
         let provider = builder.build();
@@ -188,5 +219,24 @@ impl Telemetry {
     pub async fn shutdown(self) {
         let provider = self.provider;
         let _ = tokio::task::spawn_blocking(move || provider.shutdown()).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn export_settings_this_build_cannot_honour_are_errors_naming_them() {
+        assert_eq!(export_protocol(None, Some("http://collector:4318")).unwrap(), Protocol::HttpBinary);
+        assert_eq!(export_protocol(Some("http/json"), None).unwrap(), Protocol::HttpJson);
+        for (protocol, endpoint, needle) in [
+            (Some("grpc"), Some("http://collector:4317"), "grpc"),
+            (Some("thrift"), None, "thrift"),
+            (None, Some("HTTPS://collector:4318"), "HTTPS://collector:4318"),
+        ] {
+            let err = export_protocol(protocol, endpoint).unwrap_err().to_string();
+            assert!(err.contains(needle), "{err}");
+        }
     }
 }
