@@ -60,8 +60,10 @@ pub(super) fn routes(
                  headers: HeaderMap,
                  content_type,
                  body| async move {
+                    // Read only once the caller is authenticated and admitted, within the
+                    // request's deadline: an unknown caller cannot make the edge buffer bodies.
                     let max = gw.config.max_body_bytes;
-                    let body = json_body(content_type, body, max).await;
+                    let body = json_body(content_type, body, max);
                     handle(gw, "/v1/commands/{type}/{id}/{command}", Role::Operator, headers, |ctx| {
                         send_command(ctx, kind, id, command, body)
                     })
@@ -90,7 +92,7 @@ async fn send_command(
     kind: String,
     id: String,
     command: String,
-    body: Result<Bytes, Problem>,
+    body: impl Future<Output = Result<Bytes, Problem>>,
 ) -> Result<warp::reply::Response, Problem> {
     let (kind, id, command) = (segment(&kind)?, segment(&id)?, segment(&command)?);
     let aggregate = ctx.gw.app.aggregate_or_error(&kind).map_err(|e| Problem::new(404, "not_found", e.to_string()))?;
@@ -100,7 +102,7 @@ async fn send_command(
         return Err(Problem::new(404, "not_found", known.to_string()));
     }
     let aggregate_id = aggregate.id(&id).map_err(|e| Problem::new(400, "invalid", e))?;
-    let body = body?;
+    let body = body.await?;
     let mut headers = async_nats::HeaderMap::new();
     if let Some(key) = ctx.header("idempotency-key") {
         let key = sf_string(key);

@@ -55,13 +55,14 @@ pub(super) fn routes(
         .and(warp::header::optional::<String>("content-type"))
         .and(warp::body::stream())
         .then(|view: String, action: String, gw: Arc<Gateway>, headers: HeaderMap, content_type, body| async move {
-            let body = json_body(content_type, body, gw.config.max_body_bytes).await;
+            // Read after authentication and admission (see the command route).
+            let body = json_body(content_type, body, gw.config.max_body_bytes);
             handle(gw, "/v1/projections/{view}/{action}", Role::Admin, headers, |ctx| async move {
                 let (view, action) = (segment(&view)?, segment(&action)?);
                 if !matches!(action.as_str(), "rebuild" | "retry") || view.contains(['.', '*', '>']) {
                     return Err(Problem::new(404, "not_found", "use POST /v1/projections/{view}/rebuild or /retry"));
                 }
-                admin(ctx, jetsource_runtime::wire::subject::projector(&action, &view), body?).await
+                admin(ctx, jetsource_runtime::wire::subject::projector(&action, &view), body.await?).await
             })
             .await
         });

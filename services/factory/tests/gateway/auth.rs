@@ -162,3 +162,23 @@ async fn listing_beyond_loopback_without_authentication_is_refused() {
     assert!(refused.err().unwrap().to_string().contains("refusing to listen on 0.0.0.0"));
     assert!(allowed.is_ok());
 }
+
+#[tokio::test]
+async fn an_unauthenticated_caller_is_answered_before_its_body_is_read() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let stack = secured().await;
+    // The request announces 200 kB and sends none of it: the edge used to wait for the body
+    // (and buffer it) before it looked at the credentials.
+    let mut socket = tokio::net::TcpStream::connect(stack.http).await.unwrap();
+    let head = "POST /v1/commands/stock/bolt@main/receive HTTP/1.1\r\nhost: x\r\n\
+                content-type: application/json\r\ncontent-length: 200000\r\n\r\n";
+    socket.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = vec![0_u8; 4096];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(30), socket.read(&mut answer))
+        .await
+        .expect("no answer while the body was withheld")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..read]);
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    assert!(answer.contains("unauthorized"), "{answer}");
+}
