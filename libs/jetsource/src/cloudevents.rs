@@ -108,17 +108,17 @@ impl Attributes {
         let meta = self.metadata;
         let mut pairs = vec![
             (name::SPECVERSION, HeaderValue::from("1.0")),
-            (name::ID, self.id.into()),
-            (name::SOURCE, self.source.into()),
-            (name::TYPE, self.event_type.into()),
-            (name::SUBJECT, self.subject.into()),
-            (name::TIME, self.time.into()),
+            (name::ID, encode(self.id).into()),
+            (name::SOURCE, encode(self.source).into()),
+            (name::TYPE, encode(self.event_type).into()),
+            (name::SUBJECT, encode(self.subject).into()),
+            (name::TIME, encode(self.time).into()),
             (name::DATACONTENTTYPE, HeaderValue::from("application/json")),
             (name::SCHEMAVERSION, self.schema_version.to_string().into()),
-            (name::COMMANDID, meta.command_id.into()),
-            (name::CORRELATIONID, meta.correlation_id.into()),
-            (name::CAUSATIONID, meta.causation_id.into()),
-            (name::ACTOR, meta.actor.into()),
+            (name::COMMANDID, encode(meta.command_id).into()),
+            (name::CORRELATIONID, encode(meta.correlation_id).into()),
+            (name::CAUSATIONID, encode(meta.causation_id).into()),
+            (name::ACTOR, encode(meta.actor).into()),
         ];
         if let Some(version) = self.aggregate_version {
             pairs.push((name::AGGREGATEVERSION, version.to_string().into()));
@@ -138,7 +138,7 @@ impl Attributes {
     /// # Errors
     /// A message naming the missing or malformed header.
     pub fn read(headers: &HeaderMap) -> Result<Self, String> {
-        let get = |name: HeaderName| headers.get(name).map(|v| v.as_str().to_owned());
+        let get = |name: HeaderName| headers.get(name).map(|v| decode(v.as_str()));
         let event_type = get(name::TYPE).ok_or("missing header ce-type")?;
         Ok(Self {
             id: get(name::ID).unwrap_or_default(),
@@ -188,6 +188,55 @@ impl Attributes {
         put("data", data);
         Value::Object(out)
     }
+}
+
+/// Percent-encodes an attribute value as the CloudEvents protocol bindings require of header
+/// values: space, `"`, `%` and everything outside printable ASCII, as UTF-8 octets. A value
+/// that needs none (ids, types and times always) is returned as it is, without a copy.
+pub fn encode(value: String) -> String {
+    let needs = |b: u8| !(0x21..=0x7e).contains(&b) || b == b'"' || b == b'%';
+    if !value.bytes().any(needs) {
+        return value;
+    }
+    let mut out = String::with_capacity(value.len() + 8);
+    for b in value.bytes() {
+        if needs(b) {
+            out.push_str(&format!("%{b:02X}"));
+        } else {
+            out.push(char::from(b));
+        }
+    }
+    out
+}
+
+/// Reads a header value written by [`encode`] (or by any binding-conformant client): `%XX`
+/// octets back to UTF-8. A malformed escape or invalid UTF-8 is kept as it came, since a
+/// header that cannot be decoded is still better shown than dropped.
+pub fn decode(value: &str) -> String {
+    if !value.contains('%') {
+        return value.to_owned();
+    }
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = (bytes[i] == b'%')
+            .then(|| bytes.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match hex {
+            Some(b) => {
+                out.push(b);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).unwrap_or_else(|_| value.to_owned())
 }
 
 /// The current UTC time as RFC 3339 with nanoseconds (`2026-11-27T10:00:00.123456789Z`),
@@ -325,5 +374,17 @@ mod tests {
         assert_eq!(json["aggregateversion"], 3);
         assert_eq!(json["streamseq"], 42);
         assert_eq!(json["data"]["qty"], 5);
+    }
+
+    #[test]
+    fn header_values_are_percent_encoded_as_the_binding_requires_and_read_back() {
+        let mut attributes = sample();
+        attributes.metadata.actor = "José \"ops\" 100%".into();
+        let headers = attributes.clone().into_headers();
+        assert_eq!(headers.get("ce-actor").map(|v| v.as_str()), Some("Jos%C3%A9%20%22ops%22%20100%25"));
+        assert_eq!(headers.get("ce-subject").map(|v| v.as_str()), Some("bolt@main"), "plain values stay as they are");
+        assert_eq!(Attributes::read(&headers).unwrap().metadata.actor, "José \"ops\" 100%");
+        assert_eq!(decode("100%"), "100%", "a bare % is kept");
+        assert_eq!(decode("%FF"), "%FF", "invalid UTF-8 is kept as it came");
     }
 }

@@ -121,6 +121,19 @@ async fn the_authenticated_caller_is_the_actor_of_its_events() {
     let history = stack.call("GET", "/v1/aggregates/stock/bolt@main/events", &headers, b"").await;
 
     assert_eq!(history.json()["events"][0]["actor"], "ops");
+
+    // A name outside printable ASCII is percent-encoded in `ce-actor` and read back whole.
+    let jose =
+        format!("Bearer {}", hs256(serde_json::json!({"sub": "José Núñez", "role": "operator", "exp": later()})));
+    let headers = [("authorization", jose.as_str()), ("content-type", "application/json")];
+    let sent = stack.call("POST", "/v1/commands/stock/bolt@main/receive", &headers, br#"{"qty": 1}"#).await;
+    assert_eq!(sent.status, 200, "{}", sent.json());
+    let history = stack.call("GET", "/v1/aggregates/stock/bolt@main/events", &headers, b"").await;
+    assert_eq!(history.json()["events"][1]["actor"], "José Núñez", "{}", history.json());
+    let js = async_nats::jetstream::new(stack.client.clone());
+    let stream = js.get_stream("EVENTS").await.unwrap();
+    let raw = stream.direct_get(2).await.unwrap();
+    assert_eq!(raw.headers.get("ce-actor").map(|v| v.as_str()), Some("Jos%C3%A9%20N%C3%BA%C3%B1ez"));
 }
 
 #[tokio::test]
