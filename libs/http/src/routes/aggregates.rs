@@ -50,7 +50,8 @@ fn target(ctx: &Ctx, kind: &str, id: &str) -> Result<(Entry, jetsource::Aggregat
     Ok((std::sync::Arc::clone(aggregate), id))
 }
 
-fn store_problem(e: StoreError) -> Problem {
+/// What a store failure is to an HTTP caller.
+pub(super) fn store_problem(e: StoreError) -> Problem {
     match e {
         StoreError::Unavailable(m) => Problem::new(503, "unavailable", m).with("unavailable", "nats"),
         other => Problem::new(500, "internal", other.to_string()),

@@ -115,12 +115,7 @@ async fn send_command(
         // Aggregates are never deleted, so "it exists" checked now stays true for the append.
         Some(IfMatch::Exists) => {
             let subject = ctx.gw.store.subject(aggregate.aggregate_type(), &aggregate_id);
-            let last = ctx.gw.store.last_seq(&subject).await.map_err(|e| match e {
-                jetsource::StoreError::Unavailable(m) => {
-                    Problem::new(503, "unavailable", m).with("unavailable", "nats")
-                }
-                other => Problem::new(500, "internal", other.to_string()),
-            })?;
+            let last = ctx.gw.store.last_seq(&subject).await.map_err(super::aggregates::store_problem)?;
             if last == 0 {
                 return Err(Problem::new(
                     412,
