@@ -190,53 +190,24 @@ impl Attributes {
     }
 }
 
-/// Percent-encodes an attribute value as the CloudEvents protocol bindings require of header
-/// values: space, `"`, `%` and everything outside printable ASCII, as UTF-8 octets. A value
-/// that needs none (ids, types and times always) is returned as it is, without a copy.
+/// What the CloudEvents protocol bindings percent-encode in header values: space, `"`, `%`,
+/// controls, and (always, by the crate) every octet outside ASCII.
+const HEADER_ESCAPES: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS.add(b' ').add(b'"').add(b'%');
+
+/// Percent-encodes an attribute value for its header. A value that needs none (ids, types and
+/// times always) is returned as it is, without a copy.
 pub fn encode(value: String) -> String {
-    let needs = |b: u8| !(0x21..=0x7e).contains(&b) || b == b'"' || b == b'%';
-    if !value.bytes().any(needs) {
-        return value;
+    match std::borrow::Cow::from(percent_encoding::utf8_percent_encode(&value, HEADER_ESCAPES)) {
+        std::borrow::Cow::Borrowed(_) => value,
+        std::borrow::Cow::Owned(encoded) => encoded,
     }
-    let mut out = String::with_capacity(value.len() + 8);
-    for b in value.bytes() {
-        if needs(b) {
-            out.push_str(&format!("%{b:02X}"));
-        } else {
-            out.push(char::from(b));
-        }
-    }
-    out
 }
 
-/// Reads a header value written by [`encode`] (or by any binding-conformant client): `%XX`
-/// octets back to UTF-8. A malformed escape or invalid UTF-8 is kept as it came, since a
+/// Reads a header value written by [`encode`] (or by any binding-conformant client). A
+/// malformed escape is kept as it came, and so is a value that does not decode to UTF-8: a
 /// header that cannot be decoded is still better shown than dropped.
 pub fn decode(value: &str) -> String {
-    if !value.contains('%') {
-        return value.to_owned();
-    }
-    let bytes = value.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = (bytes[i] == b'%')
-            .then(|| bytes.get(i + 1..i + 3))
-            .flatten()
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match hex {
-            Some(b) => {
-                out.push(b);
-                i += 3;
-            }
-            None => {
-                out.push(bytes[i]);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).unwrap_or_else(|_| value.to_owned())
+    percent_encoding::percent_decode_str(value).decode_utf8().map_or_else(|_| value.to_owned(), |v| v.into_owned())
 }
 
 /// The current UTC time as RFC 3339 with nanoseconds (`2026-11-27T10:00:00.123456789Z`),

@@ -63,8 +63,13 @@ pub struct Telemetry {
     dropped: Arc<AtomicU64>,
 }
 
+/// An environment variable that is set and not blank.
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
 fn env_set(name: &str) -> bool {
-    std::env::var(name).is_ok_and(|v| !v.trim().is_empty())
+    env(name).is_some()
 }
 
 /// The OTLP protocol the environment asks for, or why this build cannot honour it: a setting it
@@ -119,10 +124,9 @@ impl Telemetry {
         let mut builder = SdkTracerProvider::builder().with_resource(resource);
         let exporting = Self::export_configured();
         if exporting {
-            let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
             let protocol = export_protocol(
-                var("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL").or_else(|| var("OTEL_EXPORTER_OTLP_PROTOCOL")).as_deref(),
-                var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").or_else(|| var("OTEL_EXPORTER_OTLP_ENDPOINT")).as_deref(),
+                env("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL").or_else(|| env("OTEL_EXPORTER_OTLP_PROTOCOL")).as_deref(),
+                env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").or_else(|| env("OTEL_EXPORTER_OTLP_ENDPOINT")).as_deref(),
             )?;
             let exporter = opentelemetry_otlp::SpanExporter::builder()
                 .with_http()

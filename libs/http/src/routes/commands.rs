@@ -105,7 +105,7 @@ async fn send_command(
     let body = body.await?;
     let mut headers = async_nats::HeaderMap::new();
     if let Some(key) = ctx.header("idempotency-key") {
-        let key = sf_string(key);
+        let key = unquoted(key);
         validate_command_id(key).map_err(|e| Problem::new(400, "invalid", format!("Idempotency-Key: {e}")))?;
         headers.insert(header::IDEMPOTENCY_KEY, key);
     }
@@ -182,15 +182,14 @@ fn if_match(value: &str) -> Result<IfMatch, Problem> {
             format!("If-Match {value:?} is a weak entity tag, which never matches (strong comparison)"),
         ));
     }
-    let tag = value.strip_prefix('"').and_then(|v| v.strip_suffix('"')).unwrap_or(value);
-    tag.parse().map(IfMatch::Version).map_err(|_| {
+    unquoted(value).parse().map(IfMatch::Version).map_err(|_| {
         Problem::new(400, "invalid", format!("If-Match {value:?} is not an entity tag of a version (\"3\")"))
     })
 }
 
-/// A structured-field string (`"abc"`, RFC 9651), as the Idempotency-Key draft spells a key,
-/// is the key inside the quotes; a bare token is taken as it is.
-fn sf_string(value: &str) -> &str {
+/// What is inside the quotes of an entity tag (`"3"`) or of a structured-field string
+/// (`"k-1"`, RFC 9651, as the Idempotency-Key draft spells a key); a bare value as it is.
+fn unquoted(value: &str) -> &str {
     value.strip_prefix('"').and_then(|v| v.strip_suffix('"')).unwrap_or(value)
 }
 
