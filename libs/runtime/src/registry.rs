@@ -403,14 +403,11 @@ impl App {
         assert!(self.view_entry(name).is_none(), "view {name:?} is registered twice");
         self.views.push(Arc::new(Kind::<P> { name, keys, _projection: PhantomData }));
         if !self.services.iter().any(|s| s.kind == ServiceKind::Projector) {
-            self.services.push(
-                ServiceSpec::new(
-                    "projector",
-                    "Views and queries (qry.*), rebuilds and parked events (projector.*)",
-                    ServiceKind::Projector,
-                )
-                .singleton(),
-            );
+            self.services.push(ServiceSpec::new(
+                "projector",
+                "Views and queries (qry.*), rebuilds and parked events (projector.*)",
+                ServiceKind::Projector,
+            ));
         }
         self
     }
@@ -545,6 +542,7 @@ impl App {
                 }
                 for consumer in &topology.consumers {
                     deny.push(format!("$JS.API.CONSUMER.DELETE.{}.{}", consumer.stream, consumer.durable));
+                    deny.push(format!("$JS.API.CONSUMER.RESET.{}.{}", consumer.stream, consumer.durable));
                     deny.push(format!("$JS.ACK.{}.{}.>", consumer.stream, consumer.durable));
                 }
                 Permissions {

@@ -52,14 +52,15 @@ pub fn configured(saga: SagaConfig) -> App {
                     "cmd.stock.>", "evt.order.>",
                     "$JS.API.INFO", "$JS.API.STREAM.INFO.*", "$JS.API.DIRECT.GET.>", "$JS.API.STREAM.MSG.GET.>",
                     "$JS.API.CONSUMER.INFO.EVENTS.saga", "$JS.API.CONSUMER.MSG.NEXT.EVENTS.saga",
+                    // rewinding its consumer after a takeover from another instance
+                    "$JS.API.CONSUMER.RESET.EVENTS.saga",
                     "$JS.ACK.EVENTS.saga.>",
                     "$KV.sagas.>", "$KV.snapshots.>",
                     // its parked events (the consumer loop's poison policy), listed at start
                     "$KV.parked.saga.>", "$JS.API.CONSUMER.CREATE.KV_parked.>", "$JS.API.CONSUMER.DELETE.KV_parked.>",
                 ],
                 &["saga.get.*"],
-            ))
-            .singleton(),
+            )),
         )
         .service(ServiceSpec::custom("notifier", "Asynchronous outcomes of commands to notify.<command_id>", |ctx| {
             Box::pin(async move {
@@ -72,6 +73,7 @@ pub fn configured(saga: SagaConfig) -> App {
                 "notify.>",
                 "$JS.API.INFO", "$JS.API.STREAM.INFO.*",
                 "$JS.API.CONSUMER.INFO.EVENTS.notifier", "$JS.API.CONSUMER.MSG.NEXT.EVENTS.notifier",
+                "$JS.API.CONSUMER.RESET.EVENTS.notifier",
                 "$JS.ACK.EVENTS.notifier.>",
                 "$KV.parked.notifier.>", "$JS.API.CONSUMER.CREATE.KV_parked.>", "$JS.API.CONSUMER.DELETE.KV_parked.>",
             ],

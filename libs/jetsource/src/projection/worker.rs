@@ -109,6 +109,9 @@ pub struct ViewHandle {
     pub(crate) bucket: kv::Store,
     /// Every key, in order; `None` for views that are not indexed (too many keys to hold).
     keys: Option<Arc<RwLock<BTreeSet<String>>>>,
+    /// Whether the index is current: not while another instance writes the view (this one is
+    /// on standby), when listings scan the bucket instead.
+    index_current: Arc<std::sync::atomic::AtomicBool>,
     applied: watch::Receiver<u64>,
     parked: Arc<AtomicU64>,
     lag: Arc<AtomicU64>,
@@ -170,12 +173,13 @@ impl ViewHandle {
     ) -> Result<(Vec<String>, Option<String>), ProjectionError> {
         let scanned;
         let guard;
-        let keys: &BTreeSet<String> = match &self.keys {
+        let current = self.index_current.load(Ordering::Relaxed);
+        let keys: &BTreeSet<String> = match self.keys.as_ref().filter(|_| current) {
             Some(index) => {
                 guard = index.read().unwrap_or_else(PoisonError::into_inner);
                 &guard
             }
-            None => {
+            _ => {
                 let mut all = BTreeSet::new();
                 if let Ok(mut listing) = self.bucket.keys().await {
                     while let Some(key) = listing.try_next().await.map_err(|e| self.unavailable(e))? {
@@ -231,11 +235,19 @@ pub struct ViewWorker<P: Projection> {
     parked_kv: kv::Store,
     consumer: PullConsumer,
     cache: HashMap<String, Stored<P::Doc>>,
-    /// Documents of a view without index taken as new without asking: they are written only
-    /// if the key is still empty, and fetched next time if it was not.
-    assumed_new: HashSet<String>,
-    /// Keys that turned out to exist after being assumed new.
+    /// The bucket revision of each cached document (0: taken as new). Every write expects it,
+    /// so a document another instance wrote meanwhile is never overwritten: the write fails,
+    /// the document is fetched and the batch applied again.
+    revisions: HashMap<String, u64>,
+    /// Keys whose document turned out to differ from the cache: fetched before the next use.
     must_fetch: HashSet<String>,
+    /// The last delivery applied (its consumer sequence): when the consumer has delivered
+    /// beyond it, another instance is active and this one is on standby.
+    last_delivery: u64,
+    /// When the idle check last asked the server.
+    idle_checked: std::time::Instant,
+    /// Fetch every document, taking none as new (while retrying parked events).
+    fetch_always: bool,
     parked: HashMap<String, ParkedRecord>,
     handle: ViewHandle,
     applied_tx: watch::Sender<u64>,
@@ -286,24 +298,27 @@ impl<P: Projection> ViewWorker<P> {
             [one] => (one.clone(), Vec::new()),
             many => (String::new(), many.to_vec()),
         };
-        let consumer: PullConsumer = stream
-            .get_or_create_consumer(
-                &consumer_name(name, version),
-                pull::Config {
-                    durable_name: Some(consumer_name(name, version)),
-                    description: Some(format!("projector of view {name}, version {version}")),
-                    filter_subject,
-                    filter_subjects,
-                    deliver_policy: DeliverPolicy::All,
-                    ack_policy: AckPolicy::All,
-                    ack_wait: config.ack_wait,
-                    max_ack_pending: (config.batch * 10) as i64,
-                    num_replicas: config.replicas,
-                    ..Default::default()
-                },
-            )
+        let desired = crate::consume::standby(pull::Config {
+            durable_name: Some(consumer_name(name, version)),
+            description: Some(format!("projector of view {name}, version {version}")),
+            filter_subject,
+            filter_subjects,
+            deliver_policy: DeliverPolicy::All,
+            ack_policy: AckPolicy::All,
+            ack_wait: config.ack_wait,
+            max_ack_pending: (config.batch * 10) as i64,
+            num_replicas: config.replicas,
+            ..Default::default()
+        });
+        let mut consumer: PullConsumer = stream
+            .get_or_create_consumer(&consumer_name(name, version), desired.clone())
             .await
             .map_err(|e| fail(&e))?;
+        if consumer.cached_info().config.priority_policy != desired.priority_policy {
+            // Created by an earlier release, with one instance only: give it standby instances.
+            stream.update_consumer(desired).await.map_err(|e| fail(&e))?;
+            consumer = stream.get_consumer(&consumer_name(name, version)).await.map_err(|e| fail(&e))?;
+        }
         let keys = if projection.indexed() {
             let mut keys = BTreeSet::new();
             if let Ok(mut listing) = bucket.keys().await {
@@ -326,6 +341,7 @@ impl<P: Projection> ViewWorker<P> {
             version,
             bucket,
             keys,
+            index_current: Arc::new(std::sync::atomic::AtomicBool::new(true)),
             applied,
             parked: Arc::new(AtomicU64::new(parked_count)),
             lag: Arc::new(AtomicU64::new(0)),
@@ -344,8 +360,11 @@ impl<P: Projection> ViewWorker<P> {
             parked_kv,
             consumer,
             cache: HashMap::new(),
-            assumed_new: HashSet::new(),
+            revisions: HashMap::new(),
             must_fetch: HashSet::new(),
+            last_delivery: 0,
+            idle_checked: std::time::Instant::now(),
+            fetch_always: false,
             parked,
             handle,
             applied_tx,
@@ -384,6 +403,7 @@ impl<P: Projection> ViewWorker<P> {
         for message in batch {
             let info = message.info().map_err(|e| unavailable(name, e))?;
             lag = info.pending;
+            self.last_delivery = info.consumer_sequence;
             events.push(StoredEvent {
                 subject: message.subject.to_string(),
                 seq: info.stream_sequence,
@@ -394,8 +414,18 @@ impl<P: Projection> ViewWorker<P> {
         }
         let mut dirty_docs = HashSet::new();
         let mut dirty_parked = HashSet::new();
-        let applied = self.apply_all(&events, &mut dirty_docs, &mut dirty_parked).await?;
-        self.write(dirty_docs, dirty_parked).await?;
+        let mut applied_seqs = HashSet::new();
+        let applied = self.apply_all(&events, &mut dirty_docs, &mut dirty_parked, &mut applied_seqs).await?;
+        let mut conflicted = self.write(dirty_docs, dirty_parked).await?;
+        let mut rounds = 0;
+        while !conflicted.is_empty() {
+            rounds += 1;
+            if rounds > 8 {
+                return Err(unavailable(name, "documents keep changing under this instance"));
+            }
+            let again = self.reapply(&events, &applied_seqs, conflicted).await?;
+            conflicted = self.write(again, HashSet::new()).await?;
+        }
         if let Some(last) = batch.last() {
             last.ack().await.map_err(|e| unavailable(name, e))?;
         }
@@ -409,17 +439,19 @@ impl<P: Projection> ViewWorker<P> {
         self.observer.applied(name, applied);
         self.observer.progress(name, *self.applied_tx.borrow(), lag);
         if self.cache.len() > self.config.cache_capacity {
-            self.cache.clear();
+            crate::consume::Batches::forget(self);
         }
         Ok(())
     }
 
-    /// Applies events in order to the cached documents; returns how many were applied.
+    /// Applies events in order to the cached documents; returns how many were applied (and
+    /// their sequences in `applied_seqs`).
     async fn apply_all(
         &mut self,
         events: &[StoredEvent],
         dirty_docs: &mut HashSet<String>,
         dirty_parked: &mut HashSet<String>,
+        applied_seqs: &mut HashSet<u64>,
     ) -> Result<u64, ProjectionError> {
         let mut plans = Vec::with_capacity(events.len());
         let mut missing = HashSet::new();
@@ -448,7 +480,10 @@ impl<P: Projection> ViewWorker<P> {
                 Err(reason) => Err(reason),
             };
             match outcome {
-                Ok(()) => applied += 1,
+                Ok(()) => {
+                    applied += 1;
+                    applied_seqs.insert(stored.seq);
+                }
                 Err(reason) => self.park(&view, reason, dirty_parked),
             }
         }
@@ -505,63 +540,96 @@ impl<P: Projection> ViewWorker<P> {
         self.observer.parked_count(name, count);
     }
 
-    /// Loads documents not in the cache (absent ones as defaults). Keys the index does not
-    /// know are new: this worker is the only writer of its bucket, so they are not fetched.
+    /// Documents `keys` were written meanwhile by someone else (another instance, or they were
+    /// taken as new but existed): fetches them and applies this batch's events to them again
+    /// (those they do not reflect yet). Returns the documents to write.
+    async fn reapply(
+        &mut self,
+        events: &[StoredEvent],
+        applied_seqs: &HashSet<u64>,
+        keys: HashSet<String>,
+    ) -> Result<HashSet<String>, ProjectionError> {
+        for key in &keys {
+            self.cache.remove(key);
+            self.must_fetch.insert(key.clone());
+        }
+        self.load(keys.clone()).await?;
+        let mut dirty = HashSet::new();
+        for stored in events.iter().filter(|e| applied_seqs.contains(&e.seq)) {
+            let view = EventView::new(stored);
+            let Ok(touched) = self.projection.keys(&view) else { continue };
+            let touched: Vec<String> = touched.into_iter().filter(|k| keys.contains(k)).collect();
+            if touched.is_empty() {
+                continue;
+            }
+            self.apply_one(&view, &touched, &mut dirty).map_err(|reason| {
+                unavailable(self.projection.name(), reason.unwrap_or_else(|| "cannot apply again".into()))
+            })?;
+        }
+        // A document that already reflects every event is left as it is.
+        Ok(dirty)
+    }
+
+    /// Loads documents not in the cache (absent ones as defaults, revision 0). Keys the index
+    /// does not know, and every key of a view without index, are taken as new without asking:
+    /// the write expects the key to be empty, and the document is fetched if it was not.
     async fn load(&mut self, mut keys: HashSet<String>) -> Result<(), ProjectionError> {
         let name = self.projection.name();
-        match &self.handle.keys {
-            Some(index) => {
-                let known = index.read().unwrap_or_else(PoisonError::into_inner);
-                keys.retain(|key| {
-                    let exists = known.contains(key);
-                    if !exists {
-                        self.cache.insert(key.clone(), Stored::default());
-                    }
-                    exists
-                });
-            }
-            None => keys.retain(|key| {
-                let fetch = self.must_fetch.remove(key);
+        {
+            let known = self.handle.keys.as_ref().map(|index| index.read().unwrap_or_else(PoisonError::into_inner));
+            keys.retain(|key| {
+                let fetch =
+                    self.must_fetch.remove(key) || self.fetch_always || known.as_ref().is_some_and(|k| k.contains(key));
                 if !fetch {
                     self.cache.insert(key.clone(), Stored::default());
-                    self.assumed_new.insert(key.clone());
+                    self.revisions.insert(key.clone(), 0);
                 }
                 fetch
-            }),
+            });
         }
         let bucket = &self.handle.bucket;
         let mut loads: FuturesUnordered<_> = keys
             .into_iter()
             .map(|key| async move {
-                let raw = bucket.get(&key).await;
+                let raw = bucket.entry(&key).await;
                 (key, raw)
             })
             .collect();
         while let Some((key, raw)) = loads.next().await {
             let raw = raw.map_err(|e| unavailable(name, e))?;
-            let doc = match raw {
-                None => Stored::default(),
-                Some(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
-                    tracing::warn!(view = name, key = %key, error = %e, "stored document does not decode; starting it afresh");
-                    Stored::default()
-                }),
+            let (doc, revision) = match raw {
+                Some(entry) if entry.operation == kv::Operation::Put => {
+                    let doc = serde_json::from_slice(&entry.value).unwrap_or_else(|e| {
+                        tracing::warn!(view = name, key = %key, error = %e, "stored document does not decode; starting it afresh");
+                        Stored::default()
+                    });
+                    (doc, entry.revision)
+                }
+                Some(entry) => (Stored::default(), entry.revision),
+                None => (Stored::default(), 0),
             };
-            self.cache.insert(key, doc);
+            self.cache.insert(key.clone(), doc);
+            self.revisions.insert(key, revision);
         }
         Ok(())
     }
 
     /// Writes changed documents and parked records; waits for every write.
-    async fn write(&mut self, docs: HashSet<String>, parked: HashSet<String>) -> Result<(), ProjectionError> {
+    /// Returns the documents that could not be written because they changed meanwhile.
+    async fn write(
+        &mut self,
+        mut docs: HashSet<String>,
+        parked: HashSet<String>,
+    ) -> Result<HashSet<String>, ProjectionError> {
         let name = self.projection.name();
         let mut acks = FuturesUnordered::new();
         for key in &docs {
             let Some(stored) = self.cache.get(key) else { continue };
             let bytes = serde_json::to_vec(stored).map_err(|e| unavailable(name, e))?;
-            let mut publish = async_nats::jetstream::message::PublishMessage::build().payload(bytes.into());
-            if self.assumed_new.remove(key) {
-                publish = publish.expected_last_subject_sequence(0);
-            }
+            let revision = self.revisions.get(key).copied().unwrap_or_default();
+            let publish = async_nats::jetstream::message::PublishMessage::build()
+                .payload(bytes.into())
+                .expected_last_subject_sequence(revision);
             let ack = self
                 .js
                 .send_publish(format!("{}{key}", self.bucket_prefix), publish)
@@ -569,6 +637,28 @@ impl<P: Projection> ViewWorker<P> {
                 .map_err(|e| unavailable(name, e))?;
             let key = key.clone();
             acks.push(ack.into_future().map(move |result| (key, result)));
+        }
+        let mut failed = None;
+        let mut conflicted = HashSet::new();
+        while let Some((key, ack)) = acks.next().await {
+            match ack {
+                Ok(ack) => {
+                    self.revisions.insert(key, ack.sequence);
+                }
+                Err(e) if e.kind() == async_nats::jetstream::context::PublishErrorKind::WrongLastSequence => {
+                    // Written meanwhile (by another instance), or taken as new but it exists.
+                    docs.remove(&key);
+                    conflicted.insert(key);
+                }
+                Err(e) => {
+                    self.must_fetch.insert(key);
+                    failed = Some(unavailable(name, e));
+                }
+            }
+        }
+        if let Some(error) = failed {
+            self.must_fetch.extend(conflicted);
+            return Err(error);
         }
         for subject in &parked {
             let key = parked::key(name, self.version, subject);
@@ -582,33 +672,33 @@ impl<P: Projection> ViewWorker<P> {
                 }
             }
         }
-        let mut failed = None;
-        while let Some((key, ack)) = acks.next().await {
-            match ack {
-                Ok(_) => {}
-                Err(e) if e.kind() == async_nats::jetstream::context::PublishErrorKind::WrongLastSequence => {
-                    // Assumed new, but it exists: fetch it when the batch comes again.
-                    self.must_fetch.insert(key);
-                    failed = Some(unavailable(name, "a document assumed new already existed; reapplying"));
-                }
-                Err(e) => failed = Some(unavailable(name, e)),
-            }
-        }
-        if let Some(error) = failed {
-            return Err(error);
-        }
         if let Some(index) = self.handle.keys.as_ref().filter(|_| !docs.is_empty()) {
             index.write().unwrap_or_else(PoisonError::into_inner).extend(docs);
         }
-        Ok(())
+        Ok(conflicted)
     }
 
     /// When idle: if nothing is waiting or unacknowledged, the view reflects the whole stream
     /// as it was before the check.
+    /// Whichever instance is active, everything up to the consumer's acknowledgement floor is
+    /// in the view. Asks the server at most every `idle`.
     async fn idle(&mut self) {
+        if self.idle_checked.elapsed() < self.config.idle.max(Duration::from_millis(100)) {
+            return;
+        }
+        self.idle_checked = std::time::Instant::now();
         let Ok(mut stream) = self.js.get_stream(&self.config.stream).await else { return };
         let Ok(last) = stream.info().await.map(|i| i.state.last_sequence) else { return };
         let Ok(info) = self.consumer.info().await else { return };
+        if info.delivered.consumer_sequence > self.last_delivery {
+            self.handle.index_current.store(false, Ordering::Relaxed); // on standby
+        }
+        let floor = info.ack_floor.stream_sequence;
+        self.applied_tx.send_if_modified(|current| {
+            let moved = floor > *current;
+            *current = (*current).max(floor);
+            moved
+        });
         if info.num_pending == 0 && info.num_ack_pending == 0 {
             self.applied_tx.send_if_modified(|current| {
                 let moved = last > *current;
@@ -617,6 +707,19 @@ impl<P: Projection> ViewWorker<P> {
             });
             self.handle.lag.store(0, Ordering::Relaxed);
             self.observer.progress(self.projection.name(), *self.applied_tx.borrow(), 0);
+        }
+    }
+
+    /// Reads the parked events again (another instance may have parked or retried some).
+    async fn reload_parked(&mut self) {
+        match parked::load(&self.parked_kv, self.projection.name(), self.version).await {
+            Ok(records) => {
+                self.parked = records;
+                let count: u64 = self.parked.values().map(|r| r.seqs.len() as u64).sum();
+                self.handle.parked.store(count, Ordering::Relaxed);
+                self.observer.parked_count(self.projection.name(), count);
+            }
+            Err(e) => tracing::warn!(view = self.projection.name(), error = %e, "cannot read parked events"),
         }
     }
 
@@ -632,6 +735,11 @@ impl<P: Projection> ViewWorker<P> {
     /// Applies parked events again, in order, aggregate by aggregate.
     async fn retry(&mut self, only: Option<String>) -> RetryReport {
         let name = self.projection.name();
+        // Another instance may be the active one: start from what is recorded, and fetch
+        // every document instead of taking any as new.
+        self.reload_parked().await;
+        crate::consume::Batches::forget(self);
+        self.fetch_always = true;
         let subjects: Vec<String> =
             self.parked.keys().filter(|s| only.as_ref().is_none_or(|o| o == *s)).cloned().collect();
         let mut report = RetryReport::default();
@@ -686,9 +794,18 @@ impl<P: Projection> ViewWorker<P> {
             }
             dirty_parked.insert(subject);
         }
-        if let Err(e) = self.write(dirty_docs, dirty_parked).await {
+        self.fetch_always = false;
+        // The documents first: the parked records change only once they are written.
+        let written = match self.write(dirty_docs, HashSet::new()).await {
+            Ok(conflicted) if conflicted.is_empty() => self.write(HashSet::new(), dirty_parked).await.map(drop),
+            Ok(_) => Err(unavailable(name, "documents changed under this instance")),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = written {
             tracing::warn!(view = name, error = %e, "retry not written; the events stay parked");
-            self.cache.clear();
+            crate::consume::Batches::forget(self);
+            report.applied = 0;
+            self.reload_parked().await;
         }
         report.still_parked = self.parked.values().map(|r| r.seqs.len()).sum();
         self.handle.parked.store(report.still_parked as u64, Ordering::Relaxed);
@@ -706,7 +823,28 @@ impl<P: Projection> crate::consume::Batches for ViewWorker<P> {
 
     fn forget(&mut self) {
         self.cache.clear();
-        self.assumed_new.clear();
+        self.revisions.clear();
+    }
+
+    /// Another instance may have written the view meanwhile: start from the bucket.
+    async fn resumed(&mut self) {
+        self.forget();
+        self.reload_parked().await;
+        if let Some(index) = &self.handle.keys {
+            let mut keys = BTreeSet::new();
+            match self.handle.bucket.keys().await {
+                Ok(mut listing) => {
+                    while let Ok(Some(key)) = listing.try_next().await {
+                        keys.insert(key);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(view = self.projection.name(), error = %e, "cannot list the view's keys; documents are fetched as they come")
+                }
+            }
+            *index.write().unwrap_or_else(PoisonError::into_inner) = keys;
+        }
+        self.handle.index_current.store(true, Ordering::Relaxed);
     }
 
     async fn idle(&mut self) {

@@ -258,6 +258,10 @@ async fn reconcile_consumer(
     diff("ack_wait", super::format_duration(current.ack_wait), super::format_duration(desired.ack_wait), Risk::Safe);
     diff("max_deliver", current.max_deliver.to_string(), desired.max_deliver.to_string(), Risk::Safe);
     diff("max_ack_pending", current.max_ack_pending.to_string(), desired.max_ack_pending.to_string(), Risk::Safe);
+    let standby = |c: &jetstream::consumer::Config| {
+        format!("{:?} {:?} {}", c.priority_policy, c.priority_groups, super::format_duration(c.priority_timeout))
+    };
+    diff("priority_policy", standby(&current), standby(&desired.clone().into_consumer_config()), Risk::Safe);
     let action = if differences.is_empty() {
         Action::Unchanged
     } else if differences.iter().all(|d| d.applied) {
@@ -354,7 +358,7 @@ fn consumer_config(spec: &ConsumerSpec) -> pull::Config {
         [one] => (one.clone(), Vec::new()),
         many => (String::new(), many.to_vec()),
     };
-    pull::Config {
+    crate::consume::standby(pull::Config {
         durable_name: Some(spec.durable.clone()),
         description: spec.description.clone(),
         filter_subject,
@@ -368,7 +372,7 @@ fn consumer_config(spec: &ConsumerSpec) -> pull::Config {
         max_deliver: spec.max_deliver.unwrap_or(-1),
         max_ack_pending: spec.max_ack_pending.unwrap_or(1000),
         ..Default::default()
-    }
+    })
 }
 
 impl fmt::Display for Report {

@@ -87,12 +87,18 @@ impl Factory {
     /// Starts `factory run <services>` as a separate process with extra environment.
     pub fn run_process_with_env(&self, services: &[&str], env: &[(&str, &str)]) -> Process {
         let port = jetsource_testkit::server::free_port().unwrap();
+        // FACTORY_TEST_LOG=info shows what the processes do (warnings only by default).
+        let log = std::env::var("FACTORY_TEST_LOG").unwrap_or_else(|_| "warn".into());
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_factory"))
             .arg("run")
             .args(services)
-            .args(["--nats-url", &self.server.url(), "--http", &format!("127.0.0.1:{port}"), "--log", "warn"])
+            .args(["--nats-url", &self.server.url(), "--http", &format!("127.0.0.1:{port}"), "--log", &log])
             .envs(env.iter().copied())
-            .stdout(std::process::Stdio::null())
+            .stdout(if std::env::var_os("FACTORY_TEST_LOG").is_some() {
+                std::process::Stdio::inherit()
+            } else {
+                std::process::Stdio::null()
+            })
             .spawn()
             .expect("factory binary");
         let deadline = std::time::Instant::now() + Duration::from_secs(30);

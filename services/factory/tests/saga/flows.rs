@@ -296,3 +296,40 @@ async fn an_order_event_the_saga_cannot_read_is_parked_with_the_events_of_its_or
     assert!(record["reason"].as_str().unwrap().contains("cannot read"), "{record}");
     assert_eq!(record["command_id"], "poison-a:0", "{record}");
 }
+
+#[tokio::test]
+async fn when_the_active_saga_dies_mid_flow_a_standby_finishes_every_order_reserving_each_line_once() {
+    // Arrange: two saga processes; the first takes the pin and aborts after ten stock answers
+    let mut factory = Factory::server_only().await;
+    let services = factory::app::all_services().into_iter().filter(|s| !matches!(*s, "saga" | "gateway"));
+    factory.spawn(services.collect(), |_| {}).await;
+    let bom = [("a", 1), ("b", 2), ("c", 3)];
+    catalogue(&factory, &bom, 1000).await;
+    let mut active = factory.run_process_with_env(&["saga"], &[("FACTORY_SAGA_ABORT_AFTER_STEPS", "10")]);
+    let _standby = factory.run_process(&["saga"]);
+
+    // Act
+    for i in 0..8 {
+        start(&factory, &format!("o-{i}"), 1, &format!("start-o-{i}")).await;
+    }
+    let exit = eventually("the active saga to abort", || {
+        let status = active.0.try_wait().unwrap();
+        async move { status }
+    })
+    .await;
+
+    // Assert: the standby took every order to its end, each line reserved exactly once
+    assert!(!exit.success(), "{exit:?}");
+    for i in 0..8 {
+        let status = final_status(&factory, &format!("start-o-{i}")).await;
+        assert_eq!(status["status"], "completed", "o-{i}: {status}");
+    }
+    for (sku, qty) in bom {
+        let events = history(&factory, &format!("evt.stock.{sku}@main")).await;
+        let reserved: Vec<&Value> = events.iter().filter(|(n, _)| n == "StockReserved").map(|(_, d)| d).collect();
+        assert_eq!(reserved.len(), 8, "{sku}: one reservation per order: {events:?}");
+        let orders: std::collections::BTreeSet<&str> = reserved.iter().filter_map(|d| d["order_id"].as_str()).collect();
+        assert_eq!(orders.len(), 8, "{sku}: no order reserved twice");
+        assert!(reserved.iter().all(|d| d["qty"].as_u64() == Some(qty)), "{sku}");
+    }
+}

@@ -191,3 +191,87 @@ async fn a_poison_event_parks_only_its_aggregate_and_stays_visible() {
     let docs = all_docs(&factory, "stock").await;
     assert!(docs.contains_key("good@main") && !docs.contains_key("bad@main"));
 }
+
+#[tokio::test]
+async fn two_projector_processes_at_once_keep_every_view_equal_to_the_fold() {
+    // Arrange: command services in this process, two projectors started by mistake (or on
+    // purpose: one is active, the other on standby)
+    let mut factory = Factory::server_only().await;
+    factory.spawn(vec!["catalog", "stock", "production"], |_| {}).await;
+    let factory = Arc::new(factory);
+    let _first = factory.run_process(&["projector"]);
+    let _second = factory.run_process(&["projector"]);
+
+    // Act: steady load, queries answered by either
+    workload(&factory, 8, 6).await;
+
+    // Assert: no lost update, nothing applied twice
+    assert_views_equal_fold(&factory).await;
+}
+
+/// Receives one unit at a time into `s0@main`..`s4@main` until `running` is cleared.
+fn steady_receives(factory: &Arc<Factory>, running: &Arc<AtomicBool>) -> tokio::task::JoinHandle<u64> {
+    let (factory, running) = (Arc::clone(factory), Arc::clone(running));
+    tokio::spawn(async move {
+        let mut sent = 0;
+        while running.load(Ordering::Relaxed) {
+            factory.send(&format!("cmd.stock.s{}@main.receive", sent % 5), r#"{"qty": 1}"#).await.ok();
+            sent += 1;
+        }
+        sent
+    })
+}
+
+fn signal(process: &crate::support::Process, signal: &str) {
+    let pid = process.0.id().to_string();
+    let status = std::process::Command::new("kill").args([signal, &pid]).status().unwrap();
+    assert!(status.success(), "kill {signal} {pid}");
+}
+
+#[tokio::test]
+async fn a_hung_active_projector_loses_its_views_to_the_standby_and_its_late_writes_change_nothing() {
+    // Arrange: the first projector takes the pin of every view; the second waits on standby
+    let mut factory = Factory::server_only().await;
+    factory.spawn(vec!["catalog", "stock", "production"], |_| {}).await;
+    let factory = Arc::new(factory);
+    let active = factory.run_process(&["projector"]);
+    let _standby = factory.run_process(&["projector"]);
+    let running = Arc::new(AtomicBool::new(true));
+    let load = steady_receives(&factory, &running);
+
+    // Act: freeze the active one (SIGSTOP) with deliveries in hand while the load goes on; the
+    // standby takes over; then let the frozen one run again with its stale batch and cache
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    signal(&active, "-STOP");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    signal(&active, "-CONT");
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    running.store(false, Ordering::Relaxed);
+    let sent = load.await.unwrap();
+
+    // Assert: every unit received is in the stock view, once
+    assert!(sent > 0);
+    assert_views_equal_fold(&factory).await;
+}
+
+#[tokio::test]
+async fn when_the_active_projector_dies_under_load_the_standby_takes_over_and_the_views_stay_exact() {
+    // Arrange: the first projector takes the pin of every view; the second waits on standby
+    let mut factory = Factory::server_only().await;
+    factory.spawn(vec!["catalog", "stock", "production"], |_| {}).await;
+    let factory = Arc::new(factory);
+    let active = factory.run_process(&["projector"]);
+    let _standby = factory.run_process(&["projector"]);
+    let running = Arc::new(AtomicBool::new(true));
+    let load = steady_receives(&factory, &running);
+
+    // Act: SIGKILL the active one while the load runs
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    drop(active);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    running.store(false, Ordering::Relaxed);
+    load.await.unwrap();
+
+    // Assert: the standby alone catches up, equal to a fresh fold
+    assert_views_equal_fold(&factory).await;
+}

@@ -10,7 +10,12 @@
 //!   it is not redelivered meanwhile; `Park` records it in the `parked` bucket under the
 //!   consumer's name, where later events of the same aggregate wait behind it until a retry.
 //! - [`run_batches`]: batches in stream order to a [`Batches`] handler (views, which park per
-//!   aggregate inside their documents' writes); a failed batch is nak'd with backoff.
+//!   aggregate inside their documents' writes); a failed batch is delivered again, in order,
+//!   after a backoff.
+//!
+//! Both run any number of instances of one consumer: one is active, the others wait on standby
+//! and take over when it dies, with deliveries kept in stream order across the takeover
+//! ([`order`]).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -24,7 +29,12 @@ use futures::{FutureExt, StreamExt};
 use tokio::sync::{Semaphore, mpsc};
 
 use crate::projection::ParkedRecord;
+
+pub mod order;
+
 use crate::{Backoff, Shutdown, StoredEvent};
+use order::{Admit, Held, InOrder};
+pub use order::{GROUP, PIN_TIMEOUT, PULL_EXPIRES, standby};
 
 /// What became of one event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,16 +78,18 @@ impl PerEventConfig {
     }
 }
 
-/// Pulls `consumer`'s messages and hands each over with `each`, in delivery order, until
-/// `shutdown`; reconnects when the pull stream ends or cannot start.
+/// Pulls `consumer`'s messages (as one instance of its priority group) and hands each that is
+/// in order over with `each`, with its hold, until `shutdown`; reconnects when the pull stream
+/// ends or cannot start.
 async fn pull<F, Fut>(consumer: &PullConsumer, shutdown: &Shutdown, name: &str, mut each: F)
 where
-    F: FnMut(jetstream::Message) -> Fut,
+    F: FnMut(jetstream::Message, Option<Held>) -> Fut,
     Fut: Future<Output = ()>,
 {
     let mut reconnect = Backoff::new(Duration::from_millis(250), Duration::from_secs(5));
+    let mut order = InOrder::new(consumer.clone());
     loop {
-        let mut messages = match consumer.messages().await {
+        let mut messages = match pull_stream(consumer, None).await {
             Ok(messages) => messages,
             Err(e) => {
                 tracing::warn!(consumer = name, error = %e, "cannot pull messages; retrying");
@@ -100,9 +112,24 @@ where
                     None => break,
                 },
             };
-            each(message).await;
+            match order.admit(&message).await {
+                Admit::Take(held) => each(message, held).await,
+                Admit::Drop => {}
+            }
         }
     }
+}
+
+/// A pull stream of `consumer` in the priority group, its requests short enough to renew the pin.
+async fn pull_stream(
+    consumer: &PullConsumer,
+    batch: Option<usize>,
+) -> Result<async_nats::jetstream::consumer::pull::Stream, async_nats::jetstream::consumer::StreamError> {
+    let mut builder = consumer.stream().group(GROUP).expires(PULL_EXPIRES).heartbeat(PULL_EXPIRES / 4);
+    if let Some(batch) = batch {
+        builder = builder.max_messages_per_batch(batch);
+    }
+    builder.messages().await
 }
 
 /// The parked events of a per-event consumer, kept in the `parked` bucket.
@@ -155,10 +182,11 @@ impl Parked {
     }
 }
 
-/// One event, and the message it came in.
+/// One event, the message it came in, and its place in the delivery order.
 struct Delivery {
     message: jetstream::Message,
     event: Option<StoredEvent>,
+    _held: Option<Held>,
 }
 
 /// Hands every event of `consumer` to `handler`, one aggregate's events in order, until
@@ -174,10 +202,10 @@ pub async fn run_per_event<H: EventHandler>(
     let permits = Arc::new(Semaphore::new(config.max_in_flight.max(1)));
     let queues: Arc<Mutex<HashMap<String, mpsc::UnboundedSender<Delivery>>>> = Arc::default();
     let config = Arc::new(config);
-    pull(&consumer, &shutdown, config.name, |message| {
+    pull(&consumer, &shutdown, config.name, |message, held| {
         let event = StoredEvent::from_delivery(&message).ok();
         let key = event.as_ref().map_or_else(|| message.subject.to_string(), |e| e.subject.clone());
-        let delivery = Delivery { message, event };
+        let delivery = Delivery { message, event, _held: held };
         let mut open = queues.lock().unwrap_or_else(PoisonError::into_inner);
         let delivery = match open.get(&key) {
             Some(queue) => match queue.send(delivery) {
@@ -237,7 +265,7 @@ async fn deliver<H: EventHandler>(
     delivery: Delivery,
     shutdown: &Shutdown,
 ) -> bool {
-    let Delivery { message, event } = delivery;
+    let Delivery { message, event, _held } = delivery;
     let Some(event) = event else {
         tracing::error!(consumer = config.name, subject = %message.subject, "a message without delivery info; acknowledged and dropped");
         ack(config.name, &message, AckKind::Ack).await;
@@ -318,6 +346,10 @@ pub trait Batches: Send {
     /// Forgets what it cached of a batch that failed (it is delivered again).
     fn forget(&mut self);
 
+    /// Deliveries start here (again): at start, or after another instance delivered some
+    /// meanwhile (a takeover); what the handler cached of its output may be stale.
+    fn resumed(&mut self) -> impl Future<Output = ()> + Send;
+
     /// No message came for a while.
     fn idle(&mut self) -> impl Future<Output = ()> + Send;
 
@@ -339,8 +371,9 @@ pub struct BatchConfig {
 }
 
 /// Hands `consumer`'s messages to `handler` in batches of what has arrived (up to
-/// `config.batch`), until `stop`; a failed batch is nak'd with a growing delay, so it comes
-/// again, in order. Operator requests arriving on `requests` are answered between batches.
+/// `config.batch`), until `stop`; a failed batch comes again, in order, after a growing delay
+/// (the consumer is rewound to its acknowledgement floor). Operator requests arriving on
+/// `requests` are answered between batches.
 pub async fn run_batches<B: Batches>(
     consumer: PullConsumer,
     config: BatchConfig,
@@ -352,15 +385,9 @@ pub async fn run_batches<B: Batches>(
     let mut stop = std::pin::pin!(stop);
     let mut reconnect = Backoff::new(Duration::from_millis(250), Duration::from_secs(5));
     let mut redeliver = config.redeliver.clone();
+    let mut order = InOrder::new(consumer.clone());
     'connect: loop {
-        let messages = consumer
-            .stream()
-            .max_messages_per_batch(config.batch)
-            .heartbeat(Duration::from_secs(5))
-            .expires(Duration::from_secs(30))
-            .messages()
-            .await;
-        let mut messages = match messages {
+        let mut messages = match pull_stream(&consumer, Some(config.batch)).await {
             Ok(messages) => messages,
             Err(e) => {
                 tracing::warn!(consumer = name, error = %e, "cannot consume; retrying");
@@ -378,22 +405,35 @@ pub async fn run_batches<B: Batches>(
                 first = tokio::time::timeout(config.idle, messages.next()) => match first {
                     Err(_idle) => handler.idle().await,
                     Ok(Some(Ok(message))) => {
-                        let mut batch = vec![message];
-                        while batch.len() < config.batch {
-                            match messages.next().now_or_never() {
-                                Some(Some(Ok(message))) => batch.push(message),
-                                _ => break,
+                        let mut batch = Vec::with_capacity(config.batch);
+                        let mut holds = Vec::with_capacity(config.batch);
+                        let mut next = Some(message);
+                        while let Some(message) = next.take() {
+                            if let Admit::Take(held) = order.admit(&message).await {
+                                batch.push(message);
+                                holds.push(held);
                             }
+                            if batch.len() < config.batch
+                                && let Some(Some(Ok(message))) = messages.next().now_or_never()
+                            {
+                                next = Some(message);
+                            }
+                        }
+                        let Some(context) = batch.first().map(|m| m.context.clone()) else { continue };
+                        if order.take_resumed() {
+                            handler.resumed().await;
                         }
                         match handler.process(&batch).await {
                             Ok(()) => redeliver.reset(),
                             Err(e) => {
-                                tracing::warn!(consumer = name, error = %e, "batch not applied; it will be redelivered");
+                                tracing::warn!(consumer = name, error = %e, "batch not applied; it will be delivered again");
                                 handler.forget();
-                                let delay = redeliver.next_delay();
-                                for message in &batch {
-                                    let _ = message.ack_with(AckKind::Nak(Some(delay))).await;
+                                tokio::select! {
+                                    () = &mut stop => return,
+                                    () = redeliver.wait() => {}
                                 }
+                                drop(holds);
+                                order.rewind(&context).await;
                             }
                         }
                     }
