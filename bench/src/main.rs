@@ -8,6 +8,7 @@
 mod asynchronous;
 mod commands;
 mod core;
+mod failover;
 mod http;
 mod measure;
 mod model;
@@ -49,6 +50,9 @@ enum Suite {
     /// Async errors: failure → status and notification latency at 1k commands/s beside raw
     /// JetStream delivery; command throughput with tracing on vs off.
     Async,
+    /// Failover on a 3-node R3 cluster: commands around a stream-leader kill beside the
+    /// election and a raw publisher; standby projector and saga taking over.
+    Failover,
     /// Every suite in turn.
     All,
 }
@@ -64,12 +68,14 @@ fn main() -> anyhow::Result<()> {
             Suite::Projection => projection::run(window).await,
             Suite::Http => http::run(window).await,
             Suite::Async => asynchronous::run(window).await,
+            Suite::Failover => failover::run(window).await,
             Suite::All => {
                 core::run(window).await?;
                 commands::run(window).await?;
                 projection::run(window).await?;
                 http::run(window).await?;
-                asynchronous::run(window).await
+                asynchronous::run(window).await?;
+                failover::run(window).await
             }
         }
     })

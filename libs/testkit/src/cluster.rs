@@ -66,6 +66,17 @@ impl NatsCluster {
         self.nodes[i].url()
     }
 
+    /// Monitoring port of node `i` (`/jsz`, `/healthz`).
+    pub fn monitor_port(&self, i: usize) -> u16 {
+        self.nodes[i].config().monitor_port
+    }
+
+    /// Index of the node named `name` (`n0`, `n1`, ...), as stream and consumer infos name
+    /// their leaders.
+    pub fn node_index(&self, name: &str) -> Option<usize> {
+        self.nodes.iter().position(|n| n.config().name == name)
+    }
+
     /// Number of nodes.
     pub fn len(&self) -> usize {
         self.nodes.len()

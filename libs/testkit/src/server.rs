@@ -325,6 +325,17 @@ impl Drop for ServerProcess {
     }
 }
 
+/// GET `path` on the monitoring port; the body, if it answered 200.
+pub fn http_get(port: u16, path: &str) -> Option<String> {
+    let mut stream = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    (head.split(' ').nth(1)? == "200").then(|| body.to_owned())
+}
+
 /// GET `path` on the monitoring port; the HTTP status, if anything answered.
 pub fn http_status(port: u16, path: &str) -> Option<u16> {
     let mut stream = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200)).ok()?;

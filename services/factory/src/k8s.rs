@@ -181,8 +181,8 @@ fn deployments() -> String {
     for spec in app.services() {
         let name = spec.name;
         let password = format!("{}_PASSWORD", name.to_ascii_uppercase());
-        // A view or a saga is written by one instance at a time (docs/adr 5 and 7): replace, do
-        // not overlap, on a rollout.
+        // A service that must never run twice is replaced on a rollout; the others (views and
+        // sagas too: their extra instances wait on standby, docs/adr/0014) overlap.
         let strategy = if spec.singleton { "Recreate" } else { "RollingUpdate" };
         let gateway_env = if name == "gateway" {
             "            # Beyond loopback the gateway refuses to start without authentication.
@@ -426,6 +426,12 @@ fn consumer_resource(c: &ConsumerSpec) -> Result<String, String> {
     }
     if let Some(max) = c.max_deliver {
         let _ = writeln!(out, "  maxDeliver: {max}");
+    }
+    if !c.shared {
+        // One active instance, the others on standby (docs/adr/0014).
+        let _ = writeln!(out, "  priorityPolicy: pinned_client");
+        let _ = writeln!(out, "  priorityGroups: [{}]", quoted(jetsource::consume::GROUP));
+        let _ = writeln!(out, "  pinnedTtl: {}ms", jetsource::consume::PIN_TIMEOUT.as_millis());
     }
     Ok(out)
 }

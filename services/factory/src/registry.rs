@@ -73,7 +73,6 @@ pub fn configured(saga: SagaConfig) -> App {
                 "notify.>",
                 "$JS.API.INFO", "$JS.API.STREAM.INFO.*",
                 "$JS.API.CONSUMER.INFO.EVENTS.notifier", "$JS.API.CONSUMER.MSG.NEXT.EVENTS.notifier",
-                "$JS.API.CONSUMER.RESET.EVENTS.notifier",
                 "$JS.ACK.EVENTS.notifier.>",
                 "$KV.parked.notifier.>", "$JS.API.CONSUMER.CREATE.KV_parked.>", "$JS.API.CONSUMER.DELETE.KV_parked.>",
             ],

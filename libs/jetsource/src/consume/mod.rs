@@ -89,7 +89,7 @@ where
     let mut reconnect = Backoff::new(Duration::from_millis(250), Duration::from_secs(5));
     let mut order = InOrder::new(consumer.clone());
     loop {
-        let mut messages = match pull_stream(consumer, None).await {
+        let mut messages = match pull_stream(consumer, order.pinned(), None).await {
             Ok(messages) => messages,
             Err(e) => {
                 tracing::warn!(consumer = name, error = %e, "cannot pull messages; retrying");
@@ -120,12 +120,19 @@ where
     }
 }
 
-/// A pull stream of `consumer` in the priority group, its requests short enough to renew the pin.
+/// A pull stream of `consumer`; of a pinned one in the priority group, with requests short
+/// enough to renew the pin.
 async fn pull_stream(
     consumer: &PullConsumer,
+    pinned: bool,
     batch: Option<usize>,
 ) -> Result<async_nats::jetstream::consumer::pull::Stream, async_nats::jetstream::consumer::StreamError> {
-    let mut builder = consumer.stream().group(GROUP).expires(PULL_EXPIRES).heartbeat(PULL_EXPIRES / 4);
+    let mut builder = consumer.stream();
+    builder = if pinned {
+        builder.group(GROUP).expires(PULL_EXPIRES).heartbeat(PULL_EXPIRES / 4)
+    } else {
+        builder.expires(Duration::from_secs(30)).heartbeat(Duration::from_secs(5))
+    };
     if let Some(batch) = batch {
         builder = builder.max_messages_per_batch(batch);
     }
@@ -387,7 +394,7 @@ pub async fn run_batches<B: Batches>(
     let mut redeliver = config.redeliver.clone();
     let mut order = InOrder::new(consumer.clone());
     'connect: loop {
-        let mut messages = match pull_stream(&consumer, Some(config.batch)).await {
+        let mut messages = match pull_stream(&consumer, order.pinned(), Some(config.batch)).await {
             Ok(messages) => messages,
             Err(e) => {
                 tracing::warn!(consumer = name, error = %e, "cannot consume; retrying");

@@ -64,6 +64,8 @@ pub(crate) struct InOrder {
     /// Deliveries started (again) here since the last [`InOrder::take_resumed`]: at start, after
     /// a takeover or a rewind. What the instance cached of the consumer's output may be stale.
     resumed: bool,
+    /// The consumer is shared by instances in parallel (not pinned): no order to keep.
+    shared: bool,
 }
 
 /// Where the deliveries before one are.
@@ -91,7 +93,9 @@ impl Drop for Held {
 impl InOrder {
     pub(crate) fn new(consumer: PullConsumer) -> Self {
         let cached = consumer.cached_info();
+        let shared = cached.config.priority_policy != PriorityPolicy::PinnedClient;
         Self {
+            shared,
             stream_name: cached.stream_name.clone(),
             name: cached.name.clone(),
             consumer,
@@ -107,6 +111,9 @@ impl InOrder {
 
     /// Whether `message` may be handled now.
     pub(crate) async fn admit(&mut self, message: &jetstream::Message) -> Admit {
+        if self.shared {
+            return Admit::Take(None);
+        }
         let Ok(info) = message.info() else { return Admit::Take(None) };
         let seq = info.consumer_sequence;
         if self.rewound {
@@ -129,6 +136,11 @@ impl InOrder {
         let key = (self.generation, seq);
         self.held.lock().unwrap_or_else(PoisonError::into_inner).insert(key);
         Admit::Take(Some(Held { set: Arc::clone(&self.held), key }))
+    }
+
+    /// Whether the consumer has one active instance (pulls in the priority group).
+    pub(crate) fn pinned(&self) -> bool {
+        !self.shared
     }
 
     /// Whether deliveries started (again) since the last call.
@@ -161,6 +173,9 @@ impl InOrder {
     /// Rewinds the consumer to its acknowledgement floor: everything after it comes again, in
     /// order, numbered from 1.
     pub(crate) async fn rewind(&mut self, js: &jetstream::Context) {
+        if self.shared {
+            return; // what is unacknowledged comes again after the ack wait
+        }
         if self.stream.is_none() {
             self.stream = js.get_stream(&self.stream_name).await.ok();
         }

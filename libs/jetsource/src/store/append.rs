@@ -2,6 +2,7 @@
 //! one atomic batch (ADR-50), all or nothing.
 
 use std::error::Error as StdError;
+use std::time::Duration;
 
 use async_nats::HeaderMap;
 use async_nats::header::HeaderName;
@@ -48,14 +49,15 @@ impl EventStore {
                 let NewEvent { msg_id, mut headers, data } = events.remove(0);
                 headers.insert(MSG_ID, msg_id);
                 headers.insert(EXPECTED_LAST_SUBJECT_SEQ, expected.to_string());
-                let ack = self.publish(subject, headers, data).await.map_err(fail)?;
+                let ack = self.retrying(|| self.publish(subject, headers.clone(), data.clone())).await.map_err(fail)?;
                 Ok(Appended { first_seq: ack.sequence, last_seq: ack.sequence, duplicate: ack.duplicate })
             }
             n if n > MAX_BATCH => Err(StoreError::TooLarge(format!(
                 "a command may record at most {MAX_BATCH} events; this one recorded {n}"
             ))),
             n => {
-                let ack = self.publish_batch(subject, expected, events).await.map_err(fail)?;
+                let ack =
+                    self.retrying(|| self.publish_batch(subject, expected, events.clone())).await.map_err(fail)?;
                 let count = n as u64;
                 Ok(Appended { first_seq: ack.sequence + 1 - count, last_seq: ack.sequence, duplicate: ack.duplicate })
             }
@@ -71,8 +73,44 @@ impl EventStore {
     pub async fn append_fact(&self, subject: &str, event: NewEvent) -> Result<Appended, StoreError> {
         let NewEvent { msg_id, mut headers, data } = event;
         headers.insert(MSG_ID, msg_id);
-        let ack = self.publish(subject, headers, data).await.map_err(|e| map_publish_error(e, subject, 0))?;
+        let ack = self
+            .retrying(|| self.publish(subject, headers.clone(), data.clone()))
+            .await
+            .map_err(|e| map_publish_error(e, subject, 0))?;
         Ok(Appended { first_seq: ack.sequence, last_seq: ack.sequence, duplicate: ack.duplicate })
+    }
+
+    /// Runs `attempt` until it is acknowledged or refused, at most until the append deadline.
+    /// An attempt unacknowledged within the ack timeout (its stream leader died; an election
+    /// is under way; a route broke) is sent again as it was: the same message ids and the same
+    /// expectation, so a first attempt that did land is recognised (a duplicate on R3, the
+    /// same sequence no longer expected on R1 — the repository then finds its earlier outcome).
+    async fn retrying<F, Fut>(&self, mut attempt: F) -> Result<PublishAck, PublishError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<PublishAck, PublishError>>,
+    {
+        let config = &self.inner.config;
+        let deadline = tokio::time::Instant::now() + config.append_deadline;
+        let mut pause = crate::Backoff::new(Duration::from_millis(20), Duration::from_millis(250));
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let result = match tokio::time::timeout(config.ack_timeout.min(left), attempt()).await {
+                Ok(result) => result,
+                Err(_) => Err(PublishError::new(PublishErrorKind::TimedOut)),
+            };
+            match result {
+                Err(e) if retryable(&e) => {
+                    let wait = pause.next_delay();
+                    if tokio::time::Instant::now() + wait >= deadline {
+                        return Err(e);
+                    }
+                    tracing::debug!(error = %e, "append unacknowledged; sending again");
+                    tokio::time::sleep(wait).await;
+                }
+                other => return other,
+            }
+        }
     }
 
     async fn publish(&self, subject: &str, headers: HeaderMap, data: bytes::Bytes) -> Result<PublishAck, PublishError> {
@@ -126,6 +164,12 @@ impl EventStore {
         }
         Err(PublishError::new(PublishErrorKind::Other))
     }
+}
+
+/// Whether an append may have been lost on the way (and is worth sending again), rather than
+/// refused.
+fn retryable(error: &PublishError) -> bool {
+    matches!(error.kind(), PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe)
 }
 
 /// The first message of a batch answers with a JetStream API error when it cannot start.

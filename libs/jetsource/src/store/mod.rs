@@ -33,6 +33,12 @@ pub struct StoreConfig {
     pub read_batch: usize,
     /// How long to wait for each part of a read.
     pub read_timeout: Duration,
+    /// How long one append waits for its acknowledgement before sending again (with the
+    /// same message ids, which the server deduplicates): a stream leader that died answers
+    /// nothing, and its successor is elected meanwhile.
+    pub ack_timeout: Duration,
+    /// How long an append keeps trying before it is answered unavailable.
+    pub append_deadline: Duration,
 }
 
 impl Default for StoreConfig {
@@ -44,6 +50,8 @@ impl Default for StoreConfig {
             service: "app".into(),
             read_batch: 10_000,
             read_timeout: Duration::from_secs(5),
+            ack_timeout: Duration::from_millis(750),
+            append_deadline: Duration::from_secs(4),
         }
     }
 }

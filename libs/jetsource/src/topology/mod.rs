@@ -190,6 +190,11 @@ pub struct ConsumerSpec {
     /// Unacknowledged messages in flight.
     #[serde(default)]
     pub max_ack_pending: Option<i64>,
+    /// Instances share its deliveries, in parallel and in no order across instances (work
+    /// whose items are independent). By default one instance is active and the others wait on
+    /// standby, and deliveries stay in stream order across a takeover.
+    #[serde(default)]
+    pub shared: bool,
 }
 
 /// Why a topology file could not be used.

@@ -358,7 +358,7 @@ fn consumer_config(spec: &ConsumerSpec) -> pull::Config {
         [one] => (one.clone(), Vec::new()),
         many => (String::new(), many.to_vec()),
     };
-    crate::consume::standby(pull::Config {
+    let config = pull::Config {
         durable_name: Some(spec.durable.clone()),
         description: spec.description.clone(),
         filter_subject,
@@ -372,7 +372,8 @@ fn consumer_config(spec: &ConsumerSpec) -> pull::Config {
         max_deliver: spec.max_deliver.unwrap_or(-1),
         max_ack_pending: spec.max_ack_pending.unwrap_or(1000),
         ..Default::default()
-    })
+    };
+    if spec.shared { config } else { crate::consume::standby(config) }
 }
 
 impl fmt::Display for Report {

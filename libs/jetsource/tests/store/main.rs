@@ -3,6 +3,7 @@
 mod append;
 mod batch;
 mod errors;
+mod failover;
 mod idempotency;
 mod load;
 mod projection;
