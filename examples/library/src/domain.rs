@@ -102,6 +102,9 @@ pub struct Loan {
     pub opened: Option<(String, String)>,
     /// Whether the book came back.
     pub closed: bool,
+    /// Whether the loan period ended with the book still out.
+    #[serde(default)]
+    pub overdue: bool,
 }
 
 /// What the lending service looked up before `open` (the rule spans book, member and loan).
@@ -132,6 +135,9 @@ pub enum LoanCommand {
     },
     /// The book came back.
     Close,
+    /// The loan period ended with the book still out (sent by the `due_dates` process manager).
+    #[command(internal)]
+    MarkOverdue,
 }
 
 /// What happened to a loan.
@@ -148,6 +154,11 @@ pub enum LoanEvent {
     /// The book came back.
     LoanClosed {
         /// The member who had it.
+        member_id: String,
+    },
+    /// The loan period ended with the book still out.
+    LoanOverdue {
+        /// The member who has it.
         member_id: String,
     },
 }
@@ -256,6 +267,12 @@ impl Aggregate for Loan {
             (LoanCommand::Close, Some((_, member_id))) => {
                 Ok(vec![LoanEvent::LoanClosed { member_id: member_id.clone() }])
             }
+            (LoanCommand::MarkOverdue, None) => Err(Refusal::NotFound),
+            (LoanCommand::MarkOverdue, Some(_)) if self.closed => Err(Refusal::Closed),
+            (LoanCommand::MarkOverdue, Some(_)) if self.overdue => Err(Refusal::Exists),
+            (LoanCommand::MarkOverdue, Some((_, member_id))) => {
+                Ok(vec![LoanEvent::LoanOverdue { member_id: member_id.clone() }])
+            }
         }
     }
 
@@ -263,6 +280,7 @@ impl Aggregate for Loan {
         match event {
             LoanEvent::LoanOpened { book_id, member_id } => self.opened = Some((book_id.clone(), member_id.clone())),
             LoanEvent::LoanClosed { .. } => self.closed = true,
+            LoanEvent::LoanOverdue { .. } => self.overdue = true,
         }
     }
 }

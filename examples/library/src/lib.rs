@@ -18,6 +18,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod domain;
+pub mod due_dates;
 
 // The README's example application is compiled and run as a doctest here.
 #[cfg(doctest)]
@@ -32,6 +33,7 @@ use jetsource::schemars::JsonSchema;
 use jetsource::{AggregateId, Codec, ErrorCode};
 use jetsource_runtime::App;
 use jetsource_runtime::command::{Prepare, Reads};
+use jetsource_runtime::process::ProcessConfig;
 use jetsource_runtime::registry::ServiceSpec;
 use jetsource_runtime::views::ViewKeys;
 use jetsource_runtime::wire::ErrorBody;
@@ -42,13 +44,23 @@ use domain::{Book, Eligibility, Loan, LoanCommand, LoanEvent, Member};
 /// The declared topology (`topology.toml`).
 pub const TOPOLOGY: &str = include_str!("../topology.toml");
 
-/// The library, registered once.
+/// The library, registered once: loans of 14 days.
 pub fn app() -> App {
+    app_with_loan_period(time::Duration::days(14))
+}
+
+/// The library with loans of `period`.
+pub fn app_with_loan_period(period: time::Duration) -> App {
     App::new("library")
         .aggregate::<Book>("catalogue")
         .aggregate::<Member>("members")
         .aggregate_prepared::<Loan, _>("lending", LookUpEligibility)
         .view::<LoansView>(ViewKeys::aggregate::<Member>())
+        .process_manager(
+            due_dates::DueDates::new(period),
+            "Marks loans overdue when their period ends with the book still out",
+            ProcessConfig::default(),
+        )
         .service(ServiceSpec::logbook())
         .service(ServiceSpec::edge())
 }
@@ -87,6 +99,9 @@ pub struct MemberLoans {
     pub member_id: String,
     /// Book of each open loan, by loan id.
     pub open: BTreeMap<String, String>,
+    /// Open loans past their period.
+    #[serde(default)]
+    pub overdue: std::collections::BTreeSet<String>,
     /// Loans closed so far.
     pub returned: u64,
 }
@@ -104,7 +119,9 @@ impl Projection for LoansView {
 
     fn keys(&self, event: &EventView<'_>) -> Result<Vec<String>, String> {
         let member = match self.codec.decode(event.stored).map_err(|e| e.to_string())?.1 {
-            LoanEvent::LoanOpened { member_id, .. } | LoanEvent::LoanClosed { member_id } => member_id,
+            LoanEvent::LoanOpened { member_id, .. }
+            | LoanEvent::LoanClosed { member_id }
+            | LoanEvent::LoanOverdue { member_id } => member_id,
         };
         Ok(vec![AggregateId::new(member).map_err(|e| e.to_string())?.kv_token()])
     }
@@ -118,7 +135,12 @@ impl Projection for LoansView {
             LoanEvent::LoanClosed { member_id } => {
                 doc.member_id = member_id;
                 doc.open.remove(event.aggregate_id);
+                doc.overdue.remove(event.aggregate_id);
                 doc.returned += 1;
+            }
+            LoanEvent::LoanOverdue { member_id } => {
+                doc.member_id = member_id;
+                doc.overdue.insert(event.aggregate_id.to_owned());
             }
         }
         Ok(())

@@ -12,16 +12,21 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 struct Library {
-    _server: jetsource_testkit::NatsServer,
+    server: Arc<jetsource_testkit::NatsServer>,
     client: async_nats::Client,
     http: std::net::SocketAddr,
     stop: Shutdown,
+    running: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Library {
     async fn start() -> Self {
-        let server = jetsource_testkit::NatsServer::start();
-        let app = Arc::new(library::app());
+        Self::on(Arc::new(jetsource_testkit::NatsServer::start()), library::app()).await
+    }
+
+    /// Every library service in this process, against `server`.
+    async fn on(server: Arc<jetsource_testkit::NatsServer>, app: jetsource_runtime::App) -> Self {
+        let app = Arc::new(app);
         let topology = Topology::parse(library::TOPOLOGY).unwrap();
         let mut config = ProcessConfig::new(server.url(), app.service_names(), topology);
         config.http = Some("127.0.0.1:0".parse().unwrap());
@@ -29,12 +34,21 @@ impl Library {
         let stop = Shutdown::new();
         let (bound, addr) = tokio::sync::oneshot::channel();
         let serving = stop.clone();
-        tokio::spawn(async move {
+        let running = tokio::spawn(async move {
             let _ = process.serve(serving, |http| bound.send(http).unwrap_or_default()).await;
         });
         let http = addr.await.unwrap().unwrap();
         let client = async_nats::connect(server.url()).await.unwrap();
-        Self { _server: server, client, http, stop }
+        Self { server, client, http, stop, running: Some(running) }
+    }
+
+    /// Stops every service and waits until they are down.
+    async fn stop(mut self) -> Arc<jetsource_testkit::NatsServer> {
+        self.stop.trigger();
+        if let Some(running) = self.running.take() {
+            running.await.unwrap();
+        }
+        Arc::clone(&self.server)
     }
 
     /// A request over NATS: the reply's error code (if any) and body.
@@ -123,6 +137,83 @@ async fn the_library_serves_http_with_its_own_openapi_document_and_status() {
     assert_eq!(open["schema"]["required"], serde_json::json!(["book_id", "member_id"]), "{open}");
     assert!(openapi["paths"]["/v1/commands/product/{id}/define"].is_null(), "no factory in the library");
     let running: Vec<&str> = status["services"].as_object().unwrap().keys().map(String::as_str).collect();
-    assert_eq!(running, ["catalogue", "lending", "logbook", "members", "projector"], "{status}");
+    assert_eq!(running, ["catalogue", "due_dates", "lending", "logbook", "members", "projector"], "{status}");
     assert_eq!(status["missing"], serde_json::json!([]), "{status}");
+}
+
+#[tokio::test]
+async fn a_deadline_set_before_every_process_stopped_fires_once_after_they_restart() {
+    // Arrange: loans of 2 s; one book still out, one returned at once
+    let library = Library::on(
+        Arc::new(jetsource_testkit::NatsServer::start()),
+        library::app_with_loan_period(time::Duration::seconds(2)),
+    )
+    .await;
+    let ok = |(code, body): (Option<String>, Value)| {
+        assert!(code.is_none(), "expected success, got {code:?} {body}");
+        body
+    };
+    ok(library.send("cmd.book.dune.add", r#"{"title": "Dune", "author": "Frank Herbert"}"#, &[]).await);
+    ok(library.send("cmd.book.emma.add", r#"{"title": "Emma", "author": "Jane Austen"}"#, &[]).await);
+    ok(library.send("cmd.member.ada.join", r#"{"name": "Ada"}"#, &[]).await);
+    ok(library.send("cmd.loan.out.open", r#"{"book_id": "dune", "member_id": "ada"}"#, &[]).await);
+    ok(library.send("cmd.loan.back.open", r#"{"book_id": "emma", "member_id": "ada"}"#, &[]).await);
+    ok(library.send("cmd.loan.back.close", "{}", &[]).await);
+    let js = async_nats::jetstream::new(library.client.clone());
+    let scheduled = |subject: &'static str| {
+        let js = js.clone();
+        async move {
+            let timers = js.get_stream("TIMERS").await.unwrap();
+            futures::TryStreamExt::try_collect::<Vec<(String, usize)>>(
+                timers.info_with_subjects(subject).await.unwrap(),
+            )
+            .await
+            .unwrap()
+            .len()
+        }
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while scheduled("sched.due_dates.out.due").await == 0 || scheduled("sched.due_dates.back.due").await != 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the deadline of `out` was not scheduled (or `back`'s not cancelled)"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Act: stop every process across the deadline, then start them again
+    let server = library.stop().await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let fired_while_down = scheduled("timer.due_dates.out.due").await;
+    assert_eq!(fired_while_down, 1, "the deadline came while every process was down");
+    let library = Library::on(server, library::app_with_loan_period(time::Duration::seconds(2))).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let loans = loop {
+        let (_, loans) = library.send("qry.loans.ada", "", &[]).await;
+        if loans["overdue"].as_array().is_some_and(|o| !o.is_empty()) {
+            break loans;
+        }
+        assert!(std::time::Instant::now() < deadline, "the loan was not marked overdue: {loans}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+
+    // Assert: fired by NATS while nothing ran; handled once after the restart; the returned
+    // loan never
+    assert_eq!(loans["overdue"], serde_json::json!(["out"]), "{loans}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let store = jetsource::EventStore::new(library.client.clone(), Default::default());
+    let names = |subject: &'static str| {
+        let store = store.clone();
+        async move {
+            store
+                .read(subject, 1, 100)
+                .await
+                .unwrap()
+                .iter()
+                .map(|e| e.attributes().unwrap().event_name().to_owned())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(names("evt.loan.out").await, ["LoanOpened", "LoanOverdue"]);
+    assert_eq!(names("evt.loan.back").await, ["LoanOpened", "LoanClosed"]);
 }

@@ -241,6 +241,11 @@ pub fn event_type(headers: &HeaderMap) -> Option<&str> {
     headers.get(name::TYPE).map(HeaderValue::as_str)
 }
 
+/// `ce-id` of the headers (the event's id), or "".
+pub fn id(headers: &HeaderMap) -> &str {
+    headers.get(name::ID).map_or("", HeaderValue::as_str)
+}
+
 /// `ce-commandid` of the headers, or "".
 pub fn command_id(headers: &HeaderMap) -> &str {
     headers.get(name::COMMANDID).map_or("", HeaderValue::as_str)

@@ -45,6 +45,7 @@ pub mod inspect;
 pub mod ledger;
 pub mod logbook;
 pub mod micro;
+pub mod process;
 pub mod projector;
 pub mod registry;
 pub mod views;

@@ -412,6 +412,57 @@ impl App {
         self
     }
 
+    /// Registers a process manager as a service of its own name (`run <name>`): its engine
+    /// ([`crate::process::ProcessEngine`]) with `config`, and a NATS user that may read its
+    /// consumers, keep its state and deadlines, and send commands to the types it names.
+    #[must_use]
+    pub fn process_manager<P: crate::process::ProcessManager>(
+        self,
+        pm: P,
+        description: impl Into<String>,
+        config: crate::process::ProcessConfig,
+    ) -> Self {
+        let name = pm.name();
+        let mut publish: Vec<String> = pm.commands_to().iter().map(|t| format!("cmd.{t}.>")).collect();
+        publish.extend([
+            "$JS.API.INFO".to_owned(),
+            "$JS.API.STREAM.INFO.*".to_owned(),
+            format!("$JS.API.CONSUMER.CREATE.EVENTS.{name}.>"),
+            format!("$JS.API.CONSUMER.CREATE.EVENTS.{name}"),
+            format!("$JS.API.CONSUMER.INFO.EVENTS.{name}"),
+            format!("$JS.API.CONSUMER.MSG.NEXT.EVENTS.{name}"),
+            format!("$JS.API.CONSUMER.RESET.EVENTS.{name}"),
+            format!("$JS.ACK.EVENTS.{name}.>"),
+            format!("$JS.API.CONSUMER.CREATE.TIMERS.{name}_deadlines.>"),
+            format!("$JS.API.CONSUMER.CREATE.TIMERS.{name}_deadlines"),
+            format!("$JS.API.CONSUMER.INFO.TIMERS.{name}_deadlines"),
+            format!("$JS.API.CONSUMER.MSG.NEXT.TIMERS.{name}_deadlines"),
+            format!("$JS.API.CONSUMER.RESET.TIMERS.{name}_deadlines"),
+            format!("$JS.ACK.TIMERS.{name}_deadlines.>"),
+            format!("$JS.API.STREAM.PURGE.{}", crate::process::TIMERS),
+            format!("sched.{name}.>"),
+            format!("$KV.{}.{name}.>", crate::process::BUCKET),
+            format!("$JS.API.DIRECT.GET.KV_{}.>", crate::process::BUCKET),
+            format!("$JS.API.STREAM.MSG.GET.KV_{}", crate::process::BUCKET),
+            format!("$KV.parked.{name}.>"),
+            format!("$KV.parked.{name}_deadlines.>"),
+            "$JS.API.CONSUMER.CREATE.KV_parked.>".to_owned(),
+            "$JS.API.CONSUMER.DELETE.KV_parked.>".to_owned(),
+        ]);
+        let permissions = Permissions { publish, deny: Vec::new(), subscribe: Vec::new() };
+        let pm = Arc::new(pm);
+        let starter = move |ctx: StartCtx| -> BoxFuture<'static, Result<Started, StartError>> {
+            let (pm, config) = (Arc::clone(&pm), config.clone());
+            Box::pin(async move {
+                let engine = crate::process::ProcessEngine::start(ctx.client, pm, &config).await?;
+                let started: Started =
+                    Box::new(move |stop| Box::pin(engine.run_until_stopped(stop, config.max_in_flight)));
+                Ok(started)
+            })
+        };
+        self.service(ServiceSpec::custom(name, description, starter).permissions(permissions))
+    }
+
     /// Registers another service ([`ServiceSpec::edge`], [`ServiceSpec::logbook`] or one of the
     /// application's own, [`ServiceSpec::custom`]).
     ///

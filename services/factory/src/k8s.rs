@@ -375,6 +375,7 @@ fn stream_resource(s: &StreamSpec, replicas: usize) -> Result<String, String> {
         ("allowAtomicPublish", s.allow_atomic),
         ("allowRollup", s.allow_rollup),
         ("allowMsgTtl", s.allow_msg_ttl),
+        ("allowMsgSchedules", s.allow_msg_schedules),
         ("denyDelete", s.deny_delete),
         ("denyPurge", s.deny_purge),
     ] {

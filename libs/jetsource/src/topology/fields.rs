@@ -33,6 +33,7 @@ pub(crate) enum Field {
     AllowAtomic,
     AllowRollup,
     AllowMsgTtl,
+    AllowMsgSchedules,
     DenyDelete,
     DenyPurge,
     Replicas,
@@ -54,6 +55,7 @@ pub(crate) const STREAM_FIELDS: &[Field] = &[
     Field::AllowAtomic,
     Field::AllowRollup,
     Field::AllowMsgTtl,
+    Field::AllowMsgSchedules,
     Field::DenyDelete,
     Field::DenyPurge,
     Field::Replicas,
@@ -104,6 +106,7 @@ impl Field {
             Field::AllowAtomic => "allow_atomic",
             Field::AllowRollup => "allow_rollup",
             Field::AllowMsgTtl => "allow_msg_ttl",
+            Field::AllowMsgSchedules => "allow_msg_schedules",
             Field::DenyDelete => "deny_delete",
             Field::DenyPurge => "deny_purge",
             Field::Replicas => "replicas",
@@ -131,6 +134,7 @@ impl Field {
             Field::AllowAtomic => c.allow_atomic_publish.to_string(),
             Field::AllowRollup => c.allow_rollup.to_string(),
             Field::AllowMsgTtl => c.allow_message_ttl.to_string(),
+            Field::AllowMsgSchedules => c.allow_message_schedules.to_string(),
             Field::DenyDelete => c.deny_delete.to_string(),
             Field::DenyPurge => c.deny_purge.to_string(),
             Field::Replicas => c.num_replicas.max(1).to_string(),
@@ -162,9 +166,11 @@ impl Field {
             Field::MaxMsgsPerSubject => {
                 limit_risk(limit(current.max_messages_per_subject), limit(desired.max_messages_per_subject))
             }
-            Field::AllowDirect | Field::AllowAtomic | Field::DenyDelete | Field::DenyPurge => {
-                flag_risk(self.flag(desired))
-            }
+            Field::AllowDirect
+            | Field::AllowAtomic
+            | Field::AllowMsgSchedules
+            | Field::DenyDelete
+            | Field::DenyPurge => flag_risk(self.flag(desired)),
             // Rollups and TTLs let messages disappear; TTL can never be turned off again.
             Field::AllowRollup | Field::AllowMsgTtl => flag_risk(!self.flag(desired)),
             Field::Replicas => {
@@ -183,6 +189,7 @@ impl Field {
             Field::AllowAtomic => c.allow_atomic_publish,
             Field::AllowRollup => c.allow_rollup,
             Field::AllowMsgTtl => c.allow_message_ttl,
+            Field::AllowMsgSchedules => c.allow_message_schedules,
             Field::DenyDelete => c.deny_delete,
             Field::DenyPurge => c.deny_purge,
             _ => false,
@@ -206,6 +213,7 @@ impl Field {
             Field::AllowAtomic => to.allow_atomic_publish = from.allow_atomic_publish,
             Field::AllowRollup => to.allow_rollup = from.allow_rollup,
             Field::AllowMsgTtl => to.allow_message_ttl = from.allow_message_ttl,
+            Field::AllowMsgSchedules => to.allow_message_schedules = from.allow_message_schedules,
             Field::DenyDelete => to.deny_delete = from.deny_delete,
             Field::DenyPurge => to.deny_purge = from.deny_purge,
             Field::Replicas => to.num_replicas = from.num_replicas,

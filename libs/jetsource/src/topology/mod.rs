@@ -112,6 +112,10 @@ pub struct StreamSpec {
     /// Allow per-message TTL (irreversible).
     #[serde(default)]
     pub allow_msg_ttl: bool,
+    /// Allow message schedules (nats-server 2.12, ADR-51; irreversible, implies rollups): the
+    /// deadlines of process managers.
+    #[serde(default)]
+    pub allow_msg_schedules: bool,
     /// Refuse message deletion.
     #[serde(default)]
     pub deny_delete: bool,

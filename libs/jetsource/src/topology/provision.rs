@@ -319,6 +319,7 @@ fn stream_config(spec: &StreamSpec, replicas: Option<usize>) -> Config {
         allow_atomic_publish: spec.allow_atomic,
         allow_rollup: spec.allow_rollup,
         allow_message_ttl: spec.allow_msg_ttl,
+        allow_message_schedules: spec.allow_msg_schedules,
         deny_delete: spec.deny_delete,
         deny_purge: spec.deny_purge,
         num_replicas: replicas.or(spec.replicas).unwrap_or(1),

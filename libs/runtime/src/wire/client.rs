@@ -32,7 +32,7 @@ pub struct CommandReply {
 }
 
 /// A command to send.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct CommandRequest {
     /// Aggregate type.
     pub aggregate_type: String,
