@@ -74,6 +74,9 @@ pub struct Order {
     pub reserved: Vec<ReservedLine>,
     /// Why it failed or was cancelled.
     pub reason: Option<String>,
+    /// Its start ended without reservations (cancelled while they were under way).
+    #[serde(default)]
+    pub start_abandoned: bool,
 }
 
 impl Order {
@@ -129,14 +132,17 @@ pub enum OrderCommand {
         #[schemars(length(min = 1, max = 200))]
         reason: String,
     },
-    /// Saga only: every line is reserved.
-    #[command(skip)]
+    /// Saga only (over NATS, not HTTP): every line is reserved.
+    #[command(internal, example = r#"{"lines": [{"sku": "bolt", "qty": 8}]}"#)]
     ConfirmReserved {
         /// What was reserved.
         lines: Vec<ReservedLine>,
     },
-    /// Saga only: the order cannot be produced.
-    #[command(skip)]
+    /// Saga only (over NATS, not HTTP): the order cannot be produced.
+    #[command(
+        internal,
+        example = r#"{"reason": "insufficient_stock", "message": "bolt@main: 2 available", "service": "stock"}"#
+    )]
     Fail {
         /// Stable reason (`insufficient_stock`).
         reason: String,
@@ -144,6 +150,13 @@ pub enum OrderCommand {
         message: String,
         /// The service whose answer failed it (`stock`).
         service: String,
+    },
+    /// Saga only (over NATS, not HTTP): the order was cancelled while its resources were being
+    /// reserved; its `start` ends here (its status `failed`, reason `cancelled`).
+    #[command(internal, example = r#"{"reason": "customer withdrew"}"#)]
+    AbandonStart {
+        /// Why the order was cancelled.
+        reason: String,
     },
 }
 
@@ -185,6 +198,12 @@ pub enum OrderEvent {
     /// Cancelled: the saga releases the reservations.
     OrderCancelled {
         /// Why.
+        reason: String,
+    },
+    /// The order was cancelled while its resources were being reserved: its start ended
+    /// without them (recorded by the saga once it released what it took).
+    StartAbandoned {
+        /// Why the order was cancelled.
         reason: String,
     },
 }
@@ -277,6 +296,12 @@ impl Aggregate for Order {
                 OrderEvent::OrderFailed { reason, message, service }
             }
             (OrderCommand::Fail { .. }, _) => return refuse("fail"),
+            (OrderCommand::AbandonStart { reason }, S::Cancelled)
+                if !self.start_abandoned && self.reserved.is_empty() =>
+            {
+                OrderEvent::StartAbandoned { reason }
+            }
+            (OrderCommand::AbandonStart { .. }, _) => return refuse("abandon the start of"),
         };
         Ok(vec![event])
     }
@@ -304,6 +329,7 @@ impl Aggregate for Order {
                 self.status = OrderStatus::Cancelled;
                 self.reason = Some(reason.clone());
             }
+            OrderEvent::StartAbandoned { .. } => self.start_abandoned = true,
         }
     }
 }

@@ -122,7 +122,7 @@ pub struct StockRequest {
     pub line: usize,
     /// The stock aggregate.
     pub stock_id: String,
-    /// `reserve`, `release`, `consume` or `receive`.
+    /// `reserve`, `release`, `void`, `consume` or `receive`.
     pub command: &'static str,
     /// The JSON body.
     pub body: String,
@@ -165,6 +165,10 @@ pub struct SagaState {
     pub order_failed: bool,
     /// The conversation: the `start` command's id.
     pub correlation_id: String,
+    /// Whether the order recorded how its start ended (reserved, or failed); a cancel that
+    /// came first leaves it to the saga to close it once released.
+    #[serde(default)]
+    pub start_closed: bool,
 }
 
 impl SagaState {
@@ -195,6 +199,7 @@ impl SagaState {
             received: false,
             order_failed: false,
             correlation_id: correlation_id.to_owned(),
+            start_closed: false,
         })
     }
 
@@ -260,11 +265,12 @@ impl SagaState {
         Decision::Compensate(failure)
     }
 
-    /// The releases compensation needs: every line reserved, and every line whose reservation
-    /// went unanswered (it may have got through after all).
+    /// The releases compensation needs: every line reserved is released, and every line whose
+    /// reservation went unanswered is voided (released if it got through after all, and
+    /// refused if it is still on its way).
     pub fn compensations(&self) -> Vec<StockRequest> {
         let mut out = self.requests(LineStatus::Reserved, "release", |_| self.order_ref());
-        out.extend(self.requests(LineStatus::Unanswered, "release", |_| self.order_ref()));
+        out.extend(self.requests(LineStatus::Unanswered, "void", |_| self.order_ref()));
         out.sort_by_key(|r| r.line);
         out
     }
@@ -332,8 +338,8 @@ impl SagaState {
         }
         self.phase = Phase::Releasing;
         let mut out = self.requests(LineStatus::Reserved, "release", |_| self.order_ref());
-        out.extend(self.requests(LineStatus::Pending, "release", |_| self.order_ref()));
-        out.extend(self.requests(LineStatus::Unanswered, "release", |_| self.order_ref()));
+        out.extend(self.requests(LineStatus::Pending, "void", |_| self.order_ref()));
+        out.extend(self.requests(LineStatus::Unanswered, "void", |_| self.order_ref()));
         out.sort_by_key(|r| r.line);
         if out.is_empty() {
             self.phase = Phase::Cancelled;

@@ -78,6 +78,13 @@ pub fn of_order_event(event: &OrderEvent, source: &str) -> Option<Outcome> {
             reason: Some(reason.clone()),
             message: message.clone(),
         }),
+        OrderEvent::StartAbandoned { reason } => Some(Outcome {
+            status: "failed",
+            service: source.to_owned(),
+            code: "rejected".into(),
+            reason: Some("cancelled".into()),
+            message: format!("the order was cancelled while its resources were being reserved: {reason}"),
+        }),
         _ => None,
     }
 }

@@ -17,6 +17,9 @@ pub struct Stock {
     pub on_hand: u64,
     /// Units held for orders, by order id.
     pub reservations: BTreeMap<String, u64>,
+    /// Orders that gave up on this stock: no reservation is taken for them any more.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
+    pub voided: std::collections::BTreeSet<String>,
 }
 
 impl Stock {
@@ -65,6 +68,16 @@ pub enum StockCommand {
     #[command(example = r#"{"order_id": "o-1"}"#)]
     Release {
         /// Whose reservation.
+        #[serde(deserialize_with = "fields::aggregate_id")]
+        #[schemars(regex(pattern = r"^[A-Za-z0-9_@-]{1,128}$"))]
+        order_id: String,
+    },
+    /// An order gives up on this stock: its hold, if any, is lifted, and no reservation is
+    /// taken for it any more (a reservation still on its way, after the order stopped waiting
+    /// for it, is refused rather than left behind).
+    #[command(example = r#"{"order_id": "o-1"}"#)]
+    Void {
+        /// The order.
         #[serde(deserialize_with = "fields::aggregate_id")]
         #[schemars(regex(pattern = r"^[A-Za-z0-9_@-]{1,128}$"))]
         order_id: String,
@@ -125,6 +138,11 @@ pub enum StockEvent {
         /// Units freed.
         qty: u64,
     },
+    /// An order gave up on this stock: no reservation is taken for it any more.
+    ReservationVoided {
+        /// The order.
+        order_id: String,
+    },
     /// An order used what it held.
     ReservationConsumed {
         /// The order.
@@ -172,6 +190,9 @@ pub enum StockError {
     /// Releasing or consuming a reservation that does not exist.
     #[error("order {0} holds no reservation here")]
     NotReserved(String),
+    /// A reservation for an order that gave up on this stock.
+    #[error("order {0} gave up on this stock; no reservation is taken for it")]
+    Voided(String),
     /// A stocktake below what is reserved.
     #[error("on_hand {on_hand} is below the {reserved} units reserved")]
     BelowReserved {
@@ -188,6 +209,7 @@ impl DomainError for StockError {
             StockError::InsufficientStock { .. } => "insufficient_stock",
             StockError::AlreadyReserved(_) => "already_reserved",
             StockError::NotReserved(_) => "not_reserved",
+            StockError::Voided(_) => "order_voided",
             StockError::BelowReserved { .. } => "below_reserved",
         }
     }
@@ -225,6 +247,18 @@ impl Aggregate for Stock {
             StockCommand::Reserve { order_id, .. } if self.reservations.contains_key(&order_id) => {
                 return Err(StockError::AlreadyReserved(order_id));
             }
+            StockCommand::Reserve { order_id, .. } if self.voided.contains(&order_id) => {
+                return Err(StockError::Voided(order_id));
+            }
+            StockCommand::Void { order_id } if self.voided.contains(&order_id) => return Ok(Vec::new()),
+            StockCommand::Void { order_id } => {
+                let mut events = Vec::with_capacity(2);
+                if let Some(&qty) = self.reservations.get(&order_id) {
+                    events.push(StockEvent::ReservationReleased { order_id: order_id.clone(), qty });
+                }
+                events.push(StockEvent::ReservationVoided { order_id });
+                return Ok(events);
+            }
             StockCommand::Reserve { qty, order_id } => {
                 enough(qty)?;
                 StockEvent::StockReserved { order_id, qty: qty.get() }
@@ -254,6 +288,9 @@ impl Aggregate for Stock {
             StockEvent::ReservationConsumed { order_id, qty } => {
                 self.reservations.remove(order_id);
                 self.on_hand = self.on_hand.saturating_sub(*qty);
+            }
+            StockEvent::ReservationVoided { order_id } => {
+                self.voided.insert(order_id.clone());
             }
             StockEvent::StockAdjusted { on_hand, .. } => self.on_hand = *on_hand,
         }

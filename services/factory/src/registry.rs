@@ -49,7 +49,7 @@ pub fn configured(saga: SagaConfig) -> App {
             )
             .permissions(Permissions::new(
                 &[
-                    "cmd.stock.>", "evt.order.>",
+                    "cmd.stock.>", "cmd.order.>", "evt.order.>",
                     "$JS.API.INFO", "$JS.API.STREAM.INFO.*", "$JS.API.DIRECT.GET.>", "$JS.API.STREAM.MSG.GET.>",
                     "$JS.API.CONSUMER.INFO.EVENTS.saga", "$JS.API.CONSUMER.MSG.NEXT.EVENTS.saga",
                     // rewinding its consumer after a takeover from another instance

@@ -64,6 +64,7 @@ fn fold_stock(on_hand: &mut u64, reservations: &mut BTreeMap<String, u64>, event
             *on_hand = on_hand.saturating_sub(*qty);
         }
         StockEvent::StockAdjusted { on_hand: counted, .. } => *on_hand = *counted,
+        StockEvent::ReservationVoided { .. } => {}
     }
 }
 
@@ -220,6 +221,7 @@ impl Projection for OrdersView {
                 doc.status = OrderStatus::Cancelled;
                 doc.failure_reason = Some(reason);
             }
+            OrderEvent::StartAbandoned { .. } => {} // still cancelled; its start's status says so
         }
         doc.version = version_of(event);
         Ok(())

@@ -12,8 +12,8 @@ use futures::future::{BoxFuture, join_all};
 use jetsource::consume::{self, EventHandler, Outcome, PerEventConfig};
 use jetsource::id::escape_kv_token;
 use jetsource::{
-    AggregateId, Backoff, Codec, CommandContext, CommandError, ErrorCode, EventStore, Repository, RepositoryConfig,
-    SnapshotStore, StoreConfig, StoredEvent,
+    AggregateId, Backoff, Codec, ErrorCode, EventStore, Repository, RepositoryConfig, SnapshotStore, StoreConfig,
+    StoredEvent,
 };
 use jetsource_runtime::Shutdown;
 use jetsource_runtime::endpoint::{self, Answer as Reply};
@@ -85,6 +85,7 @@ struct Inner {
 }
 
 /// What caused a step: the event, for derived command ids, provenance and the trace.
+#[derive(Clone)]
 struct Cause {
     /// Short stable digest of the event id: command ids are `saga-<tag>-<command>-<line>`.
     tag: String,
@@ -258,8 +259,10 @@ impl Inner {
                 Decision::Wait => {}
                 Decision::Confirm(lines) => {
                     self.save(&key, &state).await?;
-                    self.tell_order(order_id, cause, "confirm", OrderCommand::ConfirmReserved { lines }).await?;
+                    let recorded =
+                        self.tell_order(order_id, cause, "confirm", OrderCommand::ConfirmReserved { lines }).await?;
                     state.confirmed();
+                    state.start_closed = recorded;
                     self.save(&key, &state).await?;
                     self.metrics.saga_orders.get_or_create(&[("outcome", "reserved".into())]).inc();
                     tracing::Span::current().record("outcome", "reserved");
@@ -269,7 +272,7 @@ impl Inner {
         }
         if state.phase == Phase::Compensating {
             if !state.order_failed {
-                self.fail_order(order_id, cause, stored, &state).await?;
+                state.start_closed = self.fail_order(order_id, cause, stored, &state).await?;
                 state.order_failed = true;
                 self.save(&key, &state).await?;
             }
@@ -293,7 +296,7 @@ impl Inner {
         cause: &Cause,
         stored: &StoredEvent,
         state: &SagaState,
-    ) -> Result<(), Retry> {
+    ) -> Result<bool, Retry> {
         let failure = state.failure.clone().unwrap_or_else(|| factory_domain::saga::Failure {
             service: "stock".into(),
             code: "rejected".into(),
@@ -305,7 +308,10 @@ impl Inner {
             message: failure.message.clone(),
             service: failure.service.clone(),
         };
-        self.tell_order(order_id, cause, "fail", fail).await?;
+        let recorded = self.tell_order(order_id, cause, "fail", fail).await?;
+        if !recorded {
+            return Ok(false); // the order moved on (cancelled): the cancel closes its start
+        }
         let reason = match failure.reason.as_str() {
             known @ ("insufficient_stock" | "timeout" | "unavailable") => known.to_owned(),
             _ => "other".to_owned(),
@@ -324,7 +330,7 @@ impl Inner {
             correlation_id = %cause.correlation_id,
             "production order failed"
         );
-        Ok(())
+        Ok(true)
     }
 
     async fn on_completed(&self, order_id: &AggregateId, cause: &Cause) -> Result<(), Retry> {
@@ -372,6 +378,16 @@ impl Inner {
         self.save(&key, &state).await?;
         if let Some(retry) = pending {
             return Err(retry);
+        }
+        if !state.start_closed {
+            // Cancelled while reserving: the start's confirm (or fail) was refused, so nothing
+            // closed it. Close it now, in its own conversation.
+            let reason = self.orders.load(order_id).await.map_err(|e| Retry(e.to_string()))?.state.reason;
+            let start = Cause { correlation_id: state.correlation_id.clone(), ..cause.clone() };
+            let abandon = OrderCommand::AbandonStart { reason: reason.unwrap_or_else(|| "cancelled".into()) };
+            self.tell_order(order_id, &start, "abandon", abandon).await?;
+            state.start_closed = true;
+            self.save(&key, &state).await?;
         }
         self.metrics.saga_orders.get_or_create(&[("outcome", "cancelled".into())]).inc();
         tracing::Span::current().record("outcome", "cancelled");
@@ -460,26 +476,37 @@ impl Inner {
         answer
     }
 
-    /// Runs a saga-only order command (`ConfirmReserved`, `Fail`) with an id derived from the
-    /// cause. An order that moved on (cancelled meanwhile) refuses it; that is fine: the
-    /// cancel is handled next.
+    /// Sends a saga-only order command (`confirm-reserved`, `fail`) to the production service
+    /// over NATS, with an id derived from the cause (its idempotency ledger answers a repeat
+    /// with the first outcome). An order that moved on (cancelled meanwhile) refuses it; that
+    /// is fine: the cancel is handled next. True when the order recorded it.
     async fn tell_order(
         &self,
         order_id: &AggregateId,
         cause: &Cause,
         what: &str,
         command: OrderCommand,
-    ) -> Result<(), Retry> {
-        let ctx = CommandContext::with_command_id(format!("saga-{}-{what}", cause.tag))
-            .with_actor("saga")
-            .with_correlation_id(cause.correlation_id.clone())
-            .with_causation_id(cause.event_id.clone())
-            .with_trace(propagation::trace_context(&tracing::Span::current()));
-        match self.orders.execute(order_id, command, &ctx).await {
-            Ok(_) => Ok(()),
-            Err(CommandError::Rejected(e)) => {
-                tracing::info!(order_id = %order_id, reason = %e, "the order moved on; {what} not recorded");
-                Ok(())
+    ) -> Result<bool, Retry> {
+        let (name, body) = match &command {
+            OrderCommand::ConfirmReserved { lines } => ("confirm-reserved", serde_json::json!({ "lines": lines })),
+            OrderCommand::Fail { reason, message, service } => {
+                ("fail", serde_json::json!({ "reason": reason, "message": message, "service": service }))
+            }
+            OrderCommand::AbandonStart { reason } => ("abandon-start", serde_json::json!({ "reason": reason })),
+            other => return Err(Retry(format!("not a saga command: {other:?}"))),
+        };
+        let mut request = CommandRequest::new("order", order_id.as_str(), name, body.to_string());
+        request.idempotency_key = Some(format!("saga-{}-{what}", cause.tag));
+        request.correlation_id = Some(cause.correlation_id.clone());
+        request.causation_id = Some(cause.event_id.clone());
+        request.actor = Some("saga".into());
+        propagation::inject(&tracing::Span::current(), &mut request.headers);
+        let client = wire::Client::new(self.client.clone(), self.config.request_timeout);
+        match client.command(&request).await {
+            Ok(_) => Ok(true),
+            Err(CallError::Reply(e)) if e.code == ErrorCode::Rejected => {
+                tracing::info!(order_id = %order_id, reason = %e.message, "the order moved on; {what} not recorded");
+                Ok(false)
             }
             Err(e) => Err(Retry(format!("{what} of order {order_id}: {e}"))),
         }

@@ -57,6 +57,24 @@ fn release_frees_a_reservation() {
 }
 
 #[test]
+fn void_lifts_a_hold_and_refuses_any_later_reservation_for_the_order() {
+    let state = AggregateFixture::<Stock>::given([received(10), reserved("o1", 7)])
+        .when(C::Void { order_id: "o1".into() })
+        .then_expect_events([
+            E::ReservationReleased { order_id: "o1".into(), qty: 7 },
+            E::ReservationVoided { order_id: "o1".into() },
+        ]);
+    assert_eq!(state.available(), 10);
+    // Nothing held yet (the reservation is still on its way): it is refused when it comes.
+    AggregateFixture::<Stock>::given([received(10), E::ReservationVoided { order_id: "o1".into() }])
+        .when(C::Reserve { qty: qty(1), order_id: "o1".into() })
+        .then_expect_rejection("order_voided");
+    AggregateFixture::<Stock>::given([received(10), E::ReservationVoided { order_id: "o1".into() }])
+        .when(C::Void { order_id: "o1".into() })
+        .then_expect_events([]);
+}
+
+#[test]
 fn consume_uses_a_reservation_up() {
     let state = AggregateFixture::<Stock>::given([received(10), reserved("o1", 7)])
         .when(C::Consume { order_id: "o1".into() })

@@ -130,3 +130,29 @@ async fn the_services_answer_nats_micro_discovery() {
     assert_eq!(info["endpoints"][0]["queue_group"], "stock");
     assert_eq!(stats["endpoints"][0]["num_requests"], 1);
 }
+
+#[tokio::test]
+async fn void_releases_and_bars_an_order_in_one_atomic_append_and_a_late_reservation_is_refused() {
+    // Arrange
+    let factory = Factory::start().await;
+    factory.send("cmd.stock.pin@main.receive", r#"{"qty": 10}"#).await.ok();
+    factory.send("cmd.stock.pin@main.reserve", r#"{"qty": 4, "order_id": "o-1"}"#).await.ok();
+
+    // Act: an order that held 4 gives up; another gives up before its reservation arrived
+    let voided = factory.send("cmd.stock.pin@main.void", r#"{"order_id": "o-1"}"#).await;
+    let early = factory.send("cmd.stock.pin@main.void", r#"{"order_id": "o-2"}"#).await;
+    let late = factory.send("cmd.stock.pin@main.reserve", r#"{"qty": 1, "order_id": "o-2"}"#).await;
+    let again = factory.send("cmd.stock.pin@main.void", r#"{"order_id": "o-2"}"#).await;
+
+    // Assert: two events in one append, versions in a row; the late reservation refused
+    let events = voided.ok()["events"].as_array().unwrap().clone();
+    let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["ReservationReleased", "ReservationVoided"]);
+    assert_eq!((events[0]["version"].as_u64(), events[1]["version"].as_u64()), (Some(3), Some(4)));
+    assert_eq!(early.ok()["events"][0]["type"], "ReservationVoided");
+    assert_eq!((late.code(), late.body["reason"].as_str()), ("rejected", Some("order_voided")), "{late:?}");
+    assert_eq!(again.ok()["events"], serde_json::json!([]), "voiding twice records nothing");
+    let stock =
+        factory.query_with("qry.stock.pin@main", "", &[("Min-Seq", &again.ok()["stream_seq"].to_string())]).await;
+    assert_eq!((stock.ok()["on_hand"].as_u64(), stock.ok()["available"].as_u64()), (Some(10), Some(10)));
+}

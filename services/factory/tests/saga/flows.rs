@@ -333,3 +333,44 @@ async fn when_the_active_saga_dies_mid_flow_a_standby_finishes_every_order_reser
         assert!(reserved.iter().all(|d| d["qty"].as_u64() == Some(qty)), "{sku}");
     }
 }
+
+#[tokio::test]
+async fn an_order_cancelled_while_its_resources_are_reserved_ends_its_start_as_failed_cancelled() {
+    // Arrange: a "stock" service slow to answer reservations, so the cancel lands meanwhile
+    let mut factory = Factory::server_only().await;
+    let fake = jetsource_runtime::micro::MicroService::start(&factory.client, "stock", "0.0.0", "slow").await.unwrap();
+    let mut slow = factory.client.queue_subscribe("cmd.stock.>", "stock".into()).await.unwrap();
+    let client = factory.client.clone();
+    let answering = tokio::spawn(async move {
+        while let Some(request) = slow.next().await {
+            if request.subject.ends_with(".reserve") {
+                tokio::time::sleep(Duration::from_millis(800)).await;
+            }
+            if let Some(reply) = request.reply {
+                client.publish(reply, r#"{"status": "succeeded"}"#.into()).await.ok();
+            }
+        }
+    });
+    let services = factory::app::all_services().into_iter().filter(|s| !matches!(*s, "stock" | "gateway"));
+    factory.spawn(services.collect(), |_| {}).await;
+    factory.send("cmd.product.widget.define", r#"{"name": "Widget", "bom": [{"sku": "bolt", "qty": 1}]}"#).await.ok();
+
+    // Act
+    start(&factory, "o-5", 1, "start-o-5").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    factory.send("cmd.order.o-5.cancel", r#"{"reason": "customer withdrew"}"#).await.ok();
+    let status = final_status(&factory, "start-o-5").await;
+
+    // Assert: the start ends (instead of staying `accepted`), with the reason; what was taken
+    // is given back
+    assert_eq!(status["status"], "failed", "{status}");
+    assert_eq!(status["errors"][0]["reason"], "cancelled", "{status}");
+    let saga = eventually("the saga to finish the cancel", || async {
+        let saga = factory.query("saga.get.o-5", "").await.body;
+        (saga["phase"] == "cancelled").then_some(saga)
+    })
+    .await;
+    assert_eq!(saga["start_closed"], true);
+    answering.abort();
+    drop(fake);
+}
