@@ -20,9 +20,12 @@ use crate::order::{Order, OrderStatus, ReservedLine};
 use crate::values::Sku;
 
 /// Where a production order's saga is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Phase {
+    /// The order is planned; the saga knows its lines and waits for it to start.
+    #[default]
+    Planned,
     /// Reservations are being asked for.
     Reserving,
     /// Every line is reserved (and the order told so).
@@ -80,7 +83,7 @@ pub struct Line {
 }
 
 /// Why the saga failed the order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Failure {
     /// The service whose answer decided it (`stock`).
     pub service: String,
@@ -140,7 +143,7 @@ pub enum Decision {
 }
 
 /// The saga of one production order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SagaState {
     /// The order.
     pub order_id: String,
@@ -169,6 +172,9 @@ pub struct SagaState {
     /// came first leaves it to the saga to close it once released.
     #[serde(default)]
     pub start_closed: bool,
+    /// Why the order was cancelled, once it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancel_reason: Option<String>,
 }
 
 impl SagaState {
@@ -200,7 +206,48 @@ impl SagaState {
             order_failed: false,
             correlation_id: correlation_id.to_owned(),
             start_closed: false,
+            cancel_reason: None,
         })
+    }
+
+    /// The saga of an order just planned: its lines known, waiting for the start.
+    pub fn planned(order_id: &str, order: &Order) -> Self {
+        let started = Order { status: OrderStatus::Started, ..order.clone() };
+        let mut saga = Self::start(order_id, &started, "").unwrap_or_default();
+        saga.phase = Phase::Planned;
+        saga
+    }
+
+    /// The order started, in conversation `correlation_id`: reservations are asked for.
+    pub fn begin(&mut self, correlation_id: &str) {
+        if self.phase == Phase::Planned {
+            self.phase = Phase::Reserving;
+            correlation_id.clone_into(&mut self.correlation_id);
+        }
+    }
+
+    /// The requests a cancel still calls for: release what is reserved, void what is pending
+    /// or unanswered.
+    pub fn cancellations(&self) -> Vec<StockRequest> {
+        let mut out = self.requests(LineStatus::Reserved, "release", |_| self.order_ref());
+        out.extend(self.requests(LineStatus::Pending, "void", |_| self.order_ref()));
+        out.extend(self.requests(LineStatus::Unanswered, "void", |_| self.order_ref()));
+        out.sort_by_key(|r| r.line);
+        out
+    }
+
+    /// The completion steps still to do: consume each reservation, then receive the product.
+    pub fn completions(&self) -> Vec<StockRequest> {
+        let mut out = self.requests(LineStatus::Reserved, "consume", |_| self.order_ref());
+        if !self.received {
+            out.push(StockRequest {
+                line: self.lines.len(),
+                stock_id: format!("{}@{}", self.product_id, self.warehouse),
+                command: "receive",
+                body: serde_json::json!({"qty": self.qty, "source": format!("order {}", self.order_id)}).to_string(),
+            });
+        }
+        out
     }
 
     /// The reservations still to ask for.
@@ -304,16 +351,7 @@ impl SagaState {
         } else {
             return Vec::new();
         }
-        let mut out = self.requests(LineStatus::Reserved, "consume", |_| self.order_ref());
-        if !self.received {
-            out.push(StockRequest {
-                line: self.lines.len(),
-                stock_id: format!("{}@{}", self.product_id, self.warehouse),
-                command: "receive",
-                body: serde_json::json!({"qty": self.qty, "source": format!("order {}", self.order_id)}).to_string(),
-            });
-        }
-        out
+        self.completions()
     }
 
     /// Records the answer to a consume or the receive; false when it must be tried again.
@@ -337,10 +375,7 @@ impl SagaState {
             return Vec::new();
         }
         self.phase = Phase::Releasing;
-        let mut out = self.requests(LineStatus::Reserved, "release", |_| self.order_ref());
-        out.extend(self.requests(LineStatus::Pending, "void", |_| self.order_ref()));
-        out.extend(self.requests(LineStatus::Unanswered, "void", |_| self.order_ref()));
-        out.sort_by_key(|r| r.line);
+        let out = self.cancellations();
         if out.is_empty() {
             self.phase = Phase::Cancelled;
         }

@@ -449,12 +449,12 @@ impl App {
             "$JS.API.CONSUMER.CREATE.KV_parked.>".to_owned(),
             "$JS.API.CONSUMER.DELETE.KV_parked.>".to_owned(),
         ]);
-        let permissions = Permissions { publish, deny: Vec::new(), subscribe: Vec::new() };
+        let permissions = Permissions { publish, deny: Vec::new(), subscribe: vec![format!("{name}.get.*")] };
         let pm = Arc::new(pm);
         let starter = move |ctx: StartCtx| -> BoxFuture<'static, Result<Started, StartError>> {
             let (pm, config) = (Arc::clone(&pm), config.clone());
             Box::pin(async move {
-                let engine = crate::process::ProcessEngine::start(ctx.client, pm, &config).await?;
+                let engine = crate::process::ProcessEngine::start(ctx.client, pm, &config, ctx.metrics).await?;
                 let started: Started =
                     Box::new(move |stop| Box::pin(engine.run_until_stopped(stop, config.max_in_flight)));
                 Ok(started)

@@ -8,7 +8,7 @@ use factory_domain::order::{Order, OrderCommand, ProductInfo};
 use factory_domain::product::Product;
 use factory_domain::stock::Stock;
 use factory_notifier::Notifier;
-use factory_saga::{Saga, SagaConfig};
+use factory_saga::{ProductionSaga, SagaConfig};
 use futures::future::BoxFuture;
 use jetsource::id::escape_kv_token;
 use jetsource::{AggregateId, ErrorCode};
@@ -35,32 +35,10 @@ pub fn configured(saga: SagaConfig) -> App {
         .view::<OrdersView>(ViewKeys::aggregate::<Order>())
         .view::<ProductsView>(ViewKeys::aggregate::<Product>())
         .view::<CommandsView>(ViewKeys::custom(COMMAND_ID, command_key, escape_kv_token))
-        .service(
-            ServiceSpec::custom(
-                "saga",
-                "The production saga: reserves, releases and consumes stock for orders",
-                move |ctx| {
-                    let saga = saga.clone();
-                    Box::pin(async move {
-                        let saga = Saga::start(ctx.client, saga, ctx.metrics).await?;
-                        Ok(run(move |stop| saga.run_until_stopped(stop)))
-                    })
-                },
-            )
-            .permissions(Permissions::new(
-                &[
-                    "cmd.stock.>", "cmd.order.>", "evt.order.>",
-                    "$JS.API.INFO", "$JS.API.STREAM.INFO.*", "$JS.API.DIRECT.GET.>", "$JS.API.STREAM.MSG.GET.>",
-                    "$JS.API.CONSUMER.INFO.EVENTS.saga", "$JS.API.CONSUMER.MSG.NEXT.EVENTS.saga",
-                    // rewinding its consumer after a takeover from another instance
-                    "$JS.API.CONSUMER.RESET.EVENTS.saga",
-                    "$JS.ACK.EVENTS.saga.>",
-                    "$KV.sagas.>", "$KV.snapshots.>",
-                    // its parked events (the consumer loop's poison policy), listed at start
-                    "$KV.parked.saga.>", "$JS.API.CONSUMER.CREATE.KV_parked.>", "$JS.API.CONSUMER.DELETE.KV_parked.>",
-                ],
-                &["saga.get.*"],
-            )),
+        .process_manager(
+            ProductionSaga::default(),
+            "The production saga: reserves, releases and consumes stock for orders",
+            saga.process(),
         )
         .service(ServiceSpec::custom("notifier", "Asynchronous outcomes of commands to notify.<command_id>", |ctx| {
             Box::pin(async move {

@@ -1,40 +1,66 @@
 //! # factory-saga
 //!
-//! The production saga (a process manager): a durable consumer (`saga`) on order events that
-//! asks the stock service to reserve, release and consume resources, and tells the order how it
-//! went. The decisions are pure and live in [`factory_domain::saga`]; this crate does the I/O:
+//! The production saga, a process manager on the framework's engine
+//! ([`jetsource_runtime::process`]): it follows order events and asks the stock service to
+//! reserve, release, void and consume resources, and tells the order how it went — every command
+//! over NATS to the command services. The decisions are [`factory_domain::saga::SagaState`]'s;
+//! [`ProductionSaga`] turns them into effects, one command at a time:
 //!
-//! - each event is handled with the state kept in the KV bucket `sagas` (so a restart continues
-//!   where it stopped and decides the same), events of one order strictly in order, orders in
-//!   parallel;
-//! - every stock command is a NATS request to `cmd.stock.<sku>@<warehouse>.<command>` with an
-//!   `Idempotency-Key` derived from the event that caused it (a redelivered event is answered
-//!   from the first outcome, never reserved twice), the `start` command's id as
-//!   `Correlation-Id`, the event id as `Causation-Id`, and the trace context;
-//! - a reservation refused or unanswered within [`SagaConfig::request_timeout`] releases what
-//!   was taken and fails the order (`OrderFailed` with the reason and the service);
-//! - what cannot be done now (the stock service is down during a release) is retried until it
-//!   is, holding that order's later events back.
+//! - `OrderPlanned`: the lines (`qty × bom`) are known; `OrderStarted`: reserve each; all
+//!   reserved → `confirm-reserved`; a refusal or no answer within [`SagaConfig::request_timeout`]
+//!   → `fail` first, then release what was taken and void what went unanswered;
+//! - `OrderCompleted`: consume each reservation, then receive the product;
+//! - `OrderCancelled`: release and void; a cancel that came while reserving closes the start
+//!   with `abandon-start`.
 //!
-//! `saga.get.<order_id>` answers an order's saga state.
-//!
-//! One saga instance runs at a time (like the projector; see `docs/adr`). For crash tests,
-//! `FACTORY_SAGA_ABORT_AFTER_STEPS=<n>` aborts the process after `n` stock answers.
+//! The engine keeps the state (KV `processes`, key `saga.<order>`; `saga.get.<order_id>`
+//! answers it), derives every command's idempotency key from the event that caused it (a
+//! redelivered event is answered from the first outcome, never reserved twice), retries what
+//! cannot be done now while that order's later events wait, and runs any number of instances
+//! (one active, the others on standby). For crash tests, `FACTORY_SAGA_ABORT_AFTER_STEPS=<n>`
+//! aborts the process after `n` stock answers.
 //!
 //! ## Example
 //! ```no_run
-//! # async fn run(client: async_nats::Client) -> Result<(), Box<dyn std::error::Error>> {
-//! use std::sync::Arc;
-//! let metrics = Arc::new(jetsource_telemetry::Metrics::new("example"));
-//! let saga = factory_saga::Saga::start(client, factory_saga::SagaConfig::default(), metrics).await?;
-//! saga.run_until_stopped(jetsource_runtime::Shutdown::new()).await;
-//! # Ok(()) }
+//! let app = jetsource_runtime::App::new("factory").process_manager(
+//!     factory_saga::ProductionSaga::default(),
+//!     "Production saga",
+//!     factory_saga::SagaConfig::default().process(),
+//! );
 //! ```
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![warn(clippy::unwrap_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
-mod run;
+use std::time::Duration;
 
-pub use run::{Saga, SagaConfig, SagaError};
+mod process;
+
+pub use process::ProductionSaga;
+
+/// How the saga runs.
+#[derive(Debug, Clone)]
+pub struct SagaConfig {
+    /// How long a stock command may go unanswered before the order fails (`timeout`).
+    pub request_timeout: Duration,
+    /// Order events handled at once (events of one order are always one after the other).
+    pub max_in_flight: usize,
+}
+
+impl Default for SagaConfig {
+    fn default() -> Self {
+        Self { request_timeout: Duration::from_secs(5), max_in_flight: 256 }
+    }
+}
+
+impl SagaConfig {
+    /// The engine's settings for these.
+    pub fn process(&self) -> jetsource_runtime::process::ProcessConfig {
+        jetsource_runtime::process::ProcessConfig {
+            request_timeout: self.request_timeout,
+            max_in_flight: self.max_in_flight,
+            ..Default::default()
+        }
+    }
+}

@@ -57,6 +57,9 @@ pub struct ProcessEngine<P: ProcessManager> {
     events: PullConsumer,
     deadlines: PullConsumer,
     parked: kv::Store,
+    /// `<name>.get.<instance>`: an instance's state.
+    queries: async_nats::Subscriber,
+    query_stats: Arc<crate::micro::Endpoint>,
     /// Answers `$SRV` discovery while it runs.
     _micro: crate::micro::MicroService,
 }
@@ -64,6 +67,7 @@ pub struct ProcessEngine<P: ProcessManager> {
 struct Inner<P: ProcessManager> {
     pm: Arc<P>,
     name: &'static str,
+    metrics: Arc<jetsource_telemetry::Metrics>,
     js: jetstream::Context,
     client: wire::Client,
     states: kv::Store,
@@ -89,7 +93,12 @@ impl<P: ProcessManager> ProcessEngine<P> {
     ///
     /// # Errors
     /// [`StartError`] when the topology is missing or JetStream does not answer.
-    pub async fn start(client: async_nats::Client, pm: Arc<P>, config: &ProcessConfig) -> Result<Self, StartError> {
+    pub async fn start(
+        client: async_nats::Client,
+        pm: Arc<P>,
+        config: &ProcessConfig,
+        metrics: Arc<jetsource_telemetry::Metrics>,
+    ) -> Result<Self, StartError> {
         let name = pm.name();
         let fail = |reason: String| StartError { name, reason };
         let js = jetstream::new(client.clone());
@@ -143,21 +152,39 @@ impl<P: ProcessManager> ProcessEngine<P> {
         )
         .await
         .map_err(|e| fail(e.to_string()))?;
+        let (queries, query_stats) =
+            micro.endpoint("state", &format!("{name}.get.*"), name).await.map_err(|e| fail(e.to_string()))?;
         let inner = Arc::new(Inner {
             pm,
             name,
+            metrics,
             js,
             client: wire::Client::new(client, config.request_timeout),
             states,
             timers,
             stripes: (0..64).map(|_| tokio::sync::Mutex::new(())).collect(),
         });
-        Ok(Self { inner, events, deadlines, parked, _micro: micro })
+        Ok(Self { inner, events, deadlines, parked, queries, query_stats, _micro: micro })
     }
 
     /// Handles inputs until `shutdown`.
     pub async fn run_until_stopped(self, shutdown: Shutdown, max_in_flight: usize) {
-        let Self { inner, events, deadlines, parked, _micro } = self;
+        let Self { inner, events, deadlines, parked, queries, query_stats, _micro } = self;
+        let answer = {
+            let inner = Arc::clone(&inner);
+            let client = inner.client.nats().clone();
+            crate::endpoint::serve(
+                client,
+                queries,
+                query_stats,
+                crate::endpoint::DEFAULT_IN_FLIGHT,
+                shutdown.clone(),
+                move |request| {
+                    let inner = Arc::clone(&inner);
+                    async move { inner.answer_query(&request).await }
+                },
+            )
+        };
         let name = inner.name;
         let config = |consumer: &'static str| PerEventConfig { max_in_flight, ..PerEventConfig::new(consumer) };
         let deadlines_name: &'static str = Box::leak(format!("{name}_deadlines").into_boxed_str());
@@ -175,7 +202,7 @@ impl<P: ProcessManager> ProcessEngine<P> {
             Arc::new(Deadlines(Arc::clone(&inner))),
             shutdown,
         );
-        futures::future::join(on_events, on_deadlines).await;
+        futures::future::join3(on_events, on_deadlines, answer).await;
     }
 }
 
@@ -224,8 +251,14 @@ impl<P: ProcessManager> Inner<P> {
             instance,
             cause = %cause.id,
         );
+        if let Input::Event(event) = &input
+            && let Ok(attributes) = event.stored.attributes()
+        {
+            jetsource_telemetry::propagation::set_parent_from_trace(&span, &attributes.metadata.trace);
+        }
         match self.carry_out(instance, cause, input).instrument(span).await {
-            Ok(()) => Outcome::Done,
+            Ok(None) => Outcome::Done,
+            Ok(Some(why)) => Outcome::Park(why),
             Err(Again(why)) => {
                 tracing::warn!(service = self.name, instance, reason = %why, "process step postponed; retrying");
                 Outcome::Retry(Duration::ZERO)
@@ -233,23 +266,27 @@ impl<P: ProcessManager> Inner<P> {
         }
     }
 
-    async fn carry_out(&self, instance: &str, cause: &Cause, input: Input<'_>) -> Result<(), Again> {
+    /// Carries `input` through; `Some(reason)` when it is to be parked.
+    async fn carry_out(&self, instance: &str, cause: &Cause, input: Input<'_>) -> Result<Option<String>, Again> {
         let key = format!("{}.{}", self.name, jetsource::id::escape_kv_token(instance));
-        let (mut state, mut revision) = self.load(&key).await?;
+        let (before, mut revision) = self.load(&key).await?;
+        let mut state = before.clone();
+        let mut dirty = false;
         let mut work: VecDeque<Effect<P::State>> = self.pm.on(&state, input).into();
         while let Some(effect) = work.pop_front() {
             match effect {
                 Effect::Save(next) => {
-                    let bytes = serde_json::to_vec(&next).map_err(|e| Again(e.to_string()))?;
-                    revision = self
-                        .states
-                        .update(&key, bytes.into(), revision)
-                        .await
-                        .map_err(|e| Again(format!("saving the state of {key}: {e}")))?;
                     state = next;
+                    dirty = true;
                 }
                 Effect::Send { step, command } => {
+                    // What was decided so far is kept before anything is asked of others.
+                    if dirty {
+                        revision = self.save(&key, &state, revision).await?;
+                        dirty = false;
+                    }
                     let reply = self.send(instance, cause, &step, command).await?;
+                    self.pm.replied(&self.metrics, &step, &reply);
                     let next = self.pm.on(&state, Input::Replied { step: &step, reply: &reply });
                     for effect in next.into_iter().rev() {
                         work.push_front(effect);
@@ -257,7 +294,18 @@ impl<P: ProcessManager> Inner<P> {
                 }
                 Effect::Schedule { name, at } => self.schedule(instance, &name, at, cause).await?,
                 Effect::Cancel { name } => self.cancel(instance, &name).await?,
-                Effect::Retry(why) => return Err(Again(why)),
+                Effect::Retry(why) => {
+                    if dirty {
+                        self.save(&key, &state, revision).await?;
+                    }
+                    return Err(Again(why));
+                }
+                Effect::Park(why) => {
+                    if dirty {
+                        self.save(&key, &state, revision).await?;
+                    }
+                    return Ok(Some(why));
+                }
                 Effect::Finish => {
                     if revision > 0 {
                         self.states
@@ -265,11 +313,46 @@ impl<P: ProcessManager> Inner<P> {
                             .await
                             .map_err(|e| Again(format!("finishing {key}: {e}")))?;
                     }
-                    return Ok(());
+                    self.pm.observed(&self.metrics, &input, &before, &state);
+                    return Ok(None);
                 }
             }
         }
-        Ok(())
+        if dirty {
+            self.save(&key, &state, revision).await?;
+        }
+        self.pm.observed(&self.metrics, &input, &before, &state);
+        Ok(None)
+    }
+
+    /// Writes `state` if `key` is still at `revision`; the new revision.
+    async fn save(&self, key: &str, state: &P::State, revision: u64) -> Result<u64, Again> {
+        let bytes = serde_json::to_vec(state).map_err(|e| Again(e.to_string()))?;
+        self.states
+            .update(key, bytes.into(), revision)
+            .await
+            .map_err(|e| Again(format!("saving the state of {key}: {e}")))
+    }
+
+    /// `<name>.get.<instance>`: the state, or `not_found`.
+    async fn answer_query(&self, request: &async_nats::Message) -> crate::endpoint::Answer {
+        let prefix = format!("{}.get.", self.name);
+        let instance = request.subject.strip_prefix(prefix.as_str()).unwrap_or_default();
+        let result = match jetsource::AggregateId::new(instance) {
+            Err(e) => Err(ErrorBody::new(ErrorCode::Invalid, e.to_string())),
+            Ok(id) => {
+                let key = format!("{}.{}", self.name, jetsource::id::escape_kv_token(id.as_str()));
+                match self.states.get(&key).await {
+                    Ok(Some(bytes)) => Ok(bytes),
+                    Ok(None) => Err(ErrorBody::new(ErrorCode::NotFound, format!("no {} for {id}", self.name))),
+                    Err(e) => Err(ErrorBody::new(ErrorCode::Unavailable, e.to_string())),
+                }
+            }
+        };
+        match result {
+            Ok(bytes) => crate::endpoint::Answer::ok(bytes),
+            Err(error) => crate::endpoint::Answer::error(&error),
+        }
     }
 
     /// The state of `key` and its revision (0: none yet).
@@ -295,15 +378,27 @@ impl<P: ProcessManager> Inner<P> {
         mut command: wire::CommandRequest,
     ) -> Result<Reply, Again> {
         command.idempotency_key = Some(derived_key(self.name, instance, &cause.id, step));
-        if !cause.correlation_id.is_empty() {
+        if command.correlation_id.is_none() && !cause.correlation_id.is_empty() {
             command.correlation_id = Some(cause.correlation_id.clone());
         }
         command.causation_id = Some(cause.id.clone());
         command.actor = Some(self.name.to_owned());
-        match self.client.request(command.subject(), command.header_map(), command.body.clone()).await {
+        let span = tracing::info_span!(
+            "process.command",
+            service = self.name,
+            otel.name = %format!("{} {} {}", self.name, command.command, command.id),
+            aggregate_type = %command.aggregate_type,
+            aggregate_id = %command.id,
+            step,
+        );
+        jetsource_telemetry::propagation::inject(&span, &mut command.headers);
+        let sent = self.client.request(command.subject(), command.header_map(), command.body.clone()).instrument(span);
+        match sent.await {
             Ok(reply) => Ok(Reply::Done(serde_json::from_slice(&reply.payload).unwrap_or(serde_json::Value::Null))),
             Err(CallError::Reply(body)) => match body.code {
-                ErrorCode::Unavailable | ErrorCode::Timeout => Ok(Reply::NoAnswer(body)),
+                ErrorCode::Unavailable | ErrorCode::Timeout | ErrorCode::ConsistencyTimeout => {
+                    Ok(Reply::NoAnswer(body))
+                }
                 ErrorCode::Conflict | ErrorCode::Internal => Err(Again(format!("{step}: {}", body.message))),
                 _ => {
                     tracing::warn!(service = self.name, instance, step, code = body.code.as_str(), reason = body.reason.as_deref().unwrap_or_default(), detail = %body.message, "a command of the process was refused");

@@ -87,6 +87,23 @@ pub trait ProcessManager: Send + Sync + 'static {
     fn commands_to(&self) -> Vec<&'static str> {
         Vec::new()
     }
+
+    /// Hears a command's answer as it comes (for metrics); does nothing by default.
+    fn replied(&self, metrics: &jetsource_telemetry::Metrics, step: &str, reply: &Reply) {
+        let _ = (metrics, step, reply);
+    }
+
+    /// Hears what an input changed once it is carried through (for metrics and logs, in the
+    /// input's trace); does nothing by default.
+    fn observed(
+        &self,
+        metrics: &jetsource_telemetry::Metrics,
+        input: &Input<'_>,
+        before: &Self::State,
+        after: &Self::State,
+    ) {
+        let _ = (metrics, input, before, after);
+    }
 }
 
 /// What a process manager reacts to.
@@ -147,8 +164,12 @@ pub enum Effect<S> {
         /// The deadline's name.
         name: String,
     },
-    /// Keep this as the instance's state.
+    /// Keep this as the instance's state (written to the bucket before the next command is
+    /// sent, and once the input is carried through, retried or parked).
     Save(S),
+    /// The input can never be handled as it is (it does not decode): park it, and the
+    /// instance's later inputs behind it, until an operator retries.
+    Park(String),
     /// This input cannot be carried through now (a command went unanswered): the effects so
     /// far stand, and the input comes again after a backoff.
     Retry(String),
