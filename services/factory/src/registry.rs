@@ -36,7 +36,7 @@ pub fn configured(saga: SagaConfig) -> App {
         .view::<ProductsView>(ViewKeys::aggregate::<Product>())
         .view::<CommandsView>(ViewKeys::custom(COMMAND_ID, command_key, escape_kv_token))
         .process_manager(
-            ProductionSaga::default(),
+            ProductionSaga::new(&saga),
             "The production saga: reserves, releases and consumes stock for orders",
             saga.process(),
         )

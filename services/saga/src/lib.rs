@@ -11,7 +11,9 @@
 //!   → `fail` first, then release what was taken and void what went unanswered;
 //! - `OrderCompleted`: consume each reservation, then receive the product;
 //! - `OrderCancelled`: release and void; a cancel that came while reserving closes the start
-//!   with `abandon-start`.
+//!   with `abandon-start`;
+//! - `ResourcesReserved`: a deadline ([`SagaConfig::reservation_hold`], kept by NATS) after
+//!   which an order still not completed is cancelled, so its stock is not held forever.
 //!
 //! The engine keeps the state (KV `processes`, key `saga.<order>`; `saga.get.<order_id>`
 //! answers it), derives every command's idempotency key from the event that caused it (a
@@ -23,7 +25,7 @@
 //! ## Example
 //! ```no_run
 //! let app = jetsource_runtime::App::new("factory").process_manager(
-//!     factory_saga::ProductionSaga::default(),
+//!     factory_saga::ProductionSaga::new(&factory_saga::SagaConfig::default()),
 //!     "Production saga",
 //!     factory_saga::SagaConfig::default().process(),
 //! );
@@ -46,11 +48,19 @@ pub struct SagaConfig {
     pub request_timeout: Duration,
     /// Order events handled at once (events of one order are always one after the other).
     pub max_in_flight: usize,
+    /// How long a reserved order may hold its stock without completing: then the saga cancels
+    /// it (reason `reservation hold expired`) and the stock is released. A deadline kept by
+    /// NATS: it comes even if every factory process was down when it was due.
+    pub reservation_hold: Duration,
 }
 
 impl Default for SagaConfig {
     fn default() -> Self {
-        Self { request_timeout: Duration::from_secs(5), max_in_flight: 256 }
+        Self {
+            request_timeout: Duration::from_secs(5),
+            max_in_flight: 256,
+            reservation_hold: Duration::from_secs(24 * 3600),
+        }
     }
 }
 

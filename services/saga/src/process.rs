@@ -12,19 +12,32 @@ use jetsource_runtime::process::{Effect, Input, ProcessManager, Reply};
 use jetsource_runtime::wire::CommandRequest;
 use jetsource_telemetry::Metrics;
 
+/// The deadline after which a reserved order that did not complete is cancelled.
+const HOLD: &str = "hold";
+
 /// The production saga.
 pub struct ProductionSaga {
     codec: Codec<OrderEvent>,
+    /// How long a reserved order may hold its stock.
+    hold: time::Duration,
     /// Fault injection for crash tests: abort the process after this many stock answers
     /// (`FACTORY_SAGA_ABORT_AFTER_STEPS`), as a crash mid-saga would.
     abort_after: Option<AtomicU64>,
 }
 
-impl Default for ProductionSaga {
-    fn default() -> Self {
+impl ProductionSaga {
+    /// The saga with `config`'s reservation hold.
+    pub fn new(config: &crate::SagaConfig) -> Self {
         let abort_after =
             std::env::var("FACTORY_SAGA_ABORT_AFTER_STEPS").ok().and_then(|v| v.parse().ok()).map(AtomicU64::new);
-        Self { codec: Codec::default(), abort_after }
+        let hold = time::Duration::try_from(config.reservation_hold).unwrap_or(time::Duration::DAY);
+        Self { codec: Codec::default(), hold, abort_after }
+    }
+}
+
+impl Default for ProductionSaga {
+    fn default() -> Self {
+        Self::new(&crate::SagaConfig::default())
     }
 }
 
@@ -67,16 +80,24 @@ impl ProcessManager for ProductionSaga {
                         state.begin(event.correlation_id());
                         next(state)
                     }
+                    // Reserved: the stock is held until the order completes, at most `hold`.
+                    OrderEvent::ResourcesReserved { .. } if state.phase == Phase::Reserved => {
+                        vec![Effect::Schedule { name: HOLD.into(), at: event.stored.stored_at + self.hold }]
+                    }
                     OrderEvent::OrderCompleted {} if !state.order_id.is_empty() => {
                         let _ = state.complete();
-                        next(state)
+                        let mut effects = vec![Effect::Cancel { name: HOLD.into() }];
+                        effects.extend(next(state));
+                        effects
                     }
                     // Cancelled before it started: nothing is held.
                     OrderEvent::OrderCancelled { .. } if state.phase == Phase::Planned => vec![Effect::Finish],
                     OrderEvent::OrderCancelled { reason } if !state.order_id.is_empty() && !state.phase.is_final() => {
                         state.cancel_reason = Some(reason);
                         let _ = state.cancel();
-                        next(state)
+                        let mut effects = vec![Effect::Cancel { name: HOLD.into() }];
+                        effects.extend(next(state));
+                        effects
                     }
                     // Failed (or cancelled) already, its fail refused by the cancel: close the start.
                     OrderEvent::OrderCancelled { reason } if !state.order_id.is_empty() && !state.start_closed => {
@@ -87,6 +108,13 @@ impl ProcessManager for ProductionSaga {
                 }
             }
             Input::Replied { step, reply } => answered(state, step, reply),
+            // Still reserved (not completed, not cancelled) when the hold ends: cancel the order;
+            // its cancel event releases the stock.
+            Input::Deadline { name, .. } if name == HOLD && state.phase == Phase::Reserved => {
+                let body = serde_json::json!({ "reason": "reservation hold expired" }).to_string();
+                let command = CommandRequest::new("order", &state.order_id, "cancel", body);
+                vec![Effect::Send { step: "expire".into(), command }]
+            }
             Input::Deadline { .. } => Vec::new(),
         }
     }
@@ -236,6 +264,9 @@ fn answered(mut state: SagaState, step: &str, reply: &Reply) -> Effects {
             state.start_closed = true;
             vec![Effect::Save(state)]
         }
+        // The order was cancelled (its event comes next), or had moved on: nothing more here.
+        ("expire", _) if unanswered => vec![Effect::Retry(format!("{step} of order unanswered"))],
+        ("expire", _) => Vec::new(),
         ("release" | "void", Some(line)) => {
             let recorded = if state.phase == Phase::Releasing {
                 state.cancel_step(line, &answer)

@@ -12,7 +12,7 @@ use serde_json::Value;
 pub struct Factory {
     pub server: NatsServer,
     pub client: Client,
-    apps: Vec<Shutdown>,
+    apps: Vec<(Shutdown, tokio::task::JoinHandle<()>)>,
 }
 
 /// A process this test started (`factory run ...`), killed when dropped.
@@ -75,8 +75,17 @@ impl Factory {
         tune(&mut config);
         let app = App::build(config).await.expect("app builds");
         let shutdown = Shutdown::new();
-        tokio::spawn(app.run_until_stopped(shutdown.clone()));
-        self.apps.push(shutdown);
+        let running = tokio::spawn(app.run_until_stopped(shutdown.clone()));
+        self.apps.push((shutdown, running));
+    }
+
+    /// Stops every process started with [`Factory::spawn`] and waits until they are down (the
+    /// server keeps running).
+    pub async fn stop_all(&mut self) {
+        for (shutdown, running) in self.apps.drain(..) {
+            shutdown.trigger();
+            let _ = running.await;
+        }
     }
 
     /// Starts `factory run <services>` as a separate process against this server.
@@ -154,7 +163,7 @@ impl Factory {
 
 impl Drop for Factory {
     fn drop(&mut self) {
-        for app in &self.apps {
+        for (app, _) in &self.apps {
             app.trigger();
         }
     }

@@ -374,3 +374,73 @@ async fn an_order_cancelled_while_its_resources_are_reserved_ends_its_start_as_f
     answering.abort();
     drop(fake);
 }
+
+#[tokio::test]
+async fn a_reservation_hold_that_ends_while_the_whole_factory_is_down_cancels_the_order_once_it_is_back() {
+    // Arrange: orders may hold their stock 2 s; one is reserved, then the whole factory stops
+    let mut factory = Factory::server_only().await;
+    let services = || factory::app::all_services().into_iter().filter(|s| *s != "gateway").collect::<Vec<_>>();
+    let hold = |config: &mut factory::app::AppConfig| config.saga.reservation_hold = Duration::from_secs(2);
+    factory.spawn(services(), hold).await;
+    catalogue(&factory, &[("bolt", 2)], 10).await;
+    start(&factory, "o-6", 1, "start-o-6").await;
+    let reserved = final_status(&factory, "start-o-6").await;
+    assert_eq!(reserved["status"], "completed", "{reserved}");
+    let js = async_nats::jetstream::new(factory.client.clone());
+    let timers = |subject: &'static str| {
+        let js = js.clone();
+        async move {
+            let stream = js.get_stream("TIMERS").await.unwrap();
+            let subjects: Vec<(String, usize)> =
+                futures::TryStreamExt::try_collect(stream.info_with_subjects(subject).await.unwrap()).await.unwrap();
+            subjects.len()
+        }
+    };
+    eventually("the hold to be scheduled", || async { (timers("sched.saga.o-6.hold").await == 1).then_some(()) }).await;
+
+    // Act: down across the deadline, then back
+    factory.stop_all().await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let fired_while_down = timers("timer.saga.o-6.hold").await;
+    factory.spawn(services(), hold).await;
+    let saga = eventually("the expired order to be released", || async {
+        let saga = factory.query("saga.get.o-6", "").await.body;
+        (saga["phase"] == "cancelled").then_some(saga)
+    })
+    .await;
+
+    // Assert: NATS kept the deadline while nothing ran; once back, the order was cancelled once
+    // and its stock released
+    assert_eq!(fired_while_down, 1);
+    assert_eq!(saga["cancel_reason"], "reservation hold expired");
+    let order = history(&factory, "evt.order.o-6").await;
+    let cancels = order.iter().filter(|(name, _)| name == "OrderCancelled").count();
+    assert_eq!(cancels, 1, "{order:?}");
+    let bolts = history(&factory, "evt.stock.bolt@main").await;
+    let names: Vec<&str> = bolts.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(names, ["StockReceived", "StockReserved", "ReservationReleased"]);
+}
+
+#[tokio::test]
+async fn an_order_completed_within_its_hold_is_not_cancelled_when_the_hold_would_have_ended() {
+    // Arrange
+    let mut factory = Factory::server_only().await;
+    let services = factory::app::all_services().into_iter().filter(|s| *s != "gateway").collect::<Vec<_>>();
+    factory.spawn(services, |config| config.saga.reservation_hold = Duration::from_secs(1)).await;
+    catalogue(&factory, &[("bolt", 1)], 10).await;
+    start(&factory, "o-7", 1, "start-o-7").await;
+    final_status(&factory, "start-o-7").await;
+
+    // Act
+    factory.send("cmd.order.o-7.complete", "{}").await.ok();
+    eventually("the saga to complete", || async {
+        (factory.query("saga.get.o-7", "").await.body["phase"] == "completed").then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+
+    // Assert: the hold was cancelled with the completion
+    let order = history(&factory, "evt.order.o-7").await;
+    assert!(order.iter().all(|(name, _)| name != "OrderCancelled"), "{order:?}");
+    assert_eq!(factory.query("saga.get.o-7", "").await.body["phase"], "completed");
+}
