@@ -196,11 +196,7 @@ async fn a_poison_event_parks_only_its_aggregate_and_stays_visible() {
 async fn two_projector_processes_at_once_keep_every_view_equal_to_the_fold() {
     // Arrange: command services in this process, two projectors started by mistake (or on
     // purpose: one is active, the other on standby)
-    let mut factory = Factory::server_only().await;
-    factory.spawn(vec!["catalog", "stock", "production"], |_| {}).await;
-    let factory = Arc::new(factory);
-    let _first = factory.run_process(&["projector"]);
-    let _second = factory.run_process(&["projector"]);
+    let (factory, _first, _second) = active_and_standby().await;
 
     // Act: steady load, queries answered by either
     workload(&factory, 8, 6).await;
@@ -222,6 +218,17 @@ fn steady_receives(factory: &Arc<Factory>, running: &Arc<AtomicBool>) -> tokio::
     })
 }
 
+/// Command services in this process; two projector processes, the first started (and active)
+/// first.
+async fn active_and_standby() -> (Arc<Factory>, crate::support::Process, crate::support::Process) {
+    let mut factory = Factory::server_only().await;
+    factory.spawn(vec!["catalog", "stock", "production"], |_| {}).await;
+    let factory = Arc::new(factory);
+    let active = factory.run_process(&["projector"]);
+    let standby = factory.run_process(&["projector"]);
+    (factory, active, standby)
+}
+
 fn signal(process: &crate::support::Process, signal: &str) {
     let pid = process.0.id().to_string();
     let status = std::process::Command::new("kill").args([signal, &pid]).status().unwrap();
@@ -231,11 +238,7 @@ fn signal(process: &crate::support::Process, signal: &str) {
 #[tokio::test]
 async fn a_hung_active_projector_loses_its_views_to_the_standby_and_its_late_writes_change_nothing() {
     // Arrange: the first projector takes the pin of every view; the second waits on standby
-    let mut factory = Factory::server_only().await;
-    factory.spawn(vec!["catalog", "stock", "production"], |_| {}).await;
-    let factory = Arc::new(factory);
-    let active = factory.run_process(&["projector"]);
-    let _standby = factory.run_process(&["projector"]);
+    let (factory, active, _standby) = active_and_standby().await;
     let running = Arc::new(AtomicBool::new(true));
     let load = steady_receives(&factory, &running);
 
@@ -257,11 +260,7 @@ async fn a_hung_active_projector_loses_its_views_to_the_standby_and_its_late_wri
 #[tokio::test]
 async fn when_the_active_projector_dies_under_load_the_standby_takes_over_and_the_views_stay_exact() {
     // Arrange: the first projector takes the pin of every view; the second waits on standby
-    let mut factory = Factory::server_only().await;
-    factory.spawn(vec!["catalog", "stock", "production"], |_| {}).await;
-    let factory = Arc::new(factory);
-    let active = factory.run_process(&["projector"]);
-    let _standby = factory.run_process(&["projector"]);
+    let (factory, active, _standby) = active_and_standby().await;
     let running = Arc::new(AtomicBool::new(true));
     let load = steady_receives(&factory, &running);
 
