@@ -89,16 +89,16 @@ pub fn of_order_event(event: &OrderEvent, source: &str) -> Option<Outcome> {
     }
 }
 
-/// The outcome of view `view` parking event `event_type` (seq `seq` of `subject`) of the
-/// command, for `reason`.
-pub fn of_parked(view: &str, event_type: &str, seq: u64, subject: &str, reason: &str) -> Outcome {
-    Outcome {
-        status: "failed",
-        service: "projector".into(),
-        code: "projection_failed".into(),
-        reason: None,
-        message: format!("view {view} could not apply {event_type} (seq {seq}) of {subject}: {reason}"),
-    }
+/// The outcome of `parked_by` (the projector, for view `view`; or a process manager, whose
+/// name `view` then is) parking event `event_type` (seq `seq` of `subject`) of the command, for
+/// `reason`.
+pub fn of_parked(parked_by: &str, view: &str, event_type: &str, seq: u64, subject: &str, reason: &str) -> Outcome {
+    let (code, message) = if parked_by == "projector" {
+        ("projection_failed", format!("view {view} could not apply {event_type} (seq {seq}) of {subject}: {reason}"))
+    } else {
+        ("process_failed", format!("{view} could not handle {event_type} (seq {seq}) of {subject}: {reason}"))
+    };
+    Outcome { status: "failed", service: parked_by.to_owned(), code: code.into(), reason: None, message }
 }
 
 /// The service name in a `ce-source` (`/factory/saga` → `saga`).

@@ -441,6 +441,8 @@ impl App {
             format!("$JS.ACK.TIMERS.{name}_deadlines.>"),
             format!("$JS.API.STREAM.PURGE.{}", crate::process::TIMERS),
             format!("sched.{name}.>"),
+            // the facts reporting what it parked to the commands that caused it
+            format!("evt.view.{name}"),
             format!("$KV.{}.{name}.>", crate::process::BUCKET),
             format!("$JS.API.DIRECT.GET.KV_{}.>", crate::process::BUCKET),
             format!("$JS.API.STREAM.MSG.GET.KV_{}", crate::process::BUCKET),
@@ -454,6 +456,7 @@ impl App {
         let starter = move |ctx: StartCtx| -> BoxFuture<'static, Result<Started, StartError>> {
             let (pm, config) = (Arc::clone(&pm), config.clone());
             Box::pin(async move {
+                let config = crate::process::ProcessConfig { app: ctx.app.name().to_owned(), ..config };
                 let engine = crate::process::ProcessEngine::start(ctx.client, pm, &config, ctx.metrics).await?;
                 let started: Started =
                     Box::new(move |stop| Box::pin(engine.run_until_stopped(stop, config.max_in_flight)));

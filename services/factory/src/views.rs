@@ -407,7 +407,8 @@ impl CommandsView {
         }
         let outcome = if event.aggregate_type == EventParked::AGGREGATE_TYPE {
             let parked: EventParked = serde_json::from_slice(&event.stored.data).map_err(|e| e.to_string())?;
-            Some(status::of_parked(&parked.view, &parked.event_type, parked.seq, &parked.subject, &parked.reason))
+            let by = status::source_service(&attributes.source);
+            Some(status::of_parked(by, &parked.view, &parked.event_type, parked.seq, &parked.subject, &parked.reason))
         } else if event.aggregate_type == "order" {
             let source = status::source_service(&attributes.source);
             status::of_order_event(&decode(&self.orders, event)?, source)

@@ -188,7 +188,8 @@ impl Work {
         let outcome: status::Outcome = if stored.subject.starts_with(&format!("evt.{}.", EventParked::AGGREGATE_TYPE)) {
             {
                 let p: EventParked = serde_json::from_slice(&stored.data).ok()?;
-                status::of_parked(&p.view, &p.event_type, p.seq, &p.subject, &p.reason)
+                let by = status::source_service(&attributes.source);
+                status::of_parked(by, &p.view, &p.event_type, p.seq, &p.subject, &p.reason)
             }
         } else {
             let (_, event) = self.orders.decode(stored).ok()?;

@@ -89,7 +89,7 @@ impl EventParked {
                     metadata.correlation_id
                 },
                 causation_id: parked.map(|a| a.id).unwrap_or_default(),
-                actor: "projector".into(),
+                actor: store.config().service.clone(),
                 trace: metadata.trace,
             },
         };

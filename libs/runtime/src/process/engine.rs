@@ -35,11 +35,20 @@ pub struct ProcessConfig {
     pub from_start: bool,
     /// Replicas of its consumers.
     pub replicas: usize,
+    /// The application's name (`ce-source` `/<app>/<process>` of the facts it records; set from
+    /// the registry by [`crate::App::process_manager`]).
+    pub app: String,
 }
 
 impl Default for ProcessConfig {
     fn default() -> Self {
-        Self { request_timeout: Duration::from_secs(5), max_in_flight: 256, from_start: false, replicas: 1 }
+        Self {
+            request_timeout: Duration::from_secs(5),
+            max_in_flight: 256,
+            from_start: false,
+            replicas: 1,
+            app: "app".into(),
+        }
     }
 }
 
@@ -66,6 +75,8 @@ pub struct ProcessEngine<P: ProcessManager> {
 
 struct Inner<P: ProcessManager> {
     pm: Arc<P>,
+    /// Where the facts about parked inputs are recorded (their commands are told).
+    facts: jetsource::EventStore,
     name: &'static str,
     metrics: Arc<jetsource_telemetry::Metrics>,
     js: jetstream::Context,
@@ -154,8 +165,13 @@ impl<P: ProcessManager> ProcessEngine<P> {
         .map_err(|e| fail(e.to_string()))?;
         let (queries, query_stats) =
             micro.endpoint("state", &format!("{name}.get.*"), name).await.map_err(|e| fail(e.to_string()))?;
+        let facts = jetsource::EventStore::new(
+            client.clone(),
+            jetsource::StoreConfig { app: config.app.clone(), service: name.to_owned(), ..Default::default() },
+        );
         let inner = Arc::new(Inner {
             pm,
+            facts,
             name,
             metrics,
             js,
@@ -218,7 +234,11 @@ impl<P: ProcessManager> EventHandler for Events<P> {
                 id: jetsource::cloudevents::id(&event.headers).to_owned(),
                 correlation_id: view.correlation_id().to_owned(),
             };
-            self.0.handle(&instance, &cause, Input::Event(&view)).await
+            let outcome = self.0.handle(&instance, &cause, Input::Event(&view)).await;
+            match outcome {
+                Outcome::Park(reason) => self.0.report_parked(&view, reason).await,
+                other => other,
+            }
         })
     }
 }
@@ -352,6 +372,21 @@ impl<P: ProcessManager> Inner<P> {
         match result {
             Ok(bytes) => crate::endpoint::Answer::ok(bytes),
             Err(error) => crate::endpoint::Answer::error(&error),
+        }
+    }
+
+    /// Tells the command that caused `event` that it was parked (an `EventParked` fact on
+    /// `evt.view.<name>`, as views do), then parks it; tries again later if the fact cannot be
+    /// recorded, so no failure goes unreported.
+    async fn report_parked(&self, event: &EventView<'_>, reason: String) -> Outcome {
+        use jetsource::projection::EventParked;
+        let fact = EventParked::fact(&self.facts, self.name, 0, event, &reason);
+        match self.facts.append_fact(&format!("evt.{}.{}", EventParked::AGGREGATE_TYPE, self.name), fact).await {
+            Ok(_) => Outcome::Park(reason),
+            Err(e) => {
+                tracing::warn!(service = self.name, error = %e, "cannot record a parked input; retrying");
+                Outcome::Retry(Duration::ZERO)
+            }
         }
     }
 
