@@ -35,9 +35,14 @@ pub async fn run(window: Duration) -> anyhow::Result<()> {
     println!("| reader | events/s | ÷ raw |\n|---|---:|---:|");
     let raw = raw_fetch_and_ack(&js, total).await?;
     println!("| raw pull consumer: fetch batches of 1000, ack each batch (baseline) | {raw:.0} | 1.00 |");
-    let stock = view_rate(&client, StockView::default(), total).await?;
+    let stock = view_rate(&server.url(), &client, StockView::default, total, 1).await?;
     println!("| view `stock` (decode, fold, KV write, ack) | {stock:.0} | {:.2} |", stock / raw);
-    let commands = view_rate(&client, CommandsView::default(), total).await?;
+    let standby = view_rate(&server.url(), &client, StockView::default, total, 2).await?;
+    println!(
+        "| view `stock`, 2 instances (one active, one on standby: availability, not throughput) | {standby:.0} | {:.2} |",
+        standby / raw
+    );
+    let commands = view_rate(&server.url(), &client, CommandsView::default, total, 1).await?;
     println!("| view `commands` (one document per command) | {commands:.0} | {:.2} |", commands / raw);
 
     drop(server);
@@ -110,17 +115,37 @@ async fn raw_fetch_and_ack(js: &async_nats::jetstream::Context, total: u64) -> a
     Ok(rate)
 }
 
-async fn view_rate<P: Projection>(client: &async_nats::Client, projection: P, total: u64) -> anyhow::Result<f64> {
+/// Events/s of a fresh version of a view run by `instances` workers, each on its own
+/// connection (one pinned, the others on standby), until one reflects the stream's end.
+async fn view_rate<P: Projection>(
+    url: &str,
+    client: &async_nats::Client,
+    projection: impl Fn() -> P,
+    total: u64,
+    instances: usize,
+) -> anyhow::Result<f64> {
     let js = async_nats::jetstream::new(client.clone());
     let last = js.get_stream("EVENTS").await?.info().await?.state.last_sequence;
-    let name = projection.name();
-    let worker = ViewWorker::open(client.clone(), Arc::new(projection), 99, ViewConfig::default(), None).await?;
-    let handle = worker.handle();
+    let name = projection().name();
     let stop = Shutdown::new();
-    let signal = stop.clone();
+    let mut handles = Vec::new();
+    let mut workers = Vec::new();
+    for _ in 0..instances {
+        let connection = jetsource::connect(url, "bench-view").await?;
+        let worker = ViewWorker::open(connection, Arc::new(projection()), 99, ViewConfig::default(), None).await?;
+        handles.push(worker.handle());
+        workers.push(worker);
+    }
     let started = Instant::now();
-    tokio::spawn(worker.run(async move { signal.wait().await }));
-    anyhow::ensure!(handle.wait_applied(last, Duration::from_secs(600)).await, "view {name} did not catch up");
+    for worker in workers {
+        let signal = stop.clone();
+        tokio::spawn(worker.run(async move { signal.wait().await }));
+    }
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while !handles.iter().any(|h| h.applied() >= last) {
+        anyhow::ensure!(Instant::now() < deadline, "view {name} did not catch up");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let rate = total as f64 / started.elapsed().as_secs_f64();
     stop.trigger();
     tokio::time::sleep(Duration::from_millis(200)).await;
