@@ -9,6 +9,9 @@
 //! - [`inspect`]: an aggregate's state and history from the event store, at any point;
 //! - [`views`]: the registered views, type-erased; [`projector`]: the service keeping them
 //!   (workers per version, rebuilds, parked events, queries over NATS);
+//! - [`process`]: process managers — pure decisions (state + input → effects), the engine that
+//!   carries them out (state in KV, commands over NATS with derived keys, deadlines kept by NATS
+//!   as message schedules, standby instances) and a given/when/then fixture;
 //! - [`logbook`]: queries over the logs every service ships to the bus;
 //! - [`endpoint`]: the one request/reply loop every endpoint runs in;
 //! - [`micro`]: the NATS micro-service protocol (`$SRV.PING|INFO|STATS`) with our own endpoints;
