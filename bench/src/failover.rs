@@ -67,12 +67,7 @@ pub async fn run(_window: Duration) -> anyhow::Result<()> {
 
 /// The node leading `EVENTS` as node `node`'s monitoring endpoint says.
 fn leader_seen_by(cluster: &NatsCluster, node: usize) -> Option<usize> {
-    let body = jetsource_testkit::server::http_get(cluster.monitor_port(node), "/jsz?accounts=true&streams=true")?;
-    let jsz: serde_json::Value = serde_json::from_str(&body).ok()?;
-    let leader = jsz["account_details"].as_array()?.iter().find_map(|account| {
-        account["stream_detail"].as_array()?.iter().find(|s| s["name"] == "EVENTS")?["cluster"]["leader"].as_str()
-    })?;
-    cluster.node_index(leader)
+    cluster.node_index(cluster.stream_on(node, "EVENTS")?["cluster"]["leader"].as_str()?)
 }
 
 /// The node leading `EVENTS`, once one of the nodes other than `not` names one other than
@@ -167,13 +162,7 @@ async fn leader_kills(cluster: &mut NatsCluster, client: &async_nats::Client) ->
 /// Until every node reports the same last sequence of `EVENTS` (a restarted node caught up),
 /// then a little longer for its Raft groups to settle.
 async fn settle(cluster: &NatsCluster) {
-    let last_seq = |node: usize| -> Option<u64> {
-        let body = jetsource_testkit::server::http_get(cluster.monitor_port(node), "/jsz?accounts=true&streams=true")?;
-        let jsz: serde_json::Value = serde_json::from_str(&body).ok()?;
-        jsz["account_details"].as_array()?.iter().find_map(|account| {
-            account["stream_detail"].as_array()?.iter().find(|s| s["name"] == "EVENTS")?["state"]["last_seq"].as_u64()
-        })
-    };
+    let last_seq = |node: usize| cluster.stream_on(node, "EVENTS")?["state"]["last_seq"].as_u64();
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
         let seqs: Vec<Option<u64>> = (0..cluster.len()).map(last_seq).collect();

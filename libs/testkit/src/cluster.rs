@@ -71,6 +71,17 @@ impl NatsCluster {
         self.nodes[i].config().monitor_port
     }
 
+    /// Stream `stream` as node `i` holds it (its `/jsz` stream detail: `state`, `cluster`),
+    /// if the node answers and holds it.
+    pub fn stream_on(&self, i: usize, stream: &str) -> Option<serde_json::Value> {
+        let body = crate::server::http_get(self.monitor_port(i), "/jsz?accounts=true&streams=true")?;
+        let jsz: serde_json::Value = serde_json::from_str(&body).ok()?;
+        jsz["account_details"]
+            .as_array()?
+            .iter()
+            .find_map(|account| account["stream_detail"].as_array()?.iter().find(|s| s["name"] == stream).cloned())
+    }
+
     /// Index of the node named `name` (`n0`, `n1`, ...), as stream and consumer infos name
     /// their leaders.
     pub fn node_index(&self, name: &str) -> Option<usize> {

@@ -426,7 +426,9 @@ pub async fn run_batches<B: Batches>(
                                 next = Some(message);
                             }
                         }
-                        let Some(context) = batch.first().map(|m| m.context.clone()) else { continue };
+                        if batch.is_empty() {
+                            continue;
+                        }
                         if order.take_resumed() {
                             handler.resumed().await;
                         }
@@ -440,7 +442,7 @@ pub async fn run_batches<B: Batches>(
                                     () = redeliver.wait() => {}
                                 }
                                 drop(holds);
-                                order.rewind(&context).await;
+                                order.rewind(&batch[0].context).await;
                             }
                         }
                     }

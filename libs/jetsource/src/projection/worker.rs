@@ -678,17 +678,18 @@ impl<P: Projection> ViewWorker<P> {
         Ok(conflicted)
     }
 
-    /// When idle: if nothing is waiting or unacknowledged, the view reflects the whole stream
-    /// as it was before the check.
-    /// Whichever instance is active, everything up to the consumer's acknowledgement floor is
-    /// in the view. Asks the server at most every `idle`.
+    /// When idle: whichever instance is active, everything up to the consumer's
+    /// acknowledgement floor is in the view; if nothing is waiting or unacknowledged, the view
+    /// reflects the whole stream as it was before the check. Asks the server at most every
+    /// `idle` (100 ms at least: a standby is always idle).
     async fn idle(&mut self) {
         if self.idle_checked.elapsed() < self.config.idle.max(Duration::from_millis(100)) {
             return;
         }
         self.idle_checked = std::time::Instant::now();
-        let Ok(mut stream) = self.js.get_stream(&self.config.stream).await else { return };
-        let Ok(last) = stream.info().await.map(|i| i.state.last_sequence) else { return };
+        // Getting the stream fetches its info already.
+        let Ok(stream) = self.js.get_stream(&self.config.stream).await else { return };
+        let last = stream.cached_info().state.last_sequence;
         let Ok(info) = self.consumer.info().await else { return };
         if info.delivered.consumer_sequence > self.last_delivery {
             self.handle.index_current.store(false, Ordering::Relaxed); // on standby

@@ -33,15 +33,7 @@ async fn events_leader(client: &async_nats::Client, cluster: &NatsCluster) -> us
 
 /// The last sequence of `EVENTS` as node `node` holds it (its monitoring endpoint).
 fn replica_last_seq(cluster: &NatsCluster, node: usize) -> Option<u64> {
-    let body = jetsource_testkit::server::http_get(cluster.monitor_port(node), "/jsz?accounts=true&streams=true")?;
-    let jsz: serde_json::Value = serde_json::from_str(&body).ok()?;
-    jsz["account_details"].as_array()?.iter().find_map(|account| {
-        account["stream_detail"]
-            .as_array()?
-            .iter()
-            .find(|s| s["name"] == "EVENTS")
-            .and_then(|s| s["state"]["last_seq"].as_u64())
-    })
+    cluster.stream_on(node, "EVENTS")?["state"]["last_seq"].as_u64()
 }
 
 #[tokio::test]
