@@ -45,6 +45,7 @@ enum Command {
     /// could lose data is changed without --force.
     Provision(ProvisionArgs),
     /// Show an aggregate's state from the event store, now or as it was (--version, --at).
+    #[command(disable_version_flag = true)]
     Inspect(InspectArgs),
     /// Send one command over NATS request/reply and print the reply (what any NATS client
     /// does with `cmd.<type>.<id>.<command>`).
@@ -61,6 +62,43 @@ enum Command {
     /// LOGS stream, through the logbook service: by service, lowest level and trace id; with
     /// --follow, new records as they come.
     Logs(LogsArgs),
+    /// The bounded event log: compact the hot stream against the archive by the declared
+    /// retention (`run`, what the archiver service does on its schedule), or show hot and
+    /// archived events per aggregate type and the archive's lag (`status`).
+    Archive(ArchiveArgs),
+}
+
+#[derive(Debug, Args)]
+struct ArchiveArgs {
+    #[command(subcommand)]
+    action: ArchiveAction,
+    #[command(flatten)]
+    nats: NatsArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum ArchiveAction {
+    /// Purge from the hot stream, per aggregate, what the retention lets go and the archive
+    /// already holds (never an aggregate's last event, never what a consumer has not
+    /// acknowledged). Reads are unchanged: they go to the archive for it.
+    Run {
+        /// Only this aggregate type.
+        #[arg(long = "type", value_name = "TYPE")]
+        aggregate_type: Option<String>,
+        /// Count what would be purged; purge nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Hot and archived events per aggregate type with their retention, both streams' sizes
+    /// and the archive's lag.
+    Status {
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -395,6 +433,7 @@ async fn run(cli: Cli, ctx: &Ctx) -> anyhow::Result<()> {
         Command::Projections(args) => projections_command(ctx, args).await,
         Command::Status(nats) => status_command(ctx, nats).await,
         Command::Logs(args) => logs_command(ctx, args).await,
+        Command::Archive(args) => archive_command(ctx, args).await,
     }
 }
 
@@ -624,6 +663,84 @@ async fn inspect_command(ctx: &Ctx, args: InspectArgs) -> anyhow::Result<()> {
     let store = EventStore::new(client, StoreConfig { app: registry.name().to_owned(), ..Default::default() });
     let value = kind.inspect(&store, &id, until, args.events).await?;
     println!("{}", serde_json::to_string_pretty(&value)?);
+    Ok(())
+}
+
+async fn archive_command(ctx: &Ctx, args: ArchiveArgs) -> anyhow::Result<()> {
+    use jetsource::archive::{Archiver, RunOptions};
+    use std::io::{IsTerminal as _, Write as _};
+    let client = jetsource::connect(&args.nats.nats_url, &ctx.connection("archive")).await?;
+    let js = async_nats::jetstream::new(client.clone());
+    let snapshots = js.get_key_value("snapshots").await.ok();
+    let archiver = Archiver::new(client, &ctx.topology, snapshots)?;
+    match args.action {
+        ArchiveAction::Run { aggregate_type, dry_run, json } => {
+            if let Some(kind) = &aggregate_type {
+                ctx.app.aggregate_or_error(kind)?;
+            }
+            let bar = std::io::stderr().is_terminal();
+            let options = RunOptions { aggregate_type, dry_run };
+            let report = archiver
+                .run(&options, |p| {
+                    if bar && p.total > 0 {
+                        let width = 30;
+                        let filled = (p.done * width / p.total) as usize;
+                        let line = format!(
+                            "\r{:<10} [{}{}] {}/{}",
+                            p.aggregate_type,
+                            "=".repeat(filled),
+                            " ".repeat(width as usize - filled),
+                            p.done,
+                            p.total
+                        );
+                        let mut err = std::io::stderr();
+                        let _ = err.write_all(line.as_bytes());
+                        if p.done == p.total {
+                            let _ = err.write_all(b"\n");
+                        }
+                        let _ = err.flush();
+                    }
+                })
+                .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+                return Ok(());
+            }
+            let verb = if report.dry_run { "would purge" } else { "purged" };
+            println!(
+                "{:<10} {:<15} {:>10} {:>10} {:>12}  held back (archive / consumers)",
+                "type", "keep", "aggregates", "compacted", verb
+            );
+            for (kind, run) in &report.types {
+                println!(
+                    "{kind:<10} {:<15} {:>10} {:>10} {:>12}  {} / {}",
+                    run.keep, run.aggregates, run.compacted, run.purged, run.held_by_archive, run.held_by_consumers
+                );
+            }
+        }
+        ArchiveAction::Status { json } => {
+            let status = archiver.status().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+                return Ok(());
+            }
+            let s = &status.sizes;
+            println!("hot      {} events, {} bytes", s.hot.messages, s.hot.bytes);
+            println!("archive  {} messages, {} bytes (S2)", s.archived.messages, s.archived.bytes);
+            println!(
+                "lag      {} events{}",
+                s.lag,
+                if s.sourcing { "" } else { "  (the archive's source is not connected)" }
+            );
+            println!("{:<10} {:<15} {:>14} {:>14} {:>16}", "type", "keep", "hot events", "archived", "hot aggregates");
+            for (kind, t) in &status.types {
+                println!(
+                    "{kind:<10} {:<15} {:>14} {:>14} {:>16}",
+                    t.keep, t.hot.events, t.archived.events, t.hot.aggregates
+                );
+            }
+        }
+    }
     Ok(())
 }
 

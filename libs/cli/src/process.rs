@@ -11,6 +11,7 @@ use async_nats::Client;
 use futures::future::BoxFuture;
 use jetsource::topology::{ProvisionOptions, Report, Topology, provision};
 use jetsource_http::{Gateway, GatewayConfig};
+use jetsource_runtime::archiver::ArchiverService;
 use jetsource_runtime::command::{CommandConfig, Deps, router};
 use jetsource_runtime::health::{self, Readiness};
 use jetsource_runtime::logbook::Logbook;
@@ -127,6 +128,12 @@ impl Process {
                         Projector::start(&app, client.clone(), projector_config, Arc::clone(&metrics)).await?;
                     views.store(true, std::sync::atomic::Ordering::Relaxed);
                     runners.push(Box::new(move |stop| Box::pin(projector.run_until_stopped(stop))));
+                }
+                ServiceKind::Archiver => {
+                    let archiver = ArchiverService::start(client.clone(), &config.topology, Arc::clone(&metrics))
+                        .await
+                        .map_err(|e| anyhow::anyhow!("archiver: {e}"))?;
+                    runners.push(Box::new(move |stop| Box::pin(archiver.run_until_stopped(stop))));
                 }
                 ServiceKind::Logbook => {
                     let logbook = Logbook::start(client.clone()).await?;

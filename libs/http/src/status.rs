@@ -1,6 +1,7 @@
 //! `GET /status`: is the bus up, is JetStream answering, which services answer (NATS micro
-//! discovery, with instances and versions), how far behind each view is. Overall `ok`,
-//! `degraded` (something is missing or behind) or `down` (no bus).
+//! discovery, with instances and versions), how far behind each view and the archive are
+//! (hot and archived sizes beside). Overall `ok`, `degraded` (something is missing or behind)
+//! or `down` (no bus).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -39,9 +40,16 @@ pub async fn status(app: &App, client: &async_nats::Client) -> (u16, Value) {
     } else {
         None
     };
-    let behind = views.as_ref().and_then(Value::as_array).is_some_and(|views| {
-        views.iter().any(|v| v["lag"].as_u64().unwrap_or(0) > LAG_DEGRADED || v["parked"].as_u64().unwrap_or(0) > 0)
-    });
+    let store = jetsource::StoreConfig::default();
+    let archive = match (&store.archive, connected && jetstream) {
+        (Some(archive), true) => jetsource::archive::sizes(&js, &store.stream, archive).await.ok(),
+        _ => None,
+    };
+    let archive_behind = archive.is_some_and(|a| a.lag > LAG_DEGRADED || !a.sourcing);
+    let behind = archive_behind
+        || views.as_ref().and_then(Value::as_array).is_some_and(|views| {
+            views.iter().any(|v| v["lag"].as_u64().unwrap_or(0) > LAG_DEGRADED || v["parked"].as_u64().unwrap_or(0) > 0)
+        });
     let overall = if !connected || !jetstream {
         "down"
     } else if !missing.is_empty() || views.is_none() || behind {
@@ -60,6 +68,7 @@ pub async fn status(app: &App, client: &async_nats::Client) -> (u16, Value) {
         "services": services,
         "missing": missing,
         "views": views,
+        "archive": archive,
     });
     (if overall == "down" { 503 } else { 200 }, body)
 }

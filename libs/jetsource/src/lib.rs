@@ -65,6 +65,7 @@
 #![warn(clippy::unwrap_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod archive;
 pub mod backoff;
 pub mod cloudevents;
 pub mod codec;

@@ -13,6 +13,7 @@
 //!   carries them out (state in KV, commands over NATS with derived keys, deadlines kept by NATS
 //!   as message schedules, standby instances) and a given/when/then fixture;
 //! - [`logbook`]: queries over the logs every service ships to the bus;
+//! - [`archiver`]: the clean-up service compacting the hot event stream against the archive;
 //! - [`endpoint`]: the one request/reply loop every endpoint runs in;
 //! - [`micro`]: the NATS micro-service protocol (`$SRV.PING|INFO|STATS`) with our own endpoints;
 //! - [`wire`]: the wire contract: subjects, header names, the reply contract
@@ -41,6 +42,7 @@
 // `ErrorBody` is the error reply itself, built once per failed request; boxing it buys nothing.
 #![allow(clippy::result_large_err)]
 
+pub mod archiver;
 pub mod command;
 pub mod endpoint;
 pub mod health;

@@ -36,6 +36,8 @@ pub enum ServiceKind {
     Edge,
     /// Answers queries over the shipped logs ([`crate::logbook`]).
     Logbook,
+    /// Compacts the hot event stream against the archive ([`crate::archiver`]).
+    Archiver,
     /// A service of the application's own, started by its [`Starter`].
     Custom,
 }
@@ -147,6 +149,17 @@ impl ServiceSpec {
     /// The logbook: queries over the shipped logs (`logbook.query`).
     pub fn logbook() -> Self {
         Self::new("logbook", "Queries over the shipped logs (logbook.query)", ServiceKind::Logbook)
+    }
+
+    /// The archiver: compacts the hot event stream by the topology's retention, against its
+    /// archive (one active instance; its runs are idempotent).
+    pub fn archiver() -> Self {
+        Self::new(
+            "archiver",
+            "Compacts the hot event stream against the archive, by the declared retention",
+            ServiceKind::Archiver,
+        )
+        .singleton()
     }
 
     /// Marks it as not answering `$SRV` discovery.
@@ -618,6 +631,15 @@ impl App {
                 deny: Vec::new(),
                 subscribe: own(&[crate::wire::subject::LOGBOOK_QUERY]),
             },
+            ServiceKind::Archiver => {
+                let mut publish = own(&reads);
+                publish.push(format!("{}.>", jetsource::store::ARCHIVE_TIMES));
+                if let Some(archive) = &topology.archive {
+                    publish.push(format!("$JS.API.STREAM.PURGE.{}", archive.events));
+                    publish.push(format!("$JS.API.CONSUMER.LIST.{}", archive.events));
+                }
+                Permissions { publish, deny: Vec::new(), subscribe: Vec::new() }
+            }
             ServiceKind::Edge => {
                 let mut publish = own(&[
                     crate::wire::subject::COMMANDS,

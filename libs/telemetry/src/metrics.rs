@@ -76,6 +76,20 @@ pub struct Metrics {
     /// `<app>_service_instances{service}`: instances answering NATS discovery (the gateway
     /// keeps it).
     pub service_instances: Family<Labels<1>, Gauge>,
+    /// `<app>_archive_lag`: events of the event stream the archive has not copied yet.
+    pub archive_lag: Gauge,
+    /// `<app>_stream_messages{tier}` (`hot`, `archive`): messages in the event stream and the
+    /// archive, as the archiver last saw them.
+    pub stream_messages: Family<Labels<1>, Gauge>,
+    /// `<app>_stream_bytes{tier}`: their bytes on disk.
+    pub stream_bytes: Family<Labels<1>, Gauge>,
+    /// `<app>_archive_runs_total{outcome}` (`ok`, `failed`): compaction runs.
+    pub archive_runs: Family<Labels<1>, Counter>,
+    /// `<app>_archive_purged_events_total{aggregate_type}`: events compaction removed from
+    /// the hot stream (the archive keeps them).
+    pub archive_purged: Family<Labels<1>, Counter>,
+    /// `<app>_archive_last_run_timestamp_seconds`: when the last compaction run finished.
+    pub archive_last_run: Gauge,
 }
 
 impl Metrics {
@@ -104,6 +118,12 @@ impl Metrics {
             nats_connected: Gauge::default(),
             logs_shipped: Family::default(),
             service_instances: Family::default(),
+            archive_lag: Gauge::default(),
+            stream_messages: Family::default(),
+            stream_bytes: Family::default(),
+            archive_runs: Family::default(),
+            archive_purged: Family::default(),
+            archive_last_run: Gauge::default(),
         };
         {
             let mut r = metrics.registry.lock().unwrap_or_else(PoisonError::into_inner);
@@ -143,6 +163,24 @@ impl Metrics {
                 "service_instances",
                 "Instances of each service answering NATS discovery",
                 metrics.service_instances.clone(),
+            );
+            r.register("archive_lag", "Events the archive has not copied yet", metrics.archive_lag.clone());
+            r.register(
+                "stream_messages",
+                "Messages in the hot event stream and the archive",
+                metrics.stream_messages.clone(),
+            );
+            r.register("stream_bytes", "Bytes of the hot event stream and the archive", metrics.stream_bytes.clone());
+            r.register("archive_runs", "Compaction runs of the archiver, by outcome", metrics.archive_runs.clone());
+            r.register(
+                "archive_purged_events",
+                "Events compaction removed from the hot stream",
+                metrics.archive_purged.clone(),
+            );
+            r.register(
+                "archive_last_run_timestamp_seconds",
+                "When the last compaction run finished",
+                metrics.archive_last_run.clone(),
             );
         }
         metrics

@@ -7,7 +7,9 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use jetsource::topology::{ConsumerSpec, DeliverFrom, Discard, KvSpec, Retention, Storage, StreamSpec, Topology};
+use jetsource::topology::{
+    Compression, ConsumerSpec, DeliverFrom, Discard, KvSpec, Retention, Storage, StreamSpec, Topology,
+};
 
 /// The NATS server configuration of one cluster node (`nats/cluster.conf`).
 pub const NATS_CLUSTER_CONF: &str = include_str!("../../../nats/cluster.conf");
@@ -343,8 +345,19 @@ fn stream_resource(s: &StreamSpec, replicas: usize) -> Result<String, String> {
     let mut out = String::new();
     head(&mut out, "Stream", &object_name(&[&s.name]), s.description.as_ref());
     let _ = writeln!(out, "  name: {}", s.name);
-    let subjects: Vec<String> = s.subjects.iter().map(|s| quoted(s)).collect();
-    let _ = writeln!(out, "  subjects: [{}]", subjects.join(", "));
+    if !s.subjects.is_empty() {
+        let subjects: Vec<String> = s.subjects.iter().map(|s| quoted(s)).collect();
+        let _ = writeln!(out, "  subjects: [{}]", subjects.join(", "));
+    }
+    if !s.sources.is_empty() {
+        let _ = writeln!(out, "  sources:");
+        for source in &s.sources {
+            let _ = writeln!(out, "    - name: {source}");
+        }
+    }
+    if s.compression == Compression::S2 {
+        let _ = writeln!(out, "  compression: s2");
+    }
     let _ = writeln!(out, "  storage: {}", storage(s.storage));
     let retention = match s.retention {
         Retention::Limits => "limits",

@@ -57,6 +57,7 @@ pub fn configured(saga: SagaConfig) -> App {
             &[],
         )))
         .service(ServiceSpec::logbook())
+        .service(ServiceSpec::archiver())
         .service(ServiceSpec::edge())
 }
 

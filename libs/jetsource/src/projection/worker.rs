@@ -35,6 +35,9 @@ pub struct ViewConfig {
     pub parked_bucket: String,
     /// Replicas of the view buckets and consumers.
     pub replicas: usize,
+    /// The archive holding the events purged from `stream`: a new view version reads it
+    /// first, then the event stream from where the archive ended (`docs/adr/0016`).
+    pub archive: Option<String>,
 }
 
 impl Default for ViewConfig {
@@ -47,6 +50,7 @@ impl Default for ViewConfig {
             cache_capacity: 200_000,
             parked_bucket: "parked".into(),
             replicas: 1,
+            archive: Some("ARCHIVE".into()),
         }
     }
 }
@@ -233,7 +237,11 @@ pub struct ViewWorker<P: Projection> {
     store: EventStore,
     bucket_prefix: String,
     parked_kv: kv::Store,
-    consumer: PullConsumer,
+    /// The durable consumer; none until a new version has read the archive.
+    consumer: Option<PullConsumer>,
+    /// For a new version over an archive: where the archive ends and the consumer to create
+    /// once it has been read.
+    backfill: Option<Backfill>,
     cache: HashMap<String, Stored<P::Doc>>,
     /// The bucket revision of each cached document (0: taken as new). Every write expects it,
     /// so a document another instance wrote meanwhile is never overwritten: the write fails,
@@ -253,6 +261,44 @@ pub struct ViewWorker<P: Projection> {
     applied_tx: watch::Sender<u64>,
     admin_rx: mpsc::Receiver<Admin>,
     observer: Arc<dyn ViewObserver>,
+}
+
+/// Where the archive ended when a new view version opened.
+#[derive(Debug, Clone, Copy)]
+struct ArchiveEnd {
+    /// The archive's sequence of its last copied event.
+    archive_seq: u64,
+    /// That event's sequence in the event stream.
+    event_seq: u64,
+}
+
+/// A new version's reading of the archive, still to do.
+#[derive(Debug, Clone)]
+struct Backfill {
+    end: ArchiveEnd,
+    consumer: pull::Config,
+}
+
+/// The last event the archive holds (any subject of the event stream), if there is an
+/// archive with events.
+async fn archive_end(js: &jetstream::Context, archive: Option<&str>) -> Option<ArchiveEnd> {
+    let archive = archive?;
+    let events = format!("{}.>", StoreConfig::default().subject_prefix);
+    let request = serde_json::json!({ "last_by_subj": events }).to_string();
+    let reply = tokio::time::timeout(
+        Duration::from_secs(5),
+        js.client().request(format!("$JS.API.DIRECT.GET.{archive}"), request.into()),
+    )
+    .await
+    .ok()?
+    .ok()?;
+    if reply.status.is_some() {
+        return None;
+    }
+    let headers = reply.headers.as_ref()?;
+    let archive_seq = headers.get("Nats-Sequence")?.as_str().parse().ok()?;
+    let event_seq = crate::store::source_sequence(headers)?;
+    Some(ArchiveEnd { archive_seq, event_seq })
 }
 
 fn unavailable(view: &str, e: impl std::fmt::Display) -> ProjectionError {
@@ -310,15 +356,26 @@ impl<P: Projection> ViewWorker<P> {
             num_replicas: config.replicas,
             ..Default::default()
         });
-        let mut consumer: PullConsumer = stream
-            .get_or_create_consumer(&consumer_name(name, version), desired.clone())
-            .await
-            .map_err(|e| fail(&e))?;
-        if consumer.cached_info().config.priority_policy != desired.priority_policy {
-            // Created by an earlier release, with one instance only: give it standby instances.
-            stream.update_consumer(desired).await.map_err(|e| fail(&e))?;
-            consumer = stream.get_consumer(&consumer_name(name, version)).await.map_err(|e| fail(&e))?;
-        }
+        let (consumer, backfill) = match stream.get_consumer::<pull::Config>(&consumer_name(name, version)).await {
+            Ok(mut consumer) => {
+                if consumer.cached_info().config.priority_policy != desired.priority_policy {
+                    // Created by an earlier release, with one instance only: give it standby instances.
+                    stream.update_consumer(desired).await.map_err(|e| fail(&e))?;
+                    consumer = stream.get_consumer(&consumer_name(name, version)).await.map_err(|e| fail(&e))?;
+                }
+                (Some(consumer), None)
+            }
+            Err(_) => match archive_end(&js, config.archive.as_deref()).await {
+                Some(end) => (None, Some(Backfill { end, consumer: desired })),
+                None => {
+                    let consumer = stream
+                        .get_or_create_consumer(&consumer_name(name, version), desired)
+                        .await
+                        .map_err(|e| fail(&e))?;
+                    (Some(consumer), None)
+                }
+            },
+        };
         let keys = if projection.indexed() {
             let mut keys = BTreeSet::new();
             if let Ok(mut listing) = bucket.keys().await {
@@ -331,8 +388,10 @@ impl<P: Projection> ViewWorker<P> {
             None
         };
         let parked = parked::load(&parked_kv, name, version).await.map_err(|e| fail(&e))?;
-        let mut consumer_info = consumer.clone();
-        let acked = consumer_info.info().await.map(|i| i.ack_floor.stream_sequence).unwrap_or(0);
+        let acked = match consumer.clone() {
+            Some(mut consumer) => consumer.info().await.map(|i| i.ack_floor.stream_sequence).unwrap_or(0),
+            None => 0,
+        };
         let (applied_tx, applied) = watch::channel(acked);
         let (admin_tx, admin_rx) = mpsc::channel(16);
         let parked_count: u64 = parked.values().map(|r| r.seqs.len() as u64).sum();
@@ -359,6 +418,7 @@ impl<P: Projection> ViewWorker<P> {
             store,
             parked_kv,
             consumer,
+            backfill,
             cache: HashMap::new(),
             revisions: HashMap::new(),
             must_fetch: HashSet::new(),
@@ -379,14 +439,31 @@ impl<P: Projection> ViewWorker<P> {
     }
 
     /// Consumes until `stop` resolves, in the one consumer loop ([`crate::consume::run_batches`]).
+    /// A new version over an archive reads the archive first.
     pub async fn run(mut self, stop: impl std::future::Future<Output = ()>) {
+        let mut stop = std::pin::pin!(stop);
+        let mut pause = crate::Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
+        let consumer = loop {
+            if let Some(consumer) = self.consumer.clone() {
+                break consumer;
+            }
+            tokio::select! {
+                () = &mut stop => return,
+                result = self.read_archive() => match result {
+                    Ok(consumer) => self.consumer = Some(consumer),
+                    Err(e) => {
+                        tracing::warn!(view = self.projection.name(), error = %e, "reading the archive failed; trying again");
+                        tokio::time::sleep(pause.next_delay()).await;
+                    }
+                },
+            }
+        };
         let config = crate::consume::BatchConfig {
             name: self.projection.name(),
             batch: self.config.batch,
             idle: self.config.idle,
             redeliver: crate::Backoff::new(Duration::from_millis(500), Duration::from_secs(10)),
         };
-        let consumer = self.consumer.clone();
         let (_, closed) = mpsc::channel(1);
         let requests = std::mem::replace(&mut self.admin_rx, closed);
         crate::consume::run_batches(consumer, config, self, requests, stop).await;
@@ -412,10 +489,89 @@ impl<P: Projection> ViewWorker<P> {
                 data: message.payload.clone(),
             });
         }
+        self.apply_events(&events).await?;
+        if let Some(last) = batch.last() {
+            last.ack().await.map_err(|e| unavailable(name, e))?;
+        }
+        self.reached(events.last().map_or(0, |e| e.seq), lag);
+        Ok(())
+    }
+
+    /// Reads the archive from its first event to where it ended when this version opened,
+    /// applying every event of the view's subjects (as the event stream had them: their
+    /// sequence there), then creates the durable consumer from the next event-stream sequence.
+    /// Interrupted, it starts over: documents already reflecting an event skip it.
+    async fn read_archive(&mut self) -> Result<PullConsumer, ProjectionError> {
+        let name = self.projection.name();
+        let fail = |e: &dyn std::fmt::Display| unavailable(name, e);
+        let Some(Backfill { end, consumer }) = self.backfill.clone() else {
+            return Err(fail(&"no archive to read"));
+        };
+        let archive = self.config.archive.clone().unwrap_or_default();
+        let stream = self.js.get_stream(&archive).await.map_err(|e| fail(&e))?;
+        let subjects = self.projection.subjects();
+        let (filter_subject, filter_subjects) = match subjects.as_slice() {
+            [one] => (one.clone(), Vec::new()),
+            many => (String::new(), many.to_vec()),
+        };
+        let mut ordered = stream
+            .create_consumer(pull::OrderedConfig { filter_subject, filter_subjects, ..Default::default() })
+            .await
+            .map_err(|e| fail(&e))?;
+        let pending = ordered.info().await.map_err(|e| fail(&e))?.num_pending;
+        if pending > 0 {
+            let mut messages = ordered.messages().await.map_err(|e| fail(&e))?;
+            let mut events = Vec::with_capacity(self.config.batch);
+            loop {
+                let message = tokio::time::timeout(Duration::from_secs(10), messages.next())
+                    .await
+                    .map_err(|_| fail(&"the archive stopped delivering"))?
+                    .ok_or_else(|| fail(&"the archive's consumer ended"))?
+                    .map_err(|e| fail(&e))?;
+                let info = message.info().map_err(|e| fail(&e))?;
+                let (archived_at, left) = (info.stream_sequence, info.pending);
+                let Some(seq) = crate::store::source_sequence(message.headers.as_ref().unwrap_or(&Default::default()))
+                else {
+                    continue;
+                };
+                events.push(StoredEvent {
+                    subject: message.subject.to_string(),
+                    seq,
+                    stored_at: info.published,
+                    headers: message.headers.clone().unwrap_or_default(),
+                    data: message.payload.clone(),
+                });
+                let done = archived_at >= end.archive_seq || left == 0;
+                if events.len() >= self.config.batch || done {
+                    self.apply_events(&events).await?;
+                    self.reached(seq, left.max(1));
+                    events.clear();
+                }
+                if done {
+                    break;
+                }
+            }
+        }
+        let consumer = pull::Config {
+            deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: end.event_seq + 1 },
+            ..consumer
+        };
+        let stream = self.js.get_stream(&self.config.stream).await.map_err(|e| fail(&e))?;
+        let created =
+            stream.get_or_create_consumer(&consumer_name(name, self.version), consumer).await.map_err(|e| fail(&e))?;
+        tracing::info!(view = name, version = self.version, up_to = end.event_seq, "read the archive");
+        self.backfill = None;
+        Ok(created)
+    }
+
+    /// Applies events in order and writes the documents, again where another instance wrote
+    /// them meanwhile.
+    async fn apply_events(&mut self, events: &[StoredEvent]) -> Result<(), ProjectionError> {
+        let name = self.projection.name();
         let mut dirty_docs = HashSet::new();
         let mut dirty_parked = HashSet::new();
         let mut applied_seqs = HashSet::new();
-        let applied = self.apply_all(&events, &mut dirty_docs, &mut dirty_parked, &mut applied_seqs).await?;
+        let applied = self.apply_all(events, &mut dirty_docs, &mut dirty_parked, &mut applied_seqs).await?;
         let mut conflicted = self.write(dirty_docs, dirty_parked).await?;
         let mut rounds = 0;
         while !conflicted.is_empty() {
@@ -423,25 +579,26 @@ impl<P: Projection> ViewWorker<P> {
             if rounds > 8 {
                 return Err(unavailable(name, "documents keep changing under this instance"));
             }
-            let again = self.reapply(&events, &applied_seqs, conflicted).await?;
+            let again = self.reapply(events, &applied_seqs, conflicted).await?;
             conflicted = self.write(again, HashSet::new()).await?;
         }
-        if let Some(last) = batch.last() {
-            last.ack().await.map_err(|e| unavailable(name, e))?;
-        }
-        let last_seq = events.last().map_or(0, |e| e.seq);
+        self.observer.applied(name, applied);
+        Ok(())
+    }
+
+    /// The view reflects the event stream up to `last_seq`, with `lag` events still to come.
+    fn reached(&mut self, last_seq: u64, lag: u64) {
+        let name = self.projection.name();
         self.applied_tx.send_if_modified(|current| {
             let moved = last_seq > *current;
             *current = (*current).max(last_seq);
             moved
         });
         self.handle.lag.store(lag, Ordering::Relaxed);
-        self.observer.applied(name, applied);
         self.observer.progress(name, *self.applied_tx.borrow(), lag);
         if self.cache.len() > self.config.cache_capacity {
             crate::consume::Batches::forget(self);
         }
-        Ok(())
     }
 
     /// Applies events in order to the cached documents; returns how many were applied (and
@@ -690,7 +847,8 @@ impl<P: Projection> ViewWorker<P> {
         // Getting the stream fetches its info already.
         let Ok(stream) = self.js.get_stream(&self.config.stream).await else { return };
         let last = stream.cached_info().state.last_sequence;
-        let Ok(info) = self.consumer.info().await else { return };
+        let Some(consumer) = self.consumer.as_mut() else { return };
+        let Ok(info) = consumer.info().await else { return };
         if info.delivered.consumer_sequence > self.last_delivery {
             self.handle.index_current.store(false, Ordering::Relaxed); // on standby
         }

@@ -89,7 +89,7 @@ impl<A: Aggregate> Repository<A> {
         let capacity = self.config.recent_commands;
         let replayed = self
             .store
-            .read_with(&subject, loaded.last_seq + 1, usize::MAX, |stored| {
+            .read_history(&subject, loaded.last_seq + 1, Some(loaded.version + 1), usize::MAX, |stored| {
                 if !until.admits(loaded.version + 1, stored.stored_at) {
                     return Ok(ControlFlow::Break(()));
                 }

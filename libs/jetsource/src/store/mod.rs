@@ -13,7 +13,7 @@ use std::time::Duration;
 use async_nats::{Client, HeaderMap, jetstream};
 use bytes::Bytes;
 
-pub use read::StoredEvent;
+pub use read::{ARCHIVE_TIMES, StoredEvent, TimeIndex, source_sequence};
 
 use crate::cloudevents::Attributes;
 use crate::id::AggregateId;
@@ -39,6 +39,9 @@ pub struct StoreConfig {
     pub ack_timeout: Duration,
     /// How long an append keeps trying before it is answered unavailable.
     pub append_deadline: Duration,
+    /// The archive stream reads fall back to for events purged from `stream` (`ARCHIVE`);
+    /// `None` where nothing is ever purged.
+    pub archive: Option<String>,
 }
 
 impl Default for StoreConfig {
@@ -52,6 +55,7 @@ impl Default for StoreConfig {
             read_timeout: Duration::from_secs(5),
             ack_timeout: Duration::from_millis(750),
             append_deadline: Duration::from_secs(4),
+            archive: Some("ARCHIVE".into()),
         }
     }
 }

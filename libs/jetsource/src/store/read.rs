@@ -1,5 +1,7 @@
-//! Reading events back with Direct Get (ADR-31): batches of `next_by_subj`, no consumer.
+//! Reading events back with Direct Get (ADR-31): batches of `next_by_subj`, no consumer; from
+//! the archive where the hot stream no longer holds them.
 
+use std::collections::HashMap;
 use std::ops::ControlFlow;
 
 use async_nats::header::HeaderName;
@@ -116,8 +118,129 @@ impl EventStore {
     ///
     /// # Errors
     /// As [`EventStore::read`], or the first error `visit` returns.
-    pub async fn read_with<F>(
+    pub async fn read_with<F>(&self, subject: &str, from_seq: u64, limit: usize, visit: F) -> Result<u64, StoreError>
+    where
+        F: FnMut(StoredEvent) -> Result<ControlFlow<()>, StoreError>,
+    {
+        self.read_history(subject, from_seq, None, limit, visit).await
+    }
+
+    /// Reads the events of `subject` from stream sequence `from_seq` on, whichever tier holds
+    /// them: the hot stream, and the archive for the events the archiver purged from it
+    /// (`docs/adr/0016`). Archived events come back as they were: their sequence in the event
+    /// stream and the time it recorded them.
+    ///
+    /// `first_version` is the dense version the first event at or after `from_seq` has if
+    /// nothing was purged (the repository knows it; `None` when the caller does not). An event
+    /// whose `ce-aggregateversion` is ahead of it shows that earlier ones live in the archive
+    /// only; without it, a first event that is not the aggregate's first and sits after
+    /// `from_seq` sends the read to the archive, which costs a round trip and finds nothing
+    /// when nothing was purged.
+    ///
+    /// # Errors
+    /// As [`EventStore::read`].
+    pub async fn read_history<F>(
         &self,
+        subject: &str,
+        from_seq: u64,
+        first_version: Option<u64>,
+        limit: usize,
+        mut visit: F,
+    ) -> Result<u64, StoreError>
+    where
+        F: FnMut(StoredEvent) -> Result<ControlFlow<()>, StoreError>,
+    {
+        let from_seq = from_seq.max(1);
+        let mut purged_before = None;
+        let archived = self.inner.config.archive.is_some();
+        let mut first = true;
+        let read = self
+            .direct_batches(&self.inner.direct_get, subject, from_seq, limit, |event| {
+                if std::mem::take(&mut first) && archived && purged_before_first(&event, from_seq, first_version) {
+                    purged_before = Some(event.seq);
+                    return Ok(ControlFlow::Break(()));
+                }
+                visit(event)
+            })
+            .await?;
+        let Some(hot_seq) = purged_before else { return Ok(read) };
+        let (from_archive, stopped) = self.read_archived(subject, from_seq, hot_seq, limit, &mut visit).await?;
+        if stopped || from_archive as usize >= limit {
+            return Ok(from_archive);
+        }
+        let hot =
+            self.direct_batches(&self.inner.direct_get, subject, hot_seq, limit - from_archive as usize, visit).await?;
+        Ok(from_archive + hot)
+    }
+
+    /// The archived events of `subject` with event-stream sequences in `from_seq..before`.
+    /// Returns how many were visited and whether `visit` stopped the read.
+    async fn read_archived<F>(
+        &self,
+        subject: &str,
+        from_seq: u64,
+        before: u64,
+        limit: usize,
+        visit: &mut F,
+    ) -> Result<(u64, bool), StoreError>
+    where
+        F: FnMut(StoredEvent) -> Result<ControlFlow<()>, StoreError>,
+    {
+        let Some(archive) = &self.inner.config.archive else { return Ok((0, false)) };
+        let api = format!("$JS.API.DIRECT.GET.{archive}");
+        let times = self.archived_times(&api, subject).await?;
+        let (mut visited, mut stopped) = (0_u64, false);
+        self.direct_batches(&api, subject, 1, usize::MAX, |mut event| {
+            let Some(origin) = source_sequence(&event.headers) else {
+                return Err(event.undecodable("an archived event without Nats-Stream-Source".into()));
+            };
+            if origin < from_seq {
+                return Ok(ControlFlow::Continue(()));
+            }
+            if origin >= before || visited as usize >= limit {
+                return Ok(ControlFlow::Break(()));
+            }
+            event.seq = origin;
+            if let Some(at) = times.get(&origin) {
+                event.stored_at = *at;
+            }
+            visited += 1;
+            let flow = visit(event)?;
+            stopped = flow.is_break();
+            Ok(flow)
+        })
+        .await
+        .map_err(|e| match e {
+            StoreError::Unavailable(reason) => {
+                StoreError::Unavailable(format!("archive {archive} (holding purged events of {subject}): {reason}"))
+            }
+            other => other,
+        })?;
+        Ok((visited, stopped))
+    }
+
+    /// The recorded times of the purged events of `subject`, from the archive's time index.
+    async fn archived_times(&self, api: &str, subject: &str) -> Result<HashMap<u64, OffsetDateTime>, StoreError> {
+        let mut times = HashMap::new();
+        let index = format!("{ARCHIVE_TIMES}.{subject}");
+        self.direct_batches(api, &index, 1, usize::MAX, |entry| {
+            let batch: TimeIndex = serde_json::from_slice(&entry.data)
+                .map_err(|e| entry.undecodable(format!("archive time index: {e}")))?;
+            for (seq, nanos) in batch.seqs.into_iter().zip(batch.nanos) {
+                if let Ok(at) = OffsetDateTime::from_unix_timestamp_nanos(i128::from(nanos)) {
+                    times.insert(seq, at);
+                }
+            }
+            Ok(ControlFlow::Continue(()))
+        })
+        .await?;
+        Ok(times)
+    }
+
+    /// Direct Get batches of `next_by_subj` against the stream answering on `api`.
+    async fn direct_batches<F>(
+        &self,
+        api: &str,
         subject: &str,
         from_seq: u64,
         limit: usize,
@@ -135,7 +258,7 @@ impl EventStore {
             let batch = self.inner.config.read_batch.min(limit - read as usize);
             let request = json!({ "seq": next_seq, "batch": batch, "next_by_subj": subject });
             client
-                .publish_with_reply(self.inner.direct_get.clone(), inbox.clone(), request.to_string().into())
+                .publish_with_reply(api.to_owned(), inbox.clone(), request.to_string().into())
                 .await
                 .map_err(unavailable)?;
             let end = loop {
@@ -156,8 +279,8 @@ impl EventStore {
                     Some(404) => break BatchEnd::NotFound,
                     Some(503) => {
                         return Err(StoreError::Unavailable(format!(
-                            "stream {} does not answer Direct Get; is it provisioned with allow_direct?",
-                            self.inner.config.stream
+                            "{} does not answer Direct Get; is it provisioned with allow_direct?",
+                            api.trim_start_matches("$JS.API.DIRECT.GET.")
                         )));
                     }
                     Some(code) => {
@@ -189,7 +312,31 @@ impl EventStore {
     /// # Errors
     /// [`StoreError::Unavailable`] when Direct Get does not answer.
     pub async fn last_event(&self, subject: &str) -> Result<Option<StoredEvent>, StoreError> {
-        self.direct_get_one(json!({ "last_by_subj": subject })).await
+        self.direct_get_one(&self.inner.direct_get, json!({ "last_by_subj": subject })).await
+    }
+
+    /// The event-stream sequence of the last event of `subject` the archive holds (0: none,
+    /// or no archive): every event of the subject up to it is archived (sourcing copies in
+    /// order).
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when the archive does not answer Direct Get.
+    pub async fn archived_up_to(&self, subject: &str) -> Result<u64, StoreError> {
+        let Some(archive) = &self.inner.config.archive else { return Ok(0) };
+        let api = format!("$JS.API.DIRECT.GET.{archive}");
+        let last = self.direct_get_one(&api, json!({ "last_by_subj": subject })).await?;
+        Ok(last.and_then(|e| source_sequence(&e.headers)).unwrap_or(0))
+    }
+
+    /// Reads the hot stream only (what [`EventStore::read_with`] reads before the archive).
+    ///
+    /// # Errors
+    /// As [`EventStore::read`].
+    pub async fn read_hot<F>(&self, subject: &str, from_seq: u64, limit: usize, visit: F) -> Result<u64, StoreError>
+    where
+        F: FnMut(StoredEvent) -> Result<ControlFlow<()>, StoreError>,
+    {
+        self.direct_batches(&self.inner.direct_get, subject, from_seq, limit, visit).await
     }
 
     /// The event at stream sequence `seq`, if there is one.
@@ -197,11 +344,11 @@ impl EventStore {
     /// # Errors
     /// [`StoreError::Unavailable`] when Direct Get does not answer.
     pub async fn event_at(&self, seq: u64) -> Result<Option<StoredEvent>, StoreError> {
-        self.direct_get_one(json!({ "seq": seq })).await
+        self.direct_get_one(&self.inner.direct_get, json!({ "seq": seq })).await
     }
 
-    async fn direct_get_one(&self, request: serde_json::Value) -> Result<Option<StoredEvent>, StoreError> {
-        let request = self.inner.client.request(self.inner.direct_get.clone(), request.to_string().into());
+    async fn direct_get_one(&self, api: &str, request: serde_json::Value) -> Result<Option<StoredEvent>, StoreError> {
+        let request = self.inner.client.request(api.to_owned(), request.to_string().into());
         let message = tokio::time::timeout(self.inner.config.read_timeout, request)
             .await
             .map_err(|_| StoreError::Unavailable("direct get timed out".into()))?
@@ -216,6 +363,39 @@ impl EventStore {
         }
     }
 }
+
+/// Whether events of the subject before `event` (the first one read at or after `from_seq`)
+/// were purged from the hot stream: its version is ahead of the one expected, or (expecting
+/// none) it is not the aggregate's first and sits after where the read began.
+fn purged_before_first(event: &StoredEvent, from_seq: u64, first_version: Option<u64>) -> bool {
+    let Ok(Some(version)) = crate::cloudevents::aggregate_version(&event.headers) else { return false };
+    match first_version {
+        Some(expected) => version > expected,
+        None => version > 1 && event.seq > from_seq,
+    }
+}
+
+/// The subject prefix of the archive's time index: `archive.times.<event subject>` holds the
+/// times the event stream recorded the events the archiver purged.
+pub const ARCHIVE_TIMES: &str = "archive.times";
+
+/// One entry of the archive's time index: event-stream sequences and their recorded times
+/// (Unix nanoseconds), written by the archiver before it purges those events.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TimeIndex {
+    /// Event-stream sequences.
+    pub seqs: Vec<u64>,
+    /// When the event stream recorded each (Unix nanoseconds).
+    pub nanos: Vec<i64>,
+}
+
+/// The event-stream sequence of an archived (sourced) message: `Nats-Stream-Source` is
+/// `<stream> <seq> <filter> <transform> <subject>`.
+pub fn source_sequence(headers: &HeaderMap) -> Option<u64> {
+    headers.get(NATS_STREAM_SOURCE)?.as_str().split(' ').nth(1)?.parse().ok()
+}
+
+const NATS_STREAM_SOURCE: HeaderName = HeaderName::from_static("Nats-Stream-Source");
 
 fn num_pending(headers: Option<&HeaderMap>) -> u64 {
     headers.and_then(|h| h.get(NATS_NUM_PENDING)).and_then(|v| v.as_str().parse().ok()).unwrap_or(0)

@@ -1,7 +1,7 @@
 //! The stream settings the provisioner manages: how each is shown, whether changing it can
 //! lose data or protection, and how it is copied from the declaration.
 
-use async_nats::jetstream::stream::{Config, DiscardPolicy};
+use async_nats::jetstream::stream::{Compression, Config, DiscardPolicy};
 
 use super::duration::format_duration;
 
@@ -20,6 +20,8 @@ pub enum Risk {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Field {
     Subjects,
+    Sources,
+    Compression,
     Description,
     Retention,
     Storage,
@@ -42,6 +44,8 @@ pub(crate) enum Field {
 /// Every setting of a plain stream.
 pub(crate) const STREAM_FIELDS: &[Field] = &[
     Field::Subjects,
+    Field::Sources,
+    Field::Compression,
     Field::Description,
     Field::Retention,
     Field::Storage,
@@ -93,6 +97,8 @@ impl Field {
     pub(crate) fn name(self) -> &'static str {
         match self {
             Field::Subjects => "subjects",
+            Field::Sources => "sources",
+            Field::Compression => "compression",
             Field::Description => "description",
             Field::Retention => "retention",
             Field::Storage => "storage",
@@ -120,6 +126,15 @@ impl Field {
                 subjects.sort();
                 subjects.join(",")
             }
+            Field::Sources => {
+                let mut names: Vec<&str> = c.sources.iter().flatten().map(|s| s.name.as_str()).collect();
+                names.sort_unstable();
+                names.join(",")
+            }
+            Field::Compression => match c.compression {
+                Some(Compression::S2) => "s2".into(),
+                _ => "none".into(),
+            },
             Field::Description => c.description.clone().filter(|d| !d.is_empty()).unwrap_or_default(),
             Field::Retention => format!("{:?}", c.retention).to_lowercase(),
             Field::Storage => format!("{:?}", c.storage).to_lowercase(),
@@ -151,7 +166,14 @@ impl Field {
                     Risk::Destructive
                 }
             }
-            Field::Description | Field::DuplicateWindow => Risk::Safe,
+            // A source removed stops the copy (the archive would fall behind for good).
+            Field::Sources => {
+                let names = |c: &Config| c.sources.iter().flatten().map(|s| s.name.clone()).collect::<Vec<_>>();
+                let desired = names(desired);
+                if names(current).iter().all(|s| desired.contains(s)) { Risk::Safe } else { Risk::Destructive }
+            }
+            // The server recompresses blocks as they are written; nothing is lost either way.
+            Field::Description | Field::DuplicateWindow | Field::Compression => Risk::Safe,
             Field::Retention | Field::Storage => Risk::Immutable,
             Field::Discard => match desired.discard {
                 DiscardPolicy::New => Risk::Safe,
@@ -200,6 +222,8 @@ impl Field {
     pub(crate) fn copy(self, from: &Config, to: &mut Config) {
         match self {
             Field::Subjects => to.subjects = from.subjects.clone(),
+            Field::Sources => to.sources = from.sources.clone(),
+            Field::Compression => to.compression = from.compression.clone(),
             Field::Description => to.description = from.description.clone(),
             Field::Retention => to.retention = from.retention,
             Field::Storage => to.storage = from.storage,

@@ -28,6 +28,71 @@ pub struct Topology {
     /// Durable pull consumers (`[[consumer]]`).
     #[serde(default, rename = "consumer")]
     pub consumers: Vec<ConsumerSpec>,
+    /// The archive tier and its clean-up service (`[archive]`), if the event log is bounded.
+    #[serde(default)]
+    pub archive: Option<ArchiveSpec>,
+    /// What stays in the hot event stream, per aggregate type (`[[retention]]`); a type not
+    /// listed keeps everything hot.
+    #[serde(default, rename = "retention")]
+    pub retention: Vec<RetentionSpec>,
+}
+
+/// The archive tier: a stream that sources the event stream and is never compacted, and how
+/// often the archiver compacts the event stream against it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArchiveSpec {
+    /// The archive stream (declared as a `[[stream]]` with `sources = [<events>]`).
+    pub stream: String,
+    /// The event stream it archives and the archiver compacts.
+    pub events: String,
+    /// How often the archiver runs (`10m`).
+    pub every: String,
+}
+
+/// What a retention rule keeps hot.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Keep {
+    /// Every event stays hot.
+    #[default]
+    All,
+    /// Only the events after the aggregate's latest snapshot (and always its last event).
+    SinceSnapshot,
+    /// Everything while the aggregate is open; once its last event is one of `closed_by` and
+    /// older than `closed_for`, only that last event.
+    Closed,
+}
+
+/// The retention of one aggregate type's events in the hot stream. Whatever it drops from the
+/// hot stream stays in the archive, and reads go there for it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionSpec {
+    /// The aggregate type (`stock`).
+    pub aggregate: String,
+    /// What stays hot.
+    pub keep: Keep,
+    /// Why (shown by `archive status`).
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// For `closed`: the event names that close an aggregate (`OrderCompleted`).
+    #[serde(default)]
+    pub closed_by: Vec<String>,
+    /// For `closed`: how long a closed aggregate stays hot (`30d`).
+    #[serde(default)]
+    pub closed_for: Option<String>,
+}
+
+/// Stream compression at rest.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// None.
+    #[default]
+    None,
+    /// S2 (nats-server 2.10).
+    S2,
 }
 
 /// Storage backend.
@@ -74,8 +139,15 @@ pub struct StreamSpec {
     /// What it is for.
     #[serde(default)]
     pub description: Option<String>,
-    /// Subjects it captures.
+    /// Subjects it captures (none for a stream fed only by `sources`).
+    #[serde(default)]
     pub subjects: Vec<String>,
+    /// Streams it copies every message of, by JetStream sourcing (the archive).
+    #[serde(default)]
+    pub sources: Vec<String>,
+    /// Compression at rest.
+    #[serde(default)]
+    pub compression: Compression,
     /// File or memory.
     #[serde(default)]
     pub storage: Storage,
@@ -251,8 +323,11 @@ impl Topology {
     fn check(&self) -> Result<(), TopologyError> {
         let invalid = |m: String| Err(TopologyError::Invalid(m));
         for s in &self.streams {
-            if s.name.is_empty() || s.subjects.is_empty() {
-                return invalid(format!("stream {:?} needs a name and subjects", s.name));
+            if s.name.is_empty() || (s.subjects.is_empty() && s.sources.is_empty()) {
+                return invalid(format!("stream {:?} needs a name and subjects or sources", s.name));
+            }
+            if let Some(source) = s.sources.iter().find(|source| self.stream(source).is_none()) {
+                return invalid(format!("stream {} sources undeclared stream {source}", s.name));
             }
             for d in [&s.max_age, &s.duplicate_window].into_iter().flatten() {
                 parse_duration(d).map_err(|e| TopologyError::Invalid(format!("stream {}: {e}", s.name)))?;
@@ -274,7 +349,40 @@ impl Topology {
                 parse_duration(d).map_err(|e| TopologyError::Invalid(format!("consumer {}: {e}", c.durable)))?;
             }
         }
+        if let Some(a) = &self.archive {
+            let sources = self.stream(&a.stream).map(|s| &s.sources);
+            if !sources.is_some_and(|s| s.contains(&a.events)) {
+                return invalid(format!(
+                    "archive: stream {} must be declared with sources = [{:?}]",
+                    a.stream, a.events
+                ));
+            }
+            parse_duration(&a.every).map_err(|e| TopologyError::Invalid(format!("archive every: {e}")))?;
+        }
+        for r in &self.retention {
+            if r.keep != Keep::All && self.archive.is_none() {
+                return invalid(format!(
+                    "retention of {}: only an [archive] lets events leave the hot stream",
+                    r.aggregate
+                ));
+            }
+            if r.keep == Keep::Closed && (r.closed_by.is_empty() || r.closed_for.is_none()) {
+                return invalid(format!("retention of {}: keep = closed needs closed_by and closed_for", r.aggregate));
+            }
+            if let Some(d) = &r.closed_for {
+                parse_duration(d).map_err(|e| TopologyError::Invalid(format!("retention of {}: {e}", r.aggregate)))?;
+            }
+        }
         Ok(())
+    }
+
+    /// The retention rule of an aggregate type (keep everything when none is declared).
+    pub fn retention_of(&self, aggregate_type: &str) -> RetentionSpec {
+        self.retention
+            .iter()
+            .find(|r| r.aggregate == aggregate_type)
+            .cloned()
+            .unwrap_or_else(|| RetentionSpec { aggregate: aggregate_type.to_owned(), ..Default::default() })
     }
 }
 
@@ -315,5 +423,22 @@ mod tests {
         assert!(Topology::parse("[[stream]]\nname='A'\nsubjects=['a']\nmax_age='forever'").is_err());
         assert!(Topology::parse("[[consumer]]\nstream='NOPE'\ndurable='x'").is_err());
         assert!(Topology::parse("[[kv]]\nbucket='b'\nhistory=65").is_err());
+    }
+
+    #[test]
+    fn an_archive_must_source_the_events_and_retention_needs_an_archive() {
+        let events = "[[stream]]\nname='EVENTS'\nsubjects=['evt.>']\n";
+        let archive = "[[stream]]\nname='ARCHIVE'\nsources=['EVENTS']\ncompression='s2'\n";
+        let spec = "[archive]\nstream='ARCHIVE'\nevents='EVENTS'\nevery='10m'\n";
+        let stock = "[[retention]]\naggregate='stock'\nkeep='since_snapshot'\n";
+        let t = Topology::parse(&format!("{events}{archive}{spec}{stock}")).unwrap();
+        assert_eq!(t.stream("ARCHIVE").unwrap().compression, Compression::S2);
+        assert_eq!(t.retention_of("stock").keep, Keep::SinceSnapshot);
+        assert_eq!(t.retention_of("product").keep, Keep::All);
+        assert!(Topology::parse(&format!("{events}{stock}")).is_err(), "retention without an archive");
+        assert!(Topology::parse(&format!("{events}[[stream]]\nname='ARCHIVE'\nsources=['EVENTS']\n[archive]\nstream='NOPE'\nevents='EVENTS'\nevery='1m'")).is_err());
+        assert!(Topology::parse(&format!("{events}[[stream]]\nname='A'\nsources=['NOPE']\n")).is_err());
+        let closed = "[[retention]]\naggregate='order'\nkeep='closed'\n";
+        assert!(Topology::parse(&format!("{events}{archive}{spec}{closed}")).is_err(), "closed needs closed_by");
     }
 }

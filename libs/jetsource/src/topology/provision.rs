@@ -5,12 +5,16 @@ use std::fmt;
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, IntoConsumerConfig, pull};
-use async_nats::jetstream::stream::{Config, DiscardPolicy, RetentionPolicy, StorageType};
+use async_nats::jetstream::stream::{
+    Compression as StreamCompression, Config, DiscardPolicy, RetentionPolicy, Source, StorageType,
+};
 use async_nats::jetstream::{self, kv};
 use thiserror::Error;
 
 use super::fields::{Field, KV_FIELDS, Risk, STREAM_FIELDS};
-use super::{ConsumerSpec, DeliverFrom, Discard, KvSpec, Retention, Storage, StreamSpec, Topology, parse_duration};
+use super::{
+    Compression, ConsumerSpec, DeliverFrom, Discard, KvSpec, Retention, Storage, StreamSpec, Topology, parse_duration,
+};
 
 const STREAM_NOT_FOUND: u64 = 10059;
 
@@ -300,6 +304,12 @@ fn stream_config(spec: &StreamSpec, replicas: Option<usize>) -> Config {
         name: spec.name.clone(),
         description: spec.description.clone(),
         subjects: spec.subjects.clone(),
+        sources: (!spec.sources.is_empty())
+            .then(|| spec.sources.iter().map(|name| Source { name: name.clone(), ..Default::default() }).collect()),
+        compression: match spec.compression {
+            Compression::S2 => Some(StreamCompression::S2),
+            Compression::None => None,
+        },
         storage: storage(spec.storage),
         retention: match spec.retention {
             Retention::Limits => RetentionPolicy::Limits,

@@ -55,10 +55,17 @@ impl Reply {
 }
 
 impl Factory {
-    /// A server and one process running every command service.
+    /// A server and one process running every service but the gateway.
     pub async fn start() -> Self {
+        Self::start_without(&[]).await
+    }
+
+    /// A server and one process running every service but the gateway and `left_out`.
+    pub async fn start_without(left_out: &[&str]) -> Self {
         let mut factory = Self::server_only().await;
-        factory.spawn(factory::app::all_services().into_iter().filter(|s| *s != "gateway").collect(), |_| {}).await;
+        let services =
+            factory::app::all_services().into_iter().filter(|s| *s != "gateway" && !left_out.contains(s)).collect();
+        factory.spawn(services, |_| {}).await;
         factory
     }
 

@@ -175,6 +175,6 @@ async fn factory_status_prints_the_same_report_and_fails_when_a_service_is_missi
     let report: serde_json::Value = serde_json::from_slice(&none.stdout).unwrap();
     assert!(!none.status.success());
     assert_eq!(report["status"], "degraded");
-    assert_eq!(report["missing"].as_array().unwrap().len(), 7, "{report}");
+    assert_eq!(report["missing"].as_array().unwrap().len(), 8, "{report}");
     assert!(String::from_utf8_lossy(&none.stderr).contains("the factory is degraded"));
 }

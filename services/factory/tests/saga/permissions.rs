@@ -1,6 +1,7 @@
 //! The accounts and per-service users of `nats/accounts.conf` (what Kubernetes runs): every
 //! service runs under its own least-privilege user and the whole flow works — commands, views,
-//! the saga, notifications, status, a rebuild — while a service cannot write another's events.
+//! the saga, notifications, status, a rebuild, a compaction — while a service cannot write
+//! another's events.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -15,8 +16,19 @@ use serde_json::Value;
 
 use crate::eventually;
 
-const USERS: [&str; 10] =
-    ["sys", "admin", "catalog", "stock", "production", "projector", "saga", "notifier", "logbook", "gateway"];
+const USERS: [&str; 11] = [
+    "sys",
+    "admin",
+    "catalog",
+    "stock",
+    "production",
+    "projector",
+    "saga",
+    "notifier",
+    "logbook",
+    "archiver",
+    "gateway",
+];
 
 fn password(user: &str) -> String {
     format!("pw-{user}-{}", std::process::id())
@@ -87,6 +99,7 @@ async fn every_service_works_under_its_own_least_privilege_user() {
         ("saga", "saga"),
         ("notifier", "notifier"),
         ("logbook", "logbook"),
+        ("archiver", "archiver"),
         ("gateway", "gateway"),
     ] {
         let mut config = AppConfig::new(url_for(&server, user), vec![service]);
@@ -145,6 +158,24 @@ async fn every_service_works_under_its_own_least_privilege_user() {
     })
     .await;
 
+    // The archiver compacts under its own user: a stock item past its first snapshot
+    for _ in 0..100 {
+        let (status, reply) = http(gateway, "POST", "/v1/commands/stock/bolt@main/receive", r#"{"qty": 1}"#).await;
+        assert_eq!(status, 200, "{reply}");
+    }
+    let archiver_user = jetsource::connect(&url_for(&server, "archiver"), "test-archiver").await.unwrap();
+    let snapshots = async_nats::jetstream::new(archiver_user.clone()).get_key_value("snapshots").await.unwrap();
+    let topology = Topology::parse(factory::TOPOLOGY).unwrap();
+    let archiver = jetsource::archive::Archiver::new(archiver_user, &topology, Some(snapshots)).unwrap();
+    let compacted = eventually("bolt@main compacted", || async {
+        archiver.run(&Default::default(), |_| {}).await.unwrap();
+        let hot = js.get_stream("EVENTS").await.unwrap().info_with_subjects("evt.stock.bolt@main").await.unwrap();
+        let count = hot.map(|r| r.unwrap().1).collect::<Vec<_>>().await;
+        (count.first().is_some_and(|c| *c < 100)).then_some(count)
+    })
+    .await;
+    let archived = archiver.status().await.unwrap();
+
     // A service cannot write another aggregate type's events
     let stock = jetsource::connect(&url_for(&server, "stock"), "test-stock").await.unwrap();
     let forged = async_nats::jetstream::new(stock).publish("evt.order.forged", "{}".into()).await;
@@ -157,6 +188,7 @@ async fn every_service_works_under_its_own_least_privilege_user() {
     assert_eq!(completed["status"], "completed");
     assert_eq!((events, history, rebuild, logs), (200, 200, 200, 200));
     assert_eq!(status["missing"].as_array().map(Vec::len), Some(0), "{status}");
+    assert!(compacted[0] < 100 && archived.types["stock"].archived.events > 100, "{archived:?}");
     let forged = js.get_stream("EVENTS").await.unwrap().get_last_raw_message_by_subject("evt.order.forged").await;
     assert!(forged.is_err(), "the stock user wrote an order event");
     shutdown.trigger();

@@ -1,6 +1,8 @@
 //! The read side end to end: views against a fold of the event log, crash and restart,
-//! rebuild under load, parked events, read-your-writes, queries.
+//! rebuild under load, parked events, read-your-writes, queries, and the bounded event log
+//! (compaction against the archive).
 
+mod archive;
 mod fold;
 mod lifecycle;
 mod queries;
