@@ -5,6 +5,7 @@
 //!
 //! `cargo run --release -p jetsource-bench -- core` (or `make bench` for every suite).
 
+mod archive;
 mod asynchronous;
 mod commands;
 mod core;
@@ -53,6 +54,10 @@ enum Suite {
     /// Failover on a 3-node R3 cluster: commands around a stream-leader kill beside the
     /// election and a raw publisher; standby projector and saga taking over.
     Failover,
+    /// The bounded event log: hot and archived sizes under a steady workload (1M events by
+    /// default, BENCH_ARCHIVE_EVENTS), bytes per event, time travel and a view rebuild after
+    /// compaction beside the same reads before it.
+    Archive,
     /// Every suite in turn.
     All,
 }
@@ -69,13 +74,15 @@ fn main() -> anyhow::Result<()> {
             Suite::Http => http::run(window).await,
             Suite::Async => asynchronous::run(window).await,
             Suite::Failover => failover::run(window).await,
+            Suite::Archive => archive::run(window).await,
             Suite::All => {
                 core::run(window).await?;
                 commands::run(window).await?;
                 projection::run(window).await?;
                 http::run(window).await?;
                 asynchronous::run(window).await?;
-                failover::run(window).await
+                failover::run(window).await?;
+                archive::run(window).await
             }
         }
     })

@@ -156,8 +156,28 @@ nats = dashboard(
     ["nats"],
 )
 
+archive = dashboard(
+    "factory-archive",
+    "Factory: archive and compaction",
+    "The bounded event log: hot and archived sizes, how far the archive is behind, compaction runs and the events they moved out of the hot stream.",
+    [
+        panel(1, "Messages: hot stream and archive", [('max by (tier) (factory_stream_messages)', "{{tier}}")], 0, 0, unit="short",
+              description="EVENTS stays bounded by the retention rules; ARCHIVE holds every event."),
+        panel(2, "Bytes: hot stream and archive", [('max by (tier) (factory_stream_bytes)', "{{tier}}")], 12, 0, unit="bytes",
+              description="As the streams count them (the archive is S2-compressed on disk)."),
+        panel(3, "Archive lag (events not yet copied)", [('max(factory_archive_lag)', "lag")], 0, 8, unit="short",
+              description="Compaction never purges what the archive does not hold; a growing lag holds the hot stream's size up."),
+        panel(4, "Events purged from the hot stream per hour", [('sum by (aggregate_type) (increase(factory_archive_purged_events_total[1h]))', "{{aggregate_type}}")], 12, 8, unit="short",
+              description="Each is still in the archive; reads go there for it."),
+        panel(5, "Compaction runs per hour", [('sum by (outcome) (increase(factory_archive_runs_total[1h]))', "{{outcome}}")], 0, 16, unit="short"),
+        panel(6, "Since the last compaction run", [('time() - max(factory_archive_last_run_timestamp_seconds)', "since last run")], 12, 16, unit="s",
+              description="The archiver runs every [archive] every (10 min)."),
+    ],
+    ["archive"],
+)
+
 here = os.path.dirname(os.path.abspath(__file__))
-for name, board in [("overview", overview), ("projections", projections), ("sagas", sagas), ("nats", nats)]:
+for name, board in [("overview", overview), ("projections", projections), ("sagas", sagas), ("nats", nats), ("archive", archive)]:
     with open(os.path.join(here, "dashboards", f"{name}.json"), "w") as f:
         json.dump(board, f, indent=2)
         f.write("\n")

@@ -66,6 +66,18 @@ enum Command {
     /// retention (`run`, what the archiver service does on its schedule), or show hot and
     /// archived events per aggregate type and the archive's lag (`status`).
     Archive(ArchiveArgs),
+    /// Forget a data subject (crypto-shredding): erase their key, so every personal value
+    /// sealed with it reads as erased from now on — in history, time travel, snapshots, views
+    /// and the archive; nothing else changes. Exits non-zero when the subject had no key.
+    Forget(ForgetArgs),
+}
+
+#[derive(Debug, Args)]
+struct ForgetArgs {
+    /// The data subject's id (an order's `requester.customer`).
+    subject: String,
+    #[command(flatten)]
+    nats: NatsArgs,
 }
 
 #[derive(Debug, Args)]
@@ -434,6 +446,7 @@ async fn run(cli: Cli, ctx: &Ctx) -> anyhow::Result<()> {
         Command::Status(nats) => status_command(ctx, nats).await,
         Command::Logs(args) => logs_command(ctx, args).await,
         Command::Archive(args) => archive_command(ctx, args).await,
+        Command::Forget(args) => forget_command(ctx, args).await,
     }
 }
 
@@ -666,6 +679,19 @@ async fn inspect_command(ctx: &Ctx, args: InspectArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn forget_command(ctx: &Ctx, args: ForgetArgs) -> anyhow::Result<()> {
+    jetsource::metadata::validate_command_id(&args.subject)
+        .map_err(|e| anyhow::anyhow!("invalid data subject {:?}: {e}", args.subject))?;
+    let client = jetsource::connect(&args.nats.nats_url, &ctx.connection("forget")).await?;
+    let store = EventStore::new(client, StoreConfig { app: ctx.app.name().to_owned(), ..Default::default() });
+    if store.keyring()?.forget(&args.subject).await? {
+        println!("forgot {}: its key is erased; its personal data reads as erased everywhere", args.subject);
+        Ok(())
+    } else {
+        anyhow::bail!("{} has no key: never seen, or forgotten before", args.subject)
+    }
+}
+
 async fn archive_command(ctx: &Ctx, args: ArchiveArgs) -> anyhow::Result<()> {
     use jetsource::archive::{Archiver, RunOptions};
     use std::io::{IsTerminal as _, Write as _};
@@ -726,7 +752,7 @@ async fn archive_command(ctx: &Ctx, args: ArchiveArgs) -> anyhow::Result<()> {
             }
             let s = &status.sizes;
             println!("hot      {} events, {} bytes", s.hot.messages, s.hot.bytes);
-            println!("archive  {} messages, {} bytes (S2)", s.archived.messages, s.archived.bytes);
+            println!("archive  {} messages, {} bytes before S2 compression", s.archived.messages, s.archived.bytes);
             println!(
                 "lag      {} events{}",
                 s.lag,

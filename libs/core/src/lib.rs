@@ -61,6 +61,7 @@ pub mod command;
 pub mod event;
 pub mod id;
 pub mod metadata;
+pub mod personal;
 
 pub use aggregate::{Aggregate, DomainError};
 pub use command::{Command, CommandParseError, CommandSpec, parse_body};
@@ -68,6 +69,7 @@ pub use event::{DomainEvent, Upcasters};
 pub use id::{AggregateId, IdError};
 pub use jetsource_derive::{Command, DomainEvent};
 pub use metadata::{CommandContext, Metadata, TraceContext};
+pub use personal::Personal;
 
 /// What the derives expand to; not part of the API.
 #[doc(hidden)]

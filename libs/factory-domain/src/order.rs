@@ -3,7 +3,7 @@
 
 use jetsource_core::command::fields;
 use jetsource_core::schemars::JsonSchema;
-use jetsource_core::{Aggregate, Command, DomainError, DomainEvent};
+use jetsource_core::{Aggregate, Command, DomainError, DomainEvent, Personal};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -77,6 +77,41 @@ pub struct Order {
     /// Its start ended without reservations (cancelled while they were under way).
     #[serde(default)]
     pub start_abandoned: bool,
+    /// Who asked for it (a customer id), if given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer: Option<String>,
+    /// How to reach them: personal data of the customer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contact: Option<Personal<Contact>>,
+}
+
+/// Who asked for an order, as `plan` takes it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
+#[schemars(crate = "jetsource_core::schemars")]
+#[serde(deny_unknown_fields)]
+pub struct Requester {
+    /// The customer's id: a pseudonym, the data subject `factory forget` names.
+    #[serde(deserialize_with = "fields::aggregate_id")]
+    #[schemars(regex(pattern = r"^[A-Za-z0-9_@-]{1,128}$"))]
+    pub customer: String,
+    /// Their name (1 to 200 characters).
+    #[serde(deserialize_with = "fields::text")]
+    #[schemars(length(min = 1, max = 200))]
+    pub name: String,
+    /// How to reach them (1 to 200 characters).
+    #[serde(deserialize_with = "fields::text")]
+    #[schemars(length(min = 1, max = 200))]
+    pub email: String,
+}
+
+/// How to reach an order's customer: personal data, stored sealed with the customer's key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[schemars(crate = "jetsource_core::schemars")]
+pub struct Contact {
+    /// Their name.
+    pub name: String,
+    /// How to reach them.
+    pub email: String,
 }
 
 impl Order {
@@ -114,6 +149,10 @@ pub enum OrderCommand {
         qty: Qty,
         /// Where.
         warehouse: Warehouse,
+        /// Who asked for it: a customer id and their contact (personal data, stored sealed with
+        /// the customer's key; `factory forget <customer>` erases it everywhere).
+        #[serde(default)]
+        requester: Option<Requester>,
         /// The product, looked up by the service before `handle` (none: not defined).
         #[command(lookup)]
         product: Option<ProductInfo>,
@@ -174,6 +213,12 @@ pub enum OrderEvent {
         warehouse: String,
         /// The product's bill of materials at planning time (per unit).
         bom: Vec<BomLine>,
+        /// Who asked for it (a customer id).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        customer: Option<String>,
+        /// How to reach them: personal data of the customer, sealed with their key.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        contact: Option<Personal<Contact>>,
     },
     /// Started: the saga reserves the resources now.
     OrderStarted {},
@@ -275,12 +320,16 @@ impl Aggregate for Order {
             {
                 return Err(OrderError::QuantityTooLarge(qty.get()));
             }
-            (OrderCommand::Plan { product_id, qty, warehouse, product: Some(p) }, _) => OrderEvent::OrderPlanned {
-                product_id,
-                qty: qty.get(),
-                warehouse: warehouse.as_str().to_owned(),
-                bom: p.bom,
-            },
+            (OrderCommand::Plan { product_id, qty, warehouse, requester, product: Some(p) }, _) => {
+                OrderEvent::OrderPlanned {
+                    product_id,
+                    qty: qty.get(),
+                    warehouse: warehouse.as_str().to_owned(),
+                    bom: p.bom,
+                    customer: requester.as_ref().map(|r| r.customer.clone()),
+                    contact: requester.map(|r| Personal::new(r.customer, Contact { name: r.name, email: r.email })),
+                }
+            }
             (_, S::None) => return Err(OrderError::NotFound),
             (OrderCommand::Start, S::Planned) => OrderEvent::OrderStarted {},
             (OrderCommand::Start, _) => return refuse("start"),
@@ -308,12 +357,14 @@ impl Aggregate for Order {
 
     fn apply(&mut self, event: &OrderEvent) {
         match event {
-            OrderEvent::OrderPlanned { product_id, qty, warehouse, bom } => {
+            OrderEvent::OrderPlanned { product_id, qty, warehouse, bom, customer, contact } => {
                 self.status = OrderStatus::Planned;
                 self.product_id = product_id.clone();
                 self.qty = *qty;
                 self.warehouse = warehouse.clone();
                 self.bom = bom.clone();
+                self.customer = customer.clone();
+                self.contact = contact.clone();
             }
             OrderEvent::OrderStarted {} => self.status = OrderStatus::Started,
             OrderEvent::ResourcesReserved { lines } => {

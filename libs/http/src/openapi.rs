@@ -27,7 +27,7 @@ fn constrain(doc: &mut Value) {
             let Some(params) = op.get_mut("parameters").and_then(Value::as_array_mut) else { continue };
             for p in params.iter_mut() {
                 let schema = match (p["in"].as_str().unwrap_or_default(), p["name"].as_str().unwrap_or_default()) {
-                    ("header", "Idempotency-Key") | ("path", "command_id") => {
+                    ("header", "Idempotency-Key") | ("path", "command_id" | "subject") => {
                         json!({"type": "string", "pattern": command_id})
                     }
                     ("header", "If-Match") => {

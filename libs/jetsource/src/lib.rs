@@ -72,6 +72,7 @@ pub mod codec;
 pub mod connect;
 pub mod consume;
 pub mod error;
+pub mod keyring;
 pub mod projection;
 pub mod recent;
 pub mod repository;
@@ -87,7 +88,7 @@ pub use error::{CommandError, ErrorCode, StoreError};
 pub use jetsource_core::schemars;
 pub use jetsource_core::{
     Aggregate, AggregateId, Command, CommandContext, CommandParseError, CommandSpec, DomainError, DomainEvent, IdError,
-    Metadata, TraceContext, Upcasters, aggregate, command, event, id, metadata,
+    Metadata, Personal, TraceContext, Upcasters, aggregate, command, event, id, metadata, personal,
 };
 pub use recent::EventRef;
 pub use repository::{CommandOutcome, Envelope, Loaded, Observer, Repository, RepositoryConfig, Until};

@@ -41,6 +41,8 @@ pub async fn inspect_as<A: Aggregate>(
             stored.iter().take(loaded.version as usize).map(structured).collect::<Result<_, _>>()?;
         out["events"] = Value::Array(events);
     }
+    // State and history hold personal values sealed; the answer shows them opened (or erased).
+    store.reveal(&mut out).await?;
     Ok(out)
 }
 

@@ -593,6 +593,8 @@ impl App {
                     self.aggregates_of(name).iter().map(|a| format!("evt.{}.>", a.aggregate_type())).collect();
                 publish.extend(own(&reads));
                 publish.extend(own(&["$KV.snapshots.>", "$KV.idempotency.>"]));
+                // Sealing personal data creates its subject's key on first use.
+                publish.push(format!("{}.>", jetsource::keyring::KEYS_PREFIX));
                 Permissions { publish, deny: Vec::new(), subscribe: own(&[crate::wire::subject::COMMANDS]) }
             }
             ServiceKind::Projector => {
@@ -603,7 +605,7 @@ impl App {
                 let streams = topology.streams.iter().map(|s| s.name.clone());
                 let kv_streams = topology.buckets.iter().map(|b| format!("KV_{}", b.bucket));
                 for stream in streams.chain(kv_streams) {
-                    for verb in ["DELETE", "PURGE", "UPDATE"] {
+                    for verb in ["DELETE", "PURGE", "UPDATE", "MSG.DELETE"] {
                         deny.push(format!("$JS.API.STREAM.{verb}.{stream}"));
                     }
                 }
@@ -651,6 +653,10 @@ impl App {
                     publish.extend(custom.subscribe.iter().cloned());
                 }
                 publish.extend(own(&reads));
+                // `POST /v1/data-subjects/{subject}/forget` erases a key (admins only).
+                for keys in topology.streams.iter().filter(|s| s.subjects.iter().any(|s| s.starts_with("keys."))) {
+                    publish.push(format!("$JS.API.STREAM.MSG.DELETE.{}", keys.name));
+                }
                 publish.extend(own(&[
                     "$JS.API.CONSUMER.CREATE.>",
                     "$JS.API.CONSUMER.MSG.NEXT.>",

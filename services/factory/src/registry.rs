@@ -93,7 +93,7 @@ impl Prepare<Order> for ProductLookup {
         command: OrderCommand,
     ) -> BoxFuture<'a, Result<OrderCommand, ErrorBody>> {
         Box::pin(async move {
-            let OrderCommand::Plan { product_id, qty, warehouse, .. } = command else { return Ok(command) };
+            let OrderCommand::Plan { product_id, qty, warehouse, requester, .. } = command else { return Ok(command) };
             let id = AggregateId::new(product_id.as_str())
                 .map_err(|e| ErrorBody::new(ErrorCode::Invalid, format!("product_id: {e}")))?;
             let loaded = reads
@@ -102,7 +102,7 @@ impl Prepare<Order> for ProductLookup {
                 .map_err(|e| ErrorBody::new(ErrorCode::Unavailable, format!("product lookup: {e}")))?;
             let product =
                 loaded.state.defined.then_some(ProductInfo { retired: loaded.state.retired, bom: loaded.state.bom });
-            Ok(OrderCommand::Plan { product_id, qty, warehouse, product })
+            Ok(OrderCommand::Plan { product_id, qty, warehouse, requester, product })
         })
     }
 }

@@ -181,6 +181,12 @@ pub struct OrderDoc {
     /// What happened, when it failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure_message: Option<String>,
+    /// Who asked for it (a customer id), if given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer: Option<String>,
+    /// How to reach them: personal data, kept sealed as the event holds it (answers open it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contact: Option<jetsource::Personal<factory_domain::order::Contact>>,
     /// Dense version of the order aggregate.
     pub version: u64,
 }
@@ -203,11 +209,13 @@ impl Projection for OrdersView {
     fn apply(&self, event: &EventView<'_>, _key: &str, doc: &mut OrderDoc) -> Result<(), String> {
         doc.order_id = event.aggregate_id.to_owned();
         match decode(&self.codec, event)? {
-            OrderEvent::OrderPlanned { product_id, qty, warehouse, .. } => {
+            OrderEvent::OrderPlanned { product_id, qty, warehouse, customer, contact, .. } => {
                 doc.product_id = product_id;
                 doc.qty = qty;
                 doc.warehouse = warehouse;
                 doc.status = OrderStatus::Planned;
+                doc.customer = customer;
+                doc.contact = contact;
             }
             OrderEvent::OrderStarted {} => doc.status = OrderStatus::Started,
             OrderEvent::ResourcesReserved { .. } => doc.status = OrderStatus::Reserved,

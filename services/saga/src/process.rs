@@ -71,7 +71,7 @@ impl ProcessManager for ProductionSaga {
                     Err(e) => return vec![Effect::Park(format!("the saga cannot read it: {e}"))],
                 };
                 match decoded {
-                    OrderEvent::OrderPlanned { product_id, qty, warehouse, bom } if state.order_id.is_empty() => {
+                    OrderEvent::OrderPlanned { product_id, qty, warehouse, bom, .. } if state.order_id.is_empty() => {
                         let order =
                             Order { status: OrderStatus::Planned, product_id, qty, warehouse, bom, ..Order::default() };
                         vec![Effect::Save(SagaState::planned(event.aggregate_id, &order))]

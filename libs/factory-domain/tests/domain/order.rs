@@ -5,7 +5,13 @@ use jetsource_testkit::AggregateFixture;
 use crate::{line, qty};
 
 fn plan(product: Option<ProductInfo>) -> C {
-    C::Plan { product_id: "widget".into(), qty: qty(2), warehouse: Warehouse::new("main").unwrap(), product }
+    C::Plan {
+        product_id: "widget".into(),
+        qty: qty(2),
+        warehouse: Warehouse::new("main").unwrap(),
+        requester: None,
+        product,
+    }
 }
 
 fn widget(retired: bool) -> Option<ProductInfo> {
@@ -13,7 +19,14 @@ fn widget(retired: bool) -> Option<ProductInfo> {
 }
 
 fn planned() -> E {
-    E::OrderPlanned { product_id: "widget".into(), qty: 2, warehouse: "main".into(), bom: vec![line("bolt", 4)] }
+    E::OrderPlanned {
+        product_id: "widget".into(),
+        qty: 2,
+        warehouse: "main".into(),
+        bom: vec![line("bolt", 4)],
+        customer: None,
+        contact: None,
+    }
 }
 
 fn bolts(n: u64) -> Vec<ReservedLine> {
@@ -31,9 +44,37 @@ fn plan_needs_a_defined_unretired_product() {
         product_id: "widget".into(),
         qty: qty(u64::MAX / 2),
         warehouse: Warehouse::new("main").unwrap(),
+        requester: None,
         product: widget(false),
     };
     AggregateFixture::<Order>::given_no_events().when(huge).then_expect_rejection("quantity_too_large");
+}
+
+#[test]
+fn a_requester_s_contact_is_personal_data_of_the_customer() {
+    let requester: factory_domain::order::Requester =
+        serde_json::from_str(r#"{"customer": "c-42", "name": "Ada", "email": "ada@example.com"}"#).unwrap();
+    let command = C::Plan {
+        product_id: "widget".into(),
+        qty: qty(2),
+        warehouse: Warehouse::new("main").unwrap(),
+        requester: Some(requester),
+        product: widget(false),
+    };
+    let state = AggregateFixture::<Order>::given_no_events().when(command).then_expect_events([E::OrderPlanned {
+        product_id: "widget".into(),
+        qty: 2,
+        warehouse: "main".into(),
+        bom: vec![line("bolt", 4)],
+        customer: Some("c-42".into()),
+        contact: Some(jetsource::Personal::new(
+            "c-42",
+            factory_domain::order::Contact { name: "Ada".into(), email: "ada@example.com".into() },
+        )),
+    }]);
+    assert_eq!(state.contact.as_ref().map(|c| c.subject()), Some("c-42"));
+    let unknown = r#"{"customer": "c-42", "name": "Ada", "email": "a@b", "phone": "1"}"#;
+    assert!(serde_json::from_str::<factory_domain::order::Requester>(unknown).is_err());
 }
 
 #[test]

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use jetsource::{StoreError, Until};
-use serde_json::json;
+use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use warp::Filter;
@@ -123,5 +123,7 @@ async fn history(
     let mut stored = ctx.gw.store.read(&subject, from, limit as usize + 1).await.map_err(store_problem)?;
     let next = (stored.len() > limit as usize).then(|| stored.pop().map(|e| e.seq)).flatten();
     let events: Vec<_> = stored.iter().map(structured).collect::<Result<_, _>>().map_err(store_problem)?;
+    let mut events = Value::Array(events);
+    ctx.gw.store.reveal(&mut events).await.map_err(store_problem)?;
     Ok(json(200, &json!({ "events": events, "next": next })))
 }

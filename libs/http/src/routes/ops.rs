@@ -1,5 +1,6 @@
 //! Operations: `/status`, `/healthz`, `/readyz`, `/metrics`, `/openapi.json`, and the
-//! projections (`GET /v1/projections`, `POST /v1/projections/{view}/rebuild|retry`).
+//! projections (`GET /v1/projections`, `POST /v1/projections/{view}/rebuild|retry`), and
+//! forgetting a data subject (`POST /v1/data-subjects/{subject}/forget`).
 
 use std::sync::Arc;
 
@@ -66,7 +67,22 @@ pub(super) fn routes(
             })
             .await
         });
-    health.or(openapi).unify().or(status).unify().or(projections).unify().or(operate).unify()
+    let forget = warp::path!("v1" / "data-subjects" / String / "forget")
+        .and(warp::post())
+        .and(with(gw))
+        .and(warp::header::headers_cloned())
+        .then(|subject: String, gw: Arc<Gateway>, headers: HeaderMap| async move {
+            handle(gw, "/v1/data-subjects/{subject}/forget", Role::Admin, headers, |ctx| async move {
+                let subject = segment(&subject)?;
+                jetsource::metadata::validate_command_id(&subject)
+                    .map_err(|e| Problem::new(400, "invalid", format!("invalid data subject: {e}")))?;
+                let keyring = ctx.gw.store.keyring().map_err(super::aggregates::store_problem)?;
+                let forgotten = keyring.forget(&subject).await.map_err(super::aggregates::store_problem)?;
+                Ok(json(200, &serde_json::json!({ "subject": subject, "forgotten": forgotten })))
+            })
+            .await
+        });
+    health.or(openapi).unify().or(status).unify().or(projections).unify().or(operate).unify().or(forget).unify()
 }
 
 async fn admin(ctx: Ctx, subject: String, body: Bytes) -> Result<warp::reply::Response, Problem> {

@@ -184,16 +184,33 @@ impl<A: Aggregate> Repository<A> {
             state: loaded.state.clone(),
         };
         let id = id.clone();
+        let store = self.store.clone();
         tokio::spawn(async move {
-            let result = match serde_json::to_vec(&record) {
+            let result = match sealed(&store, &record).await {
                 Ok(bytes) => snapshots.put(A::TYPE, &id, bytes.into()).await.map(drop),
-                Err(e) => Err(StoreError::Internal(e.to_string())),
+                Err(e) => Err(e),
             };
             if let Err(e) = result {
                 tracing::warn!(aggregate_type = A::TYPE, aggregate_id = %id, error = %e, "snapshot not written");
             }
         });
     }
+}
+
+/// A snapshot as stored: its personal values sealed (the state folded in memory may hold them
+/// in plain).
+async fn sealed<S: serde::Serialize>(
+    store: &crate::EventStore,
+    record: &SnapshotRecord<S>,
+) -> Result<Vec<u8>, StoreError> {
+    let bytes = serde_json::to_vec(record).map_err(|e| StoreError::Internal(e.to_string()))?;
+    if !crate::keyring::holds_plain(&bytes) {
+        return Ok(bytes);
+    }
+    let mut value: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|e| StoreError::Internal(e.to_string()))?;
+    store.keyring()?.seal(&mut value).await?;
+    serde_json::to_vec(&value).map_err(|e| StoreError::Internal(e.to_string()))
 }
 
 fn snapshot_usable<A>(snapshot: &Loaded<A>, until: Until) -> bool {

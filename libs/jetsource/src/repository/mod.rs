@@ -196,7 +196,8 @@ impl<A: Aggregate> Repository<A> {
                     return outcome;
                 }
             };
-            let new_events = self.encode(id, &current, &events, ctx)?;
+            let mut new_events = self.encode(id, &current, &events, ctx)?;
+            self.seal(&mut new_events).await?;
             let started = Instant::now();
             let appended = self.store.append(&subject, current.last_seq, new_events).await;
             match appended {
@@ -245,6 +246,17 @@ impl<A: Aggregate> Repository<A> {
             }
         }
         Err(CommandError::Conflict { attempts: self.config.max_attempts })
+    }
+
+    /// Seals the personal values of events before they are stored (`docs/adr/0017`).
+    async fn seal(&self, events: &mut [NewEvent]) -> Result<(), CommandError<A::Error>> {
+        for event in events.iter_mut().filter(|e| crate::keyring::holds_plain(&e.data)) {
+            let mut data: serde_json::Value =
+                serde_json::from_slice(&event.data).map_err(|e| CommandError::Internal(e.to_string()))?;
+            self.store.keyring()?.seal(&mut data).await?;
+            event.data = serde_json::to_vec(&data).map_err(|e| CommandError::Internal(e.to_string()))?.into();
+        }
+        Ok(())
     }
 
     fn keep(&self, loaded: Loaded<A>) -> Option<Loaded<A>> {

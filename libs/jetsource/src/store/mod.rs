@@ -16,7 +16,18 @@ use bytes::Bytes;
 pub use read::{ARCHIVE_TIMES, StoredEvent, TimeIndex, source_sequence};
 
 use crate::cloudevents::Attributes;
+use crate::error::StoreError;
 use crate::id::AggregateId;
+use crate::keyring::Keyring;
+
+/// Whether `value` holds an object with key `field` at any depth.
+fn value_holds(value: &serde_json::Value, field: &str) -> bool {
+    match value {
+        serde_json::Value::Object(map) => map.contains_key(field) || map.values().any(|v| value_holds(v, field)),
+        serde_json::Value::Array(items) => items.iter().any(|v| value_holds(v, field)),
+        _ => false,
+    }
+}
 
 /// Where and how events are stored.
 #[derive(Debug, Clone)]
@@ -42,6 +53,9 @@ pub struct StoreConfig {
     /// The archive stream reads fall back to for events purged from `stream` (`ARCHIVE`);
     /// `None` where nothing is ever purged.
     pub archive: Option<String>,
+    /// The stream holding the data subjects' keys (`KEYS`, see [`crate::keyring`]); `None`
+    /// where no event holds personal data.
+    pub keys: Option<String>,
 }
 
 impl Default for StoreConfig {
@@ -56,6 +70,7 @@ impl Default for StoreConfig {
             ack_timeout: Duration::from_millis(750),
             append_deadline: Duration::from_secs(4),
             archive: Some("ARCHIVE".into()),
+            keys: Some("KEYS".into()),
         }
     }
 }
@@ -106,6 +121,7 @@ struct Inner {
     config: StoreConfig,
     direct_get: String,
     source: String,
+    keyring: Option<Keyring>,
 }
 
 impl EventStore {
@@ -114,7 +130,32 @@ impl EventStore {
         let js = jetstream::new(client.clone());
         let direct_get = format!("$JS.API.DIRECT.GET.{}", config.stream);
         let source = format!("/{}/{}", config.app, config.service);
-        Self { inner: Arc::new(Inner { client, js, config, direct_get, source }) }
+        let keyring = config.keys.as_ref().map(|keys| Keyring::new(js.clone(), keys.clone()));
+        Self { inner: Arc::new(Inner { client, js, config, direct_get, source, keyring }) }
+    }
+
+    /// The data subjects' keys: sealing personal data before it is stored, opening it in
+    /// answers, forgetting a subject.
+    ///
+    /// # Errors
+    /// [`StoreError::Internal`] when the store was configured without keys.
+    pub fn keyring(&self) -> Result<&Keyring, StoreError> {
+        self.inner
+            .keyring
+            .as_ref()
+            .ok_or_else(|| StoreError::Internal("personal data, but no keys stream is configured".into()))
+    }
+
+    /// Opens the personal values in an answer (see [`Keyring::reveal`]); nothing to do, and
+    /// no round trip, when it holds none.
+    ///
+    /// # Errors
+    /// As [`Keyring::reveal`].
+    pub async fn reveal(&self, value: &mut serde_json::Value) -> Result<(), StoreError> {
+        if !value_holds(value, crate::personal::SEALED) {
+            return Ok(());
+        }
+        self.keyring()?.reveal(value).await
     }
 
     /// The configuration in use.

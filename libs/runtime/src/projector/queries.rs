@@ -53,7 +53,17 @@ pub(crate) async fn serve(projector: Projector, endpoints: Vec<(Subscriber, Arc<
                 let projector = projector.clone();
                 async move {
                     let result = if message.subject.starts_with("qry.") {
-                        query(&projector, &message).await
+                        match query(&projector, &message).await {
+                            // Documents hold personal values sealed; answers show them opened.
+                            Ok(mut value) => projector
+                                .inner
+                                .store
+                                .reveal(&mut value)
+                                .await
+                                .map(|()| value)
+                                .map_err(|e| ErrorBody::new(ErrorCode::Unavailable, e.to_string())),
+                            Err(e) => Err(e),
+                        }
                     } else {
                         admin(&projector, &message).await
                     };

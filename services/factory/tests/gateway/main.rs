@@ -4,5 +4,6 @@ mod auth;
 mod endpoints;
 mod errors;
 mod openapi;
+mod personal;
 mod props;
 mod support;

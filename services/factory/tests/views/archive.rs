@@ -241,3 +241,56 @@ async fn a_killed_archiver_loses_nothing_and_the_next_run_finishes() {
     assert!(status.types["stock"].hot.events <= 60 * 6, "{status:?}");
     assert_eq!(status.types["stock"].archived.events, 60 * 105);
 }
+
+#[tokio::test]
+async fn a_closed_order_keeps_only_its_last_event_hot_and_reads_the_same() {
+    // Arrange: an order completed, one still open; orders close after 1 s instead of 30 days
+    let factory = Factory::start_without(&["archiver"]).await;
+    factory.seed().await;
+    for order in ["o-1", "o-2"] {
+        let plan = r#"{"product_id": "widget", "qty": 1, "warehouse": "main"}"#;
+        factory.send(&format!("cmd.order.{order}.plan"), plan).await.ok();
+        factory.send(&format!("cmd.order.{order}.start"), "{}").await.ok();
+    }
+    let store = EventStore::new(factory.client.clone(), Default::default());
+    let app = factory::registry::app();
+    let orders = app.aggregate_entry("order").unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let o1 = orders.inspect(&store, &AggregateId::new("o-1").unwrap(), Until::End, false).await.unwrap();
+        if o1["state"]["status"] == "reserved" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "o-1 was not reserved: {o1}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    factory.send("cmd.order.o-1.complete", "{}").await.ok();
+    let before = (readings(&store, "order", "o-1").await, readings(&store, "order", "o-2").await);
+    let mut topology = Topology::parse(factory::TOPOLOGY).unwrap();
+    for rule in topology.retention.iter_mut().filter(|r| r.aggregate == "order") {
+        rule.closed_for = Some("1s".into());
+    }
+    let js = async_nats::jetstream::new(factory.client.clone());
+    let archiver = Archiver::new(factory.client.clone(), &topology, js.get_key_value("snapshots").await.ok()).unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    // Act
+    let report =
+        archiver.run(&RunOptions { aggregate_type: Some("order".into()), dry_run: false }, |_| {}).await.unwrap();
+
+    // Assert: o-1 keeps its last event hot, o-2 (open) all of its events; reads are unchanged
+    let hot = |id: &'static str| {
+        let js = js.clone();
+        async move {
+            let info =
+                js.get_stream("EVENTS").await.unwrap().info_with_subjects(format!("evt.order.{id}")).await.unwrap();
+            info.map(|r| r.unwrap().1).collect::<Vec<_>>().await[0]
+        }
+    };
+    assert_eq!((report.types["order"].compacted, hot("o-1").await), (1, 1), "{report:?}");
+    assert_eq!(hot("o-2").await as usize, before.1.versions.len());
+    assert_eq!((readings(&store, "order", "o-1").await, readings(&store, "order", "o-2").await), before);
+    // A closed order still refuses what it refused, at its version.
+    let cancel = factory.send("cmd.order.o-1.cancel", r#"{"reason": "late"}"#).await;
+    assert!(cancel.error_code().is_some(), "{cancel:?}");
+}
