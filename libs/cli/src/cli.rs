@@ -107,6 +107,10 @@ enum ArchiveAction {
     /// Hot and archived events per aggregate type with their retention, both streams' sizes
     /// and the archive's lag.
     Status {
+        /// Also count the bytes per aggregate type in both tiers (reads every message: as slow
+        /// as the archive is long).
+        #[arg(long)]
+        bytes: bool,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -744,8 +748,11 @@ async fn archive_command(ctx: &Ctx, args: ArchiveArgs) -> anyhow::Result<()> {
                 );
             }
         }
-        ArchiveAction::Status { json } => {
-            let status = archiver.status().await?;
+        ArchiveAction::Status { bytes, json } => {
+            let mut status = archiver.status().await?;
+            if bytes {
+                archiver.count_bytes(&mut status).await?;
+            }
             if json {
                 println!("{}", serde_json::to_string_pretty(&status)?);
                 return Ok(());

@@ -142,6 +142,10 @@ pub struct Count {
     pub aggregates: u64,
     /// Events.
     pub events: u64,
+    /// Their bytes (headers and data, before compression), when counted
+    /// ([`Archiver::count_bytes`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
 }
 
 /// One stream's size.
@@ -294,7 +298,7 @@ impl Archiver {
                 if below <= 1 {
                     continue;
                 }
-                let purged = self.compact(&events, subject, below, options.dry_run).await?;
+                let purged = self.compact(&events, subject, below, rule.tail, options.dry_run).await?;
                 if purged > 0 {
                     run.compacted += 1;
                     run.purged += purged;
@@ -306,9 +310,17 @@ impl Archiver {
         Ok(report)
     }
 
-    /// Purges the events of `subject` before `below`: first their recorded times into the
-    /// archive, then the purge. Returns how many events were (or would be) purged.
-    async fn compact(&self, events: &Stream, subject: &str, below: u64, dry_run: bool) -> Result<u64, StoreError> {
+    /// Purges the events of `subject` before `below` but the last `tail` of them: first their
+    /// recorded times into the archive, then the purge. Returns how many events were (or would
+    /// be) purged.
+    async fn compact(
+        &self,
+        events: &Stream,
+        subject: &str,
+        below: u64,
+        tail: u64,
+        dry_run: bool,
+    ) -> Result<u64, StoreError> {
         let mut index = TimeIndex::default();
         self.store
             .read_hot(subject, 1, usize::MAX, |event| {
@@ -320,6 +332,10 @@ impl Archiver {
                 Ok(ControlFlow::Continue(()))
             })
             .await?;
+        let cut = index.seqs.len().saturating_sub(usize::try_from(tail).unwrap_or(usize::MAX));
+        let below = index.seqs.get(cut).copied().unwrap_or(below);
+        index.seqs.truncate(cut);
+        index.nanos.truncate(cut);
         let count = index.seqs.len() as u64;
         if count == 0 || dry_run {
             return Ok(count);
@@ -407,6 +423,22 @@ impl Archiver {
         sizes(&self.js, &self.events, &self.archive).await
     }
 
+    /// Adds to `status` the bytes of each aggregate type's messages in both tiers, by reading
+    /// them all (the archive's whole history: slow on a long one).
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when a stream does not answer.
+    pub async fn count_bytes(&self, status: &mut ArchiveStatus) -> Result<(), StoreError> {
+        let events = self.stream(&self.events).await?;
+        let archive = self.stream(&self.archive).await?;
+        for (kind, entry) in &mut status.types {
+            let filter = format!("{}.{kind}.>", self.prefix);
+            entry.hot.bytes = Some(bytes_on(&events, filter.clone()).await?);
+            entry.archived.bytes = Some(bytes_on(&archive, filter).await?);
+        }
+        Ok(())
+    }
+
     /// Hot and archived events per aggregate type, stream sizes and the archive's lag.
     ///
     /// # Errors
@@ -432,6 +464,34 @@ impl Archiver {
         }
         Ok(status)
     }
+}
+
+/// Counts the bytes of every message of `stream` on `filter` (an ordered consumer reads them
+/// all: as long as the history).
+async fn bytes_on(stream: &Stream, filter: String) -> Result<u64, StoreError> {
+    use futures::StreamExt;
+    let consumer = stream
+        .create_consumer(jetstream::consumer::pull::OrderedConfig { filter_subject: filter, ..Default::default() })
+        .await
+        .map_err(|e| unavailable("ordered consumer", e))?;
+    let mut probe = consumer.clone();
+    if probe.info().await.map_err(|e| unavailable("ordered consumer", e))?.num_pending == 0 {
+        return Ok(0);
+    }
+    let name = consumer.cached_info().name.clone();
+    let mut messages = consumer.messages().await.map_err(|e| unavailable("ordered consumer", e))?;
+    let mut bytes = 0;
+    while let Some(message) = messages.next().await {
+        let message = message.map_err(|e| unavailable("ordered consumer", e))?;
+        bytes += message.length as u64;
+        if message.info().map_err(|e| unavailable("ordered consumer", e))?.pending == 0 {
+            break;
+        }
+    }
+    // Left to expire, it would hold compaction back where it stopped meanwhile.
+    drop(messages);
+    let _ = stream.delete_consumer(&name).await;
+    Ok(bytes)
 }
 
 /// The sizes of `events` and `archive` and the archive's lag behind `events`.

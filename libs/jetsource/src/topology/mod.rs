@@ -82,6 +82,10 @@ pub struct RetentionSpec {
     /// For `closed`: how long a closed aggregate stays hot (`30d`).
     #[serde(default)]
     pub closed_for: Option<String>,
+    /// Events before the rule's horizon that stay hot as well (0: none), for readers that
+    /// want the last few events without going to the archive.
+    #[serde(default)]
+    pub tail: u64,
 }
 
 /// Stream compression at rest.

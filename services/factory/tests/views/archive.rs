@@ -294,3 +294,38 @@ async fn a_closed_order_keeps_only_its_last_event_hot_and_reads_the_same() {
     let cancel = factory.send("cmd.order.o-1.cancel", r#"{"reason": "late"}"#).await;
     assert!(cancel.error_code().is_some(), "{cancel:?}");
 }
+
+#[tokio::test]
+async fn a_declared_tail_stays_hot_and_status_counts_bytes_per_type() {
+    // Arrange: 150 events on one stock item (snapshot at 100); the rule keeps 10 more
+    let factory = Factory::start_without(&["archiver"]).await;
+    receive(&factory, "bolt@main", 150).await;
+    let mut topology = Topology::parse(factory::TOPOLOGY).unwrap();
+    for rule in topology.retention.iter_mut().filter(|r| r.aggregate == "stock") {
+        rule.tail = 10;
+    }
+    let js = async_nats::jetstream::new(factory.client.clone());
+    let archiver = Archiver::new(factory.client.clone(), &topology, js.get_key_value("snapshots").await.ok()).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while archiver.sizes().await.unwrap().lag > 0 {
+        assert!(std::time::Instant::now() < deadline, "the archive did not catch up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // Act
+    let report = archiver.run(&RunOptions::default(), |_| {}).await.unwrap();
+    let mut status = archiver.status().await.unwrap();
+    archiver.count_bytes(&mut status).await.unwrap();
+
+    // Assert: events 1..=90 left; 91..=150 stay hot (the 10 before the snapshot's and the 50 after)
+    assert_eq!(report.types["stock"].purged, 90, "{report:?}");
+    let stock = &status.types["stock"];
+    assert_eq!((stock.hot.events, stock.archived.events), (60, 150));
+    let (hot, archived) = (stock.hot.bytes.unwrap(), stock.archived.bytes.unwrap());
+    assert!(hot > 0 && archived > hot * 2, "hot {hot} B, archived {archived} B");
+    let store = EventStore::new(factory.client.clone(), Default::default());
+    assert_eq!(store.read("evt.stock.bolt@main", 1, usize::MAX).await.unwrap().len(), 150);
+    let consumers = js.get_stream("EVENTS").await.unwrap().info().await.unwrap().state.consumer_count;
+    assert_eq!(consumers, 2 + 5, "the saga's, the notifier's and the views': counting left none behind");
+}
