@@ -26,7 +26,8 @@ use crate::process::{Process, ProcessConfig};
 #[derive(Debug, Parser)]
 #[command(name = "app", version, propagate_version = true)]
 struct Cli {
-    /// Log filter (`info`, `debug`, `jetsource_runtime=debug`); logs are JSON lines on stdout.
+    /// Log filter (`info`, `debug`, `jetsource_runtime=debug`); logs go to stdout as JSON lines,
+    /// or as readable lines on a terminal (APP_LOG_FORMAT=json|text decides).
     #[arg(long, global = true, env = "APP_LOG")]
     log: Option<String>,
     #[command(subcommand)]
@@ -70,6 +71,12 @@ enum Command {
     /// sealed with it reads as erased from now on — in history, time travel, snapshots, views
     /// and the archive; nothing else changes. Exits non-zero when the subject had no key.
     Forget(ForgetArgs),
+    /// Print a shell completion script: `factory completions bash > /etc/bash_completion.d/factory`
+    /// (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -119,10 +126,10 @@ enum ArchiveAction {
 
 #[derive(Debug, Args)]
 struct LogsArgs {
-    /// Only this service (stock, saga, gateway, ...).
+    /// Only this service's records.
     #[arg(long)]
     service: Option<String>,
-    /// Only this level and above: trace, debug, info, warn, error.
+    /// Only this level and above.
     #[arg(long)]
     level: Option<String>,
     /// Only records of this trace (32 hex digits, as in x-trace-id and every error).
@@ -143,7 +150,7 @@ struct LogsArgs {
 
 #[derive(Debug, Args)]
 struct QueryArgs {
-    /// View: stock, warehouse, orders, products or commands.
+    /// The view.
     view: String,
     /// Key (stock: <sku>@<warehouse>; warehouse name; order, product or command id); leave
     /// out to list.
@@ -197,7 +204,7 @@ enum ProjectionsAction {
 
 #[derive(Debug, Args)]
 struct SendArgs {
-    /// Aggregate type: product, stock or order.
+    /// The aggregate type.
     #[arg(value_name = "TYPE")]
     aggregate_type: String,
     /// Aggregate id (stock ids are <sku>@<warehouse>).
@@ -284,7 +291,7 @@ struct ProvisionArgs {
 
 #[derive(Debug, Args)]
 struct InspectArgs {
-    /// Aggregate type: product, stock or order.
+    /// The aggregate type.
     #[arg(value_name = "TYPE")]
     aggregate_type: String,
     /// Aggregate id (stock ids are <sku>@<warehouse>).
@@ -350,6 +357,12 @@ fn command(settings: &Settings) -> clap::Command {
     let name: &'static str = app.name();
     let values: Vec<clap::builder::PossibleValue> =
         app.services().iter().map(|s| clap::builder::PossibleValue::new(s.name).help(s.description.clone())).collect();
+    let list = |names: Vec<&'static str>| clap::builder::PossibleValuesParser::new(names);
+    let types = app.aggregate_types();
+    let views = app.view_names();
+    // Records name their service, or the application for what belongs to none.
+    let services: Vec<&'static str> = std::iter::once(name).chain(app.service_names()).collect();
+    let levels = jetsource_runtime::logbook::LEVELS.to_vec();
     let mut cmd = <Cli as clap::CommandFactory>::command()
         .name(name)
         .bin_name(name)
@@ -357,10 +370,40 @@ fn command(settings: &Settings) -> clap::Command {
         .after_help(format!("Start with `{name} up`; every command has --help."))
         .mut_subcommand("run", |run| {
             run.mut_arg("services", |arg| arg.value_parser(clap::builder::PossibleValuesParser::new(values)))
+        })
+        // Free-text arguments that take known values list them (in --help and completions).
+        .mut_subcommand("send", |c| with_arg(c, "aggregate_type", |a| a.value_parser(list(types.clone()))))
+        .mut_subcommand("inspect", |c| with_arg(c, "aggregate_type", |a| a.value_parser(list(types.clone()))))
+        .mut_subcommand("query", |c| with_arg(c, "view", |a| a.value_parser(list(views.clone()))))
+        .mut_subcommand("projections", |c| {
+            c.mut_subcommand("rebuild", |r| with_arg(r, "view", |a| a.value_parser(list(views.clone()))))
+                .mut_subcommand("retry", |r| with_arg(r, "view", |a| a.value_parser(list(views.clone()))))
+        })
+        .mut_subcommand("logs", |c| {
+            let c = with_arg(c, "level", |a| a.value_parser(list(levels.clone())));
+            with_arg(c, "service", |a| a.value_parser(list(services.clone())))
+        })
+        .mut_subcommand("archive", |c| {
+            c.mut_subcommand("run", |r| with_arg(r, "aggregate_type", |a| a.value_parser(list(types.clone()))))
         });
     cmd = rename_env(cmd, settings.env_prefix);
     for extra in &settings.extra {
         cmd = cmd.subcommand(extra.command.clone());
+    }
+    cmd
+}
+
+/// `cmd` with argument `id` changed by `change`. `mut_arg` moves the argument it changes to the
+/// end, which would renumber positional arguments: every argument is passed through in order.
+fn with_arg(mut cmd: clap::Command, id: &str, change: impl FnOnce(clap::Arg) -> clap::Arg) -> clap::Command {
+    let ids: Vec<String> = cmd.get_arguments().map(|a| a.get_id().to_string()).collect();
+    let mut change = Some(change);
+    for other in ids {
+        let pending = if other == id { change.take() } else { None };
+        cmd = cmd.mut_arg(other, |a| match pending {
+            Some(change) => change(a),
+            None => a,
+        });
     }
     cmd
 }
@@ -421,6 +464,10 @@ pub fn main(settings: Settings) -> ExitCode {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
+    if let Command::Completions { shell } = cli.command {
+        clap_complete::generate(shell, &mut command(&settings), name, &mut std::io::stdout());
+        return ExitCode::SUCCESS;
+    }
     let ctx = Ctx { app: Arc::new(settings.app), topology: settings.topology, env_prefix: settings.env_prefix };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
@@ -451,6 +498,7 @@ async fn run(cli: Cli, ctx: &Ctx) -> anyhow::Result<()> {
         Command::Logs(args) => logs_command(ctx, args).await,
         Command::Archive(args) => archive_command(ctx, args).await,
         Command::Forget(args) => forget_command(ctx, args).await,
+        Command::Completions { .. } => Ok(()), // answered before the runtime starts
     }
 }
 
@@ -467,7 +515,7 @@ async fn logs_command(ctx: &Ctx, args: LogsArgs) -> anyhow::Result<()> {
         if args.json {
             println!("{record}");
         } else {
-            println!("{}", readable(record));
+            println!("{}", jetsource_telemetry::readable(record));
         }
     };
     // Subscribe first so nothing falls between the history and the live records.
@@ -511,30 +559,6 @@ async fn logs_command(ctx: &Ctx, args: LogsArgs) -> anyhow::Result<()> {
 }
 
 /// `timestamp LEVEL service message key=value… trace=…`.
-fn readable(record: &serde_json::Value) -> String {
-    let text = |key: &str| record[key].as_str().unwrap_or_default().to_owned();
-    let mut line =
-        format!("{} {:5} {:10} {}", text("timestamp"), text("level").to_uppercase(), text("service"), text("message"));
-    if let Some(fields) = record.as_object() {
-        for (key, value) in fields {
-            if matches!(
-                key.as_str(),
-                "timestamp" | "level" | "service" | "message" | "instance" | "target" | "trace_id" | "span_id"
-            ) {
-                continue;
-            }
-            match value.as_str() {
-                Some(s) => line.push_str(&format!(" {key}={s}")),
-                None => line.push_str(&format!(" {key}={value}")),
-            }
-        }
-    }
-    if let Some(trace) = record["trace_id"].as_str() {
-        line.push_str(&format!(" trace={trace}"));
-    }
-    line
-}
-
 async fn status_command(ctx: &Ctx, nats: NatsArgs) -> anyhow::Result<()> {
     let client = jetsource::connect(&nats.nats_url, &ctx.connection("cli")).await?;
     let (_, report) = jetsource_http::status::status(&ctx.app, &client).await;

@@ -181,8 +181,19 @@ impl Telemetry {
                 }
             }))
         });
+        let readable = match std::env::var(format!("{}_LOG_FORMAT", config.env_prefix)).ok().as_deref() {
+            Some("json") => false,
+            Some("text") => true,
+            Some(other) => {
+                return Err(TelemetryError::Filter(format!(
+                    "{}_LOG_FORMAT={other:?} is not a log format; use json or text",
+                    config.env_prefix
+                )));
+            }
+            None => std::io::IsTerminal::is_terminal(&std::io::stdout()),
+        };
         let stdout = tracing_subscriber::fmt::layer()
-            .event_format(JsonLines { service: config.service.clone(), instance: config.instance.clone() })
+            .event_format(JsonLines { service: config.service.clone(), instance: config.instance.clone(), readable })
             .with_writer(std::io::stdout)
             // INFO spans pass whatever the log level, so every line can name its service.
             .with_filter(filter.or(filter_fn(|meta| meta.is_span() && *meta.level() <= Level::INFO)));

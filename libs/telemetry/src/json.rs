@@ -1,5 +1,5 @@
 //! JSON log lines: `timestamp, level, service, instance, target, message, trace_id, span_id`
-//! and the event's fields. The service is the nearest span's `service` field (all services can
+//! and the event's fields (one readable line each instead, on a terminal). The service is the nearest span's `service` field (all services can
 //! share one process), else the process's own name.
 
 use std::fmt;
@@ -117,10 +117,37 @@ pub(crate) fn record(
     out
 }
 
-/// The stdout formatter.
+/// A log record as one line a person reads: `<timestamp> <LEVEL> <service> <message>
+/// key=value… trace=<id>` (what `logs` prints, and stdout on a terminal).
+pub fn readable(record: &Value) -> String {
+    let text = |key: &str| record[key].as_str().unwrap_or_default().to_owned();
+    let mut line =
+        format!("{} {:5} {:10} {}", text("timestamp"), text("level").to_uppercase(), text("service"), text("message"));
+    if let Some(fields) = record.as_object() {
+        for (key, value) in fields {
+            if matches!(
+                key.as_str(),
+                "timestamp" | "level" | "service" | "message" | "instance" | "target" | "trace_id" | "span_id"
+            ) {
+                continue;
+            }
+            match value.as_str() {
+                Some(s) => line.push_str(&format!(" {key}={s}")),
+                None => line.push_str(&format!(" {key}={value}")),
+            }
+        }
+    }
+    if let Some(trace) = record["trace_id"].as_str() {
+        line.push_str(&format!(" trace={trace}"));
+    }
+    line
+}
+
+/// The stdout formatter: JSON lines, or [`readable`] lines.
 pub(crate) struct JsonLines {
     pub(crate) service: String,
     pub(crate) instance: String,
+    pub(crate) readable: bool,
 }
 
 impl<S, N> FormatEvent<S, N> for JsonLines
@@ -129,7 +156,7 @@ where
     N: for<'a> FormatFields<'a> + 'static,
 {
     fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> fmt::Result {
-        let line = record(event, scope_service(ctx.event_scope()), &self.service, &self.instance);
-        writeln!(writer, "{}", Value::Object(line))
+        let line = Value::Object(record(event, scope_service(ctx.event_scope()), &self.service, &self.instance));
+        if self.readable { writeln!(writer, "{}", readable(&line)) } else { writeln!(writer, "{line}") }
     }
 }

@@ -37,4 +37,5 @@ pub mod propagation;
 mod ship;
 
 pub use init::{Telemetry, TelemetryConfig, TelemetryError};
+pub use json::readable;
 pub use metrics::Metrics;

@@ -1,5 +1,7 @@
-//! The command services end to end: real nats-server, the real `App`, NATS request/reply.
+//! The command services end to end: real nats-server, the real `App`, NATS request/reply; and
+//! the command line as a user runs it.
 
+mod cli;
 mod concurrency;
 mod contract;
 mod errors;
