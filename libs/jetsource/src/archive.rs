@@ -377,7 +377,13 @@ impl Archiver {
         consumers: &[(Vec<String>, u64)],
     ) -> Result<Option<Facts>, StoreError> {
         let Some(last) = self.store.last_event(subject).await? else { return Ok(None) };
-        let last_event = last.attributes()?.event_type.rsplit('.').next().unwrap_or_default().to_owned();
+        let attributes = last.attributes()?;
+        if attributes.aggregate_version.is_none() {
+            // Written by a writer that leaves the dense version out: reads could not tell what
+            // is missing from the hot stream, so nothing of it leaves.
+            return Ok(None);
+        }
+        let last_event = attributes.event_type.rsplit('.').next().unwrap_or_default().to_owned();
         let archived_seq = self.store.archived_up_to(subject).await?;
         let id = subject.rsplit('.').next().and_then(|id| AggregateId::new(id).ok());
         let snapshot_seq = match (&self.snapshots, id) {

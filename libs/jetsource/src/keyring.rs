@@ -19,6 +19,20 @@ use crate::personal::{ERASED, PLAIN, SEALED, SUBJECT};
 
 const KEY_LEN: usize = 32;
 
+/// What `keys.<subject>` holds once the subject was forgotten: no key is created for it again,
+/// and its new personal values are stored erased.
+const FORGOTTEN: &[u8] = b"forgotten";
+
+/// The state of one data subject's key.
+enum Key {
+    /// Never seen.
+    None,
+    /// Its key, at this stream sequence.
+    Live(Vec<u8>, u64),
+    /// Forgotten (the tombstone at this stream sequence).
+    Forgotten,
+}
+
 /// The subject prefix of the keys: `keys.<subject as a KV token>`.
 pub const KEYS_PREFIX: &str = "keys";
 
@@ -54,8 +68,8 @@ impl Keyring {
         format!("{}.{}", self.prefix, escape_kv_token(data_subject))
     }
 
-    /// The stored key of `data_subject` and its stream sequence.
-    async fn stored(&self, data_subject: &str) -> Result<Option<(Vec<u8>, u64)>, StoreError> {
+    /// The key of `data_subject`, or its tombstone.
+    async fn stored(&self, data_subject: &str) -> Result<Key, StoreError> {
         let request = serde_json::json!({ "last_by_subj": self.subject_of(data_subject) }).to_string();
         let reply = tokio::time::timeout(
             std::time::Duration::from_secs(5),
@@ -72,10 +86,13 @@ impl Keyring {
                     .and_then(|h| h.get("Nats-Sequence"))
                     .and_then(|v| v.as_str().parse().ok())
                     .unwrap_or(0);
+                if reply.payload.as_ref() == FORGOTTEN {
+                    return Ok(Key::Forgotten);
+                }
                 let key = STANDARD.decode(&reply.payload).map_err(|e| StoreError::Internal(format!("a key: {e}")))?;
-                Ok(Some((key, seq)))
+                Ok(Key::Live(key, seq))
             }
-            Some(404) => Ok(None),
+            Some(404) => Ok(Key::None),
             Some(503) => {
                 Err(unavailable(format!("stream {} does not answer; is the topology provisioned?", self.stream)))
             }
@@ -83,10 +100,12 @@ impl Keyring {
         }
     }
 
-    /// The key of `data_subject`, created if it has none.
-    async fn key_for_sealing(&self, data_subject: &str) -> Result<Vec<u8>, StoreError> {
-        if let Some((key, _)) = self.stored(data_subject).await? {
-            return Ok(key);
+    /// The key of `data_subject`, created if it has none; none once it was forgotten.
+    async fn key_for_sealing(&self, data_subject: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        match self.stored(data_subject).await? {
+            Key::Live(key, _) => return Ok(Some(key)),
+            Key::Forgotten => return Ok(None),
+            Key::None => {}
         }
         let mut key = vec![0; KEY_LEN];
         SystemRandom::new().fill(&mut key).map_err(|_| StoreError::Internal("no randomness for a key".into()))?;
@@ -100,16 +119,18 @@ impl Keyring {
             .map_err(unavailable)?
             .await;
         match published {
-            Ok(_) => Ok(key),
+            Ok(_) => Ok(Some(key)),
             Err(_) => match self.stored(data_subject).await? {
-                Some((key, _)) => Ok(key),
-                None => Err(unavailable("the key could not be written")),
+                Key::Live(key, _) => Ok(Some(key)),
+                Key::Forgotten => Ok(None),
+                Key::None => Err(unavailable("the key could not be written")),
             },
         }
     }
 
     /// Seals every plain personal value in `value` with its subject's key (creating keys as
-    /// needed). Returns whether anything was sealed.
+    /// needed); the value of a forgotten subject is stored erased. Returns whether anything
+    /// was sealed.
     ///
     /// # Errors
     /// [`StoreError::Unavailable`] when the keys do not answer.
@@ -126,12 +147,15 @@ impl Keyring {
             }
         }
         let mut failure = None;
-        rewrite(value, PLAIN, &mut |subject, plain| match seal(&keys[subject], subject, plain) {
-            Ok(sealed) => sealed,
-            Err(e) => {
-                failure = Some(e);
-                Value::Null
-            }
+        rewrite(value, PLAIN, &mut |subject, plain| match &keys[subject] {
+            None => erased(subject),
+            Some(key) => match seal(key, subject, plain) {
+                Ok(sealed) => sealed,
+                Err(e) => {
+                    failure = Some(e);
+                    Value::Null
+                }
+            },
         });
         match failure {
             Some(e) => Err(e),
@@ -140,11 +164,12 @@ impl Keyring {
     }
 
     /// Opens every sealed personal value in `value`: its plain value in its place, or the
-    /// erased marker where the subject's key is gone.
+    /// erased marker where the subject's key is gone, or where the value does not open with
+    /// the key there is (sealed under a key that was since forgotten; or altered, which is
+    /// logged).
     ///
     /// # Errors
-    /// [`StoreError::Unavailable`] when the keys do not answer, [`StoreError::Internal`] when a
-    /// sealed value does not open with its subject's key (it was altered).
+    /// [`StoreError::Unavailable`] when the keys do not answer.
     pub async fn reveal(&self, value: &mut Value) -> Result<(), StoreError> {
         let mut sealed = Vec::new();
         collect(value, SEALED, &mut sealed);
@@ -154,37 +179,57 @@ impl Keyring {
         let mut keys = HashMap::new();
         for subject in &sealed {
             if !keys.contains_key(subject) {
-                keys.insert(subject.clone(), self.stored(subject).await?.map(|(key, _)| key));
+                let key = match self.stored(subject).await? {
+                    Key::Live(key, _) => Some(key),
+                    Key::None | Key::Forgotten => None,
+                };
+                keys.insert(subject.clone(), key);
             }
         }
-        let mut failure = None;
         rewrite(value, SEALED, &mut |subject, sealed| match &keys[subject] {
             None => erased(subject),
-            Some(key) => match open(key, subject, sealed) {
-                Ok(plain) => plain,
-                Err(e) => {
-                    failure = Some(e);
-                    Value::Null
-                }
-            },
+            Some(key) => open(key, subject, sealed).unwrap_or_else(|e| {
+                tracing::warn!(data_subject = subject, error = %e, "a personal value does not open; shown erased");
+                erased(subject)
+            }),
         });
-        match failure {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
+        Ok(())
     }
 
-    /// Forgets `data_subject`: its key is erased from the keys stream (overwritten on disk),
-    /// so every value sealed with it reads as erased from now on. Returns false when it had
-    /// no key (never seen, or forgotten before).
+    /// Forgets `data_subject`: its key is erased from the keys stream (the server overwrites
+    /// it on disk), then a tombstone takes its place, so every value sealed with the key reads
+    /// as erased from now on and new values of the subject are stored erased. Returns false
+    /// when it had no key (never seen, or forgotten before); the tombstone is written either
+    /// way, so a forget that stopped halfway is finished by the next.
     ///
     /// # Errors
     /// [`StoreError::Unavailable`] when the keys do not answer.
     pub async fn forget(&self, data_subject: &str) -> Result<bool, StoreError> {
-        let Some((_, seq)) = self.stored(data_subject).await? else { return Ok(false) };
-        let stream = self.js.get_stream(&self.stream).await.map_err(unavailable)?;
-        stream.delete_message(seq).await.map_err(unavailable)?;
-        Ok(true)
+        let had_key = match self.stored(data_subject).await? {
+            Key::Forgotten => return Ok(false),
+            Key::Live(_, seq) => {
+                let stream = self.js.get_stream(&self.stream).await.map_err(unavailable)?;
+                stream.delete_message(seq).await.map_err(unavailable)?;
+                true
+            }
+            Key::None => false,
+        };
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Expected-Last-Subject-Sequence", "0");
+        let written = self
+            .js
+            .publish_with_headers(self.subject_of(data_subject), headers, FORGOTTEN.into())
+            .await
+            .map_err(unavailable)?
+            .await;
+        match written {
+            Ok(_) => Ok(had_key),
+            // A key was created meanwhile (a command sealing for the subject): forget it too.
+            Err(e) if e.kind() == async_nats::jetstream::context::PublishErrorKind::WrongLastSequence => {
+                Box::pin(self.forget(data_subject)).await.map(|_| true)
+            }
+            Err(e) => Err(unavailable(e)),
+        }
     }
 }
 

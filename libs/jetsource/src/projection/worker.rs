@@ -237,11 +237,10 @@ pub struct ViewWorker<P: Projection> {
     store: EventStore,
     bucket_prefix: String,
     parked_kv: kv::Store,
-    /// The durable consumer; none until a new version has read the archive.
-    consumer: Option<PullConsumer>,
-    /// For a new version over an archive: where the archive ends and the consumer to create
-    /// once it has been read.
-    backfill: Option<Backfill>,
+    consumer: PullConsumer,
+    /// For a new version over an archive: where the archive ended when the version was
+    /// created, still to be read before the consumer is.
+    backfill: Option<ArchiveEnd>,
     cache: HashMap<String, Stored<P::Doc>>,
     /// The bucket revision of each cached document (0: taken as new). Every write expects it,
     /// so a document another instance wrote meanwhile is never overwritten: the write fails,
@@ -263,8 +262,8 @@ pub struct ViewWorker<P: Projection> {
     observer: Arc<dyn ViewObserver>,
 }
 
-/// Where the archive ended when a new view version opened.
-#[derive(Debug, Clone, Copy)]
+/// Where the archive ended when a new view version was created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct ArchiveEnd {
     /// The archive's sequence of its last copied event.
     archive_seq: u64,
@@ -272,17 +271,24 @@ struct ArchiveEnd {
     event_seq: u64,
 }
 
-/// A new version's reading of the archive, still to do.
-#[derive(Debug, Clone)]
-struct Backfill {
-    end: ArchiveEnd,
-    consumer: pull::Config,
+/// The consumer metadata key recording a reading of the archive still to do:
+/// `<archive seq> <event seq>`, removed once it is done. The consumer exists meanwhile (from
+/// the event after the archive's end), so its acknowledgement floor keeps the archiver from
+/// purging what the view has not seen.
+const READING_ARCHIVE: &str = "jetsource.reading_archive";
+
+impl ArchiveEnd {
+    fn of(config: &async_nats::jetstream::consumer::Config) -> Option<Self> {
+        let (archive_seq, event_seq) = config.metadata.get(READING_ARCHIVE)?.split_once(' ')?;
+        Some(Self { archive_seq: archive_seq.parse().ok()?, event_seq: event_seq.parse().ok()? })
+    }
 }
 
-/// The last event the archive holds (any subject of the event stream), if there is an
-/// archive with events.
-async fn archive_end(js: &jetstream::Context, archive: Option<&str>) -> Option<ArchiveEnd> {
-    let archive = archive?;
+/// The last event the archive holds (any subject of the event stream): `None` when there is
+/// no archive or it is empty. Any other failure is an error, so a version is never built from
+/// the hot stream alone because the archive was slow to answer.
+async fn archive_end(js: &jetstream::Context, archive: Option<&str>) -> Result<Option<ArchiveEnd>, String> {
+    let Some(archive) = archive else { return Ok(None) };
     let events = format!("{}.>", StoreConfig::default().subject_prefix);
     let request = serde_json::json!({ "last_by_subj": events }).to_string();
     let reply = tokio::time::timeout(
@@ -290,15 +296,28 @@ async fn archive_end(js: &jetstream::Context, archive: Option<&str>) -> Option<A
         js.client().request(format!("$JS.API.DIRECT.GET.{archive}"), request.into()),
     )
     .await
-    .ok()?
-    .ok()?;
-    if reply.status.is_some() {
-        return None;
+    .map_err(|_| format!("archive {archive} did not answer"))?;
+    let reply = match reply {
+        Ok(reply) => reply,
+        Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => return Ok(None),
+        Err(e) => return Err(format!("archive {archive}: {e}")),
+    };
+    match reply.status.map(|s| s.as_u16()) {
+        None => {}
+        Some(404 | 503) => return Ok(None), // empty, or no such stream
+        Some(code) => return Err(format!("archive {archive}: {code} {}", reply.description.unwrap_or_default())),
     }
-    let headers = reply.headers.as_ref()?;
-    let archive_seq = headers.get("Nats-Sequence")?.as_str().parse().ok()?;
-    let event_seq = crate::store::source_sequence(headers)?;
-    Some(ArchiveEnd { archive_seq, event_seq })
+    let headers = reply.headers.as_ref().ok_or_else(|| "an archived message without headers".to_owned())?;
+    let archive_seq = headers.get("Nats-Sequence").and_then(|v| v.as_str().parse().ok()).unwrap_or(0);
+    let event_seq = crate::store::source_sequence(headers)
+        .ok_or_else(|| "an archived message without Nats-Stream-Source".to_owned())?;
+    Ok(Some(ArchiveEnd { archive_seq, event_seq }))
+}
+
+/// Whether a consumer lookup failed because the consumer does not exist.
+fn consumer_missing(error: &async_nats::Error) -> bool {
+    use async_nats::jetstream::context::{ConsumerInfoError, ConsumerInfoErrorKind};
+    error.downcast_ref::<ConsumerInfoError>().is_some_and(|e| e.kind() == ConsumerInfoErrorKind::NotFound)
 }
 
 fn unavailable(view: &str, e: impl std::fmt::Display) -> ProjectionError {
@@ -356,26 +375,34 @@ impl<P: Projection> ViewWorker<P> {
             num_replicas: config.replicas,
             ..Default::default()
         });
-        let (consumer, backfill) = match stream.get_consumer::<pull::Config>(&consumer_name(name, version)).await {
+        let durable = consumer_name(name, version);
+        let consumer = match stream.get_consumer::<pull::Config>(&durable).await {
             Ok(mut consumer) => {
                 if consumer.cached_info().config.priority_policy != desired.priority_policy {
                     // Created by an earlier release, with one instance only: give it standby instances.
-                    stream.update_consumer(desired).await.map_err(|e| fail(&e))?;
-                    consumer = stream.get_consumer(&consumer_name(name, version)).await.map_err(|e| fail(&e))?;
+                    let mut config = desired.clone();
+                    config.deliver_policy = consumer.cached_info().config.deliver_policy;
+                    config.metadata.clone_from(&consumer.cached_info().config.metadata);
+                    stream.update_consumer(config).await.map_err(|e| fail(&e))?;
+                    consumer = stream.get_consumer(&durable).await.map_err(|e| fail(&e))?;
                 }
-                (Some(consumer), None)
+                consumer
             }
-            Err(_) => match archive_end(&js, config.archive.as_deref()).await {
-                Some(end) => (None, Some(Backfill { end, consumer: desired })),
-                None => {
-                    let consumer = stream
-                        .get_or_create_consumer(&consumer_name(name, version), desired)
-                        .await
-                        .map_err(|e| fail(&e))?;
-                    (Some(consumer), None)
+            Err(e) if consumer_missing(&e) => {
+                // A new version: over an archive it starts after the archive's end, and reads
+                // the archive first (in `run`).
+                let end = archive_end(&js, config.archive.as_deref()).await.map_err(|e| fail(&e))?;
+                let mut config = desired;
+                if let Some(end) = end {
+                    config.deliver_policy = DeliverPolicy::ByStartSequence { start_sequence: end.event_seq + 1 };
+                    config.metadata.insert(READING_ARCHIVE.into(), format!("{} {}", end.archive_seq, end.event_seq));
                 }
-            },
+                stream.get_or_create_consumer(&durable, config).await.map_err(|e| fail(&e))?
+            }
+            Err(e) => return Err(fail(&e)),
         };
+        // Another instance may have created it: what it recorded is what this one reads.
+        let backfill = ArchiveEnd::of(&consumer.cached_info().config);
         let keys = if projection.indexed() {
             let mut keys = BTreeSet::new();
             if let Ok(mut listing) = bucket.keys().await {
@@ -388,9 +415,10 @@ impl<P: Projection> ViewWorker<P> {
             None
         };
         let parked = parked::load(&parked_kv, name, version).await.map_err(|e| fail(&e))?;
-        let acked = match consumer.clone() {
-            Some(mut consumer) => consumer.info().await.map(|i| i.ack_floor.stream_sequence).unwrap_or(0),
-            None => 0,
+        let mut consumer_info = consumer.clone();
+        let acked = match backfill {
+            Some(_) => 0,
+            None => consumer_info.info().await.map(|i| i.ack_floor.stream_sequence).unwrap_or(0),
         };
         let (applied_tx, applied) = watch::channel(acked);
         let (admin_tx, admin_rx) = mpsc::channel(16);
@@ -406,7 +434,10 @@ impl<P: Projection> ViewWorker<P> {
             lag: Arc::new(AtomicU64::new(0)),
             admin: admin_tx,
         };
-        let store = EventStore::new(client, StoreConfig { stream: config.stream.clone(), ..Default::default() });
+        let store = EventStore::new(
+            client,
+            StoreConfig { stream: config.stream.clone(), archive: config.archive.clone(), ..Default::default() },
+        );
         let observer = observer.unwrap_or_else(|| Arc::new(Silent));
         observer.parked_count(name, parked_count);
         Ok(Self {
@@ -443,21 +474,16 @@ impl<P: Projection> ViewWorker<P> {
     pub async fn run(mut self, stop: impl std::future::Future<Output = ()>) {
         let mut stop = std::pin::pin!(stop);
         let mut pause = crate::Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
-        let consumer = loop {
-            if let Some(consumer) = self.consumer.clone() {
-                break consumer;
-            }
+        while self.backfill.is_some() {
             tokio::select! {
                 () = &mut stop => return,
-                result = self.read_archive() => match result {
-                    Ok(consumer) => self.consumer = Some(consumer),
-                    Err(e) => {
-                        tracing::warn!(view = self.projection.name(), error = %e, "reading the archive failed; trying again");
-                        tokio::time::sleep(pause.next_delay()).await;
-                    }
+                result = self.read_archive() => if let Err(e) = result {
+                    tracing::warn!(view = self.projection.name(), error = %e, "reading the archive failed; trying again");
+                    tokio::time::sleep(pause.next_delay()).await;
                 },
             }
-        };
+        }
+        let consumer = self.consumer.clone();
         let config = crate::consume::BatchConfig {
             name: self.projection.name(),
             batch: self.config.batch,
@@ -497,16 +523,15 @@ impl<P: Projection> ViewWorker<P> {
         Ok(())
     }
 
-    /// Reads the archive from its first event to where it ended when this version opened,
-    /// applying every event of the view's subjects (as the event stream had them: their
-    /// sequence there), then creates the durable consumer from the next event-stream sequence.
-    /// Interrupted, it starts over: documents already reflecting an event skip it.
-    async fn read_archive(&mut self) -> Result<PullConsumer, ProjectionError> {
+    /// Reads the archive from its first event to where it ended when this version was
+    /// created, applying every event of the view's subjects (as the event stream had them:
+    /// their sequence there); then marks the consumer's reading done, and the consumer goes on
+    /// from the next event-stream sequence. Interrupted, it starts over: documents already
+    /// reflecting an event skip it.
+    async fn read_archive(&mut self) -> Result<(), ProjectionError> {
         let name = self.projection.name();
         let fail = |e: &dyn std::fmt::Display| unavailable(name, e);
-        let Some(Backfill { end, consumer }) = self.backfill.clone() else {
-            return Err(fail(&"no archive to read"));
-        };
+        let Some(end) = self.backfill else { return Ok(()) };
         let archive = self.config.archive.clone().unwrap_or_default();
         let stream = self.js.get_stream(&archive).await.map_err(|e| fail(&e))?;
         let subjects = self.projection.subjects();
@@ -514,12 +539,12 @@ impl<P: Projection> ViewWorker<P> {
             [one] => (one.clone(), Vec::new()),
             many => (String::new(), many.to_vec()),
         };
-        let mut ordered = stream
+        let ordered = stream
             .create_consumer(pull::OrderedConfig { filter_subject, filter_subjects, ..Default::default() })
             .await
             .map_err(|e| fail(&e))?;
-        let pending = ordered.info().await.map_err(|e| fail(&e))?.num_pending;
-        if pending > 0 {
+        let mut probe = ordered.clone();
+        if probe.info().await.map_err(|e| fail(&e))?.num_pending > 0 {
             let mut messages = ordered.messages().await.map_err(|e| fail(&e))?;
             let mut events = Vec::with_capacity(self.config.batch);
             loop {
@@ -530,21 +555,21 @@ impl<P: Projection> ViewWorker<P> {
                     .map_err(|e| fail(&e))?;
                 let info = message.info().map_err(|e| fail(&e))?;
                 let (archived_at, left) = (info.stream_sequence, info.pending);
-                let Some(seq) = crate::store::source_sequence(message.headers.as_ref().unwrap_or(&Default::default()))
-                else {
-                    continue;
-                };
-                events.push(StoredEvent {
-                    subject: message.subject.to_string(),
-                    seq,
-                    stored_at: info.published,
-                    headers: message.headers.clone().unwrap_or_default(),
-                    data: message.payload.clone(),
-                });
                 let done = archived_at >= end.archive_seq || left == 0;
-                if events.len() >= self.config.batch || done {
+                let headers = message.headers.clone().unwrap_or_default();
+                if let Some(seq) = crate::store::source_sequence(&headers).filter(|_| archived_at <= end.archive_seq) {
+                    events.push(StoredEvent {
+                        subject: message.subject.to_string(),
+                        seq,
+                        stored_at: info.published,
+                        headers,
+                        data: message.payload.clone(),
+                    });
+                }
+                if events.len() >= self.config.batch || (done && !events.is_empty()) {
                     self.apply_events(&events).await?;
-                    self.reached(seq, left.max(1));
+                    let last = events.last().map_or(0, |e| e.seq);
+                    self.reached(last, left.max(1));
                     events.clear();
                 }
                 if done {
@@ -552,16 +577,13 @@ impl<P: Projection> ViewWorker<P> {
                 }
             }
         }
-        let consumer = pull::Config {
-            deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: end.event_seq + 1 },
-            ..consumer
-        };
-        let stream = self.js.get_stream(&self.config.stream).await.map_err(|e| fail(&e))?;
-        let created =
-            stream.get_or_create_consumer(&consumer_name(name, self.version), consumer).await.map_err(|e| fail(&e))?;
+        let mut config = self.consumer.cached_info().config.clone();
+        config.metadata.remove(READING_ARCHIVE);
+        let events = self.js.get_stream(&self.config.stream).await.map_err(|e| fail(&e))?;
+        events.update_consumer(config).await.map_err(|e| fail(&e))?;
         tracing::info!(view = name, version = self.version, up_to = end.event_seq, "read the archive");
         self.backfill = None;
-        Ok(created)
+        Ok(())
     }
 
     /// Applies events in order and writes the documents, again where another instance wrote
@@ -783,6 +805,9 @@ impl<P: Projection> ViewWorker<P> {
         for key in &docs {
             let Some(stored) = self.cache.get(key) else { continue };
             let bytes = serde_json::to_vec(stored).map_err(|e| unavailable(name, e))?;
+            // Documents fold stored (sealed) events; one a view built with plain personal data
+            // is sealed too, never written in plain.
+            let bytes = self.store.sealed(bytes).await.map_err(|e| unavailable(name, e))?;
             let revision = self.revisions.get(key).copied().unwrap_or_default();
             let publish = async_nats::jetstream::message::PublishMessage::build()
                 .payload(bytes.into())
@@ -847,8 +872,10 @@ impl<P: Projection> ViewWorker<P> {
         // Getting the stream fetches its info already.
         let Ok(stream) = self.js.get_stream(&self.config.stream).await else { return };
         let last = stream.cached_info().state.last_sequence;
-        let Some(consumer) = self.consumer.as_mut() else { return };
-        let Ok(info) = consumer.info().await else { return };
+        if self.backfill.is_some() {
+            return;
+        }
+        let Ok(info) = self.consumer.info().await else { return };
         if info.delivered.consumer_sequence > self.last_delivery {
             self.handle.index_current.store(false, Ordering::Relaxed); // on standby
         }
@@ -908,10 +935,11 @@ impl<P: Projection> ViewWorker<P> {
             let Some(record) = self.parked.remove(&subject) else { continue };
             let mut remaining = record.seqs.clone();
             while let Some(&seq) = remaining.first() {
-                let stored = match self.store.event_at(seq).await {
+                // A parked event may have been compacted into the archive since: read it there.
+                let stored = match self.store.event_of(&subject, seq).await {
                     Ok(Some(stored)) => stored,
                     Ok(None) => {
-                        remaining.remove(0); // gone from the stream: nothing to apply
+                        remaining.remove(0); // gone from both tiers: nothing to apply
                         continue;
                     }
                     Err(e) => {

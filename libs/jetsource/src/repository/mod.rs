@@ -251,10 +251,7 @@ impl<A: Aggregate> Repository<A> {
     /// Seals the personal values of events before they are stored (`docs/adr/0017`).
     async fn seal(&self, events: &mut [NewEvent]) -> Result<(), CommandError<A::Error>> {
         for event in events.iter_mut().filter(|e| crate::keyring::holds_plain(&e.data)) {
-            let mut data: serde_json::Value =
-                serde_json::from_slice(&event.data).map_err(|e| CommandError::Internal(e.to_string()))?;
-            self.store.keyring()?.seal(&mut data).await?;
-            event.data = serde_json::to_vec(&data).map_err(|e| CommandError::Internal(e.to_string()))?.into();
+            event.data = self.store.sealed(event.data.to_vec()).await?.into();
         }
         Ok(())
     }

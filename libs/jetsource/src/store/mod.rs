@@ -146,6 +146,22 @@ impl EventStore {
             .ok_or_else(|| StoreError::Internal("personal data, but no keys stream is configured".into()))
     }
 
+    /// `json` as it may be stored: its plain personal values sealed (see [`Keyring::seal`]);
+    /// unchanged, and no round trip, when it holds none. Every write of JSON that may carry
+    /// personal data goes through it: events, snapshots, view documents, process states.
+    ///
+    /// # Errors
+    /// As [`Keyring::seal`]; [`StoreError::Internal`] for JSON that does not parse.
+    pub async fn sealed(&self, json: Vec<u8>) -> Result<Vec<u8>, StoreError> {
+        if !crate::keyring::holds_plain(&json) {
+            return Ok(json);
+        }
+        let mut value: serde_json::Value =
+            serde_json::from_slice(&json).map_err(|e| StoreError::Internal(format!("sealing: {e}")))?;
+        self.keyring()?.seal(&mut value).await?;
+        serde_json::to_vec(&value).map_err(|e| StoreError::Internal(format!("sealing: {e}")))
+    }
+
     /// Opens the personal values in an answer (see [`Keyring::reveal`]); nothing to do, and
     /// no round trip, when it holds none.
     ///

@@ -130,12 +130,13 @@ impl EventStore {
     /// (`docs/adr/0016`). Archived events come back as they were: their sequence in the event
     /// stream and the time it recorded them.
     ///
-    /// `first_version` is the dense version the first event at or after `from_seq` has if
-    /// nothing was purged (the repository knows it; `None` when the caller does not). An event
-    /// whose `ce-aggregateversion` is ahead of it shows that earlier ones live in the archive
-    /// only; without it, a first event that is not the aggregate's first and sits after
-    /// `from_seq` sends the read to the archive, which costs a round trip and finds nothing
-    /// when nothing was purged.
+    /// Every event's `ce-aggregateversion` is checked against the one expected: a jump means
+    /// the events between were purged, before the read or while it ran, and they are read
+    /// from the archive before the read goes on. `first_version` is the version the first event
+    /// at or after `from_seq` has (the repository knows it; `None` when the caller does not:
+    /// then a first event that is not the aggregate's first and sits after `from_seq` sends the
+    /// read to the archive, which costs a round trip and finds nothing when nothing was
+    /// purged).
     ///
     /// # Errors
     /// As [`EventStore::read`].
@@ -150,27 +151,59 @@ impl EventStore {
     where
         F: FnMut(StoredEvent) -> Result<ControlFlow<()>, StoreError>,
     {
-        let from_seq = from_seq.max(1);
-        let mut purged_before = None;
         let archived = self.inner.config.archive.is_some();
-        let mut first = true;
-        let read = self
-            .direct_batches(&self.inner.direct_get, subject, from_seq, limit, |event| {
-                if std::mem::take(&mut first) && archived && purged_before_first(&event, from_seq, first_version) {
-                    purged_before = Some(event.seq);
+        let mut from = from_seq.max(1);
+        // The version the next event has if none is missing (unknown before the first when
+        // the caller does not know it, and after an event that carries none).
+        let mut expected = first_version;
+        let mut next_seq = from;
+        let mut visited = 0_u64;
+        let mut trust_next = false;
+        loop {
+            let (mut gap_at, mut stopped, mut first) = (None, false, true);
+            self.direct_batches(&self.inner.direct_get, subject, from, limit - visited as usize, |event| {
+                let version = crate::cloudevents::aggregate_version(&event.headers).ok().flatten();
+                let missing = archived
+                    && !std::mem::take(&mut trust_next)
+                    && match (expected, version) {
+                        (Some(expected), Some(version)) => version > expected,
+                        (None, Some(version)) => first && version > 1 && event.seq > from,
+                        _ => false,
+                    };
+                first = false;
+                if missing {
+                    gap_at = Some(event.seq);
                     return Ok(ControlFlow::Break(()));
                 }
-                visit(event)
+                expected = version.map(|v| v + 1);
+                next_seq = event.seq + 1;
+                visited += 1;
+                let flow = visit(event)?;
+                stopped = flow.is_break();
+                Ok(flow)
             })
             .await?;
-        let Some(hot_seq) = purged_before else { return Ok(read) };
-        let (from_archive, stopped) = self.read_archived(subject, from_seq, hot_seq, limit, &mut visit).await?;
-        if stopped || from_archive as usize >= limit {
-            return Ok(from_archive);
+            // Events before `gap_at` were purged from the hot stream (before this read, or
+            // while it ran): the archive has them.
+            let Some(hot_seq) = gap_at else { return Ok(visited) };
+            if stopped || visited as usize >= limit {
+                return Ok(visited);
+            }
+            let (from_archive, stopped) = self
+                .read_archived(subject, next_seq, hot_seq, limit - visited as usize, &mut |event| {
+                    expected = crate::cloudevents::aggregate_version(&event.headers).ok().flatten().map(|v| v + 1);
+                    visit(event)
+                })
+                .await?;
+            visited += from_archive;
+            if stopped || visited as usize >= limit {
+                return Ok(visited);
+            }
+            // Nothing in the archive either (a writer skipped versions): carry on with the
+            // hot stream rather than look again.
+            trust_next = from_archive == 0;
+            (from, next_seq) = (hot_seq, hot_seq);
         }
-        let hot =
-            self.direct_batches(&self.inner.direct_get, subject, hot_seq, limit - from_archive as usize, visit).await?;
-        Ok(from_archive + hot)
     }
 
     /// The archived events of `subject` with event-stream sequences in `from_seq..before`.
@@ -339,6 +372,20 @@ impl EventStore {
         self.direct_batches(&self.inner.direct_get, subject, from_seq, limit, visit).await
     }
 
+    /// The event of `subject` at stream sequence `seq`, from whichever tier holds it.
+    ///
+    /// # Errors
+    /// As [`EventStore::read`].
+    pub async fn event_of(&self, subject: &str, seq: u64) -> Result<Option<StoredEvent>, StoreError> {
+        let mut found = None;
+        self.read_history(subject, seq, None, 1, |event| {
+            found = Some(event).filter(|e| e.seq == seq);
+            Ok(ControlFlow::Break(()))
+        })
+        .await?;
+        Ok(found)
+    }
+
     /// The event at stream sequence `seq`, if there is one.
     ///
     /// # Errors
@@ -361,17 +408,6 @@ impl EventStore {
                 message.description.unwrap_or_default()
             ))),
         }
-    }
-}
-
-/// Whether events of the subject before `event` (the first one read at or after `from_seq`)
-/// were purged from the hot stream: its version is ahead of the one expected, or (expecting
-/// none) it is not the aggregate's first and sits after where the read began.
-fn purged_before_first(event: &StoredEvent, from_seq: u64, first_version: Option<u64>) -> bool {
-    let Ok(Some(version)) = crate::cloudevents::aggregate_version(&event.headers) else { return false };
-    match first_version {
-        Some(expected) => version > expected,
-        None => version > 1 && event.seq > from_seq,
     }
 }
 

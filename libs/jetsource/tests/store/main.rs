@@ -1,6 +1,7 @@
 //! Integration tests of the event-sourcing core against real nats-servers (one per test).
 
 mod append;
+mod archive;
 mod batch;
 mod errors;
 mod failover;

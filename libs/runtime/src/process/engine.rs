@@ -348,6 +348,7 @@ impl<P: ProcessManager> Inner<P> {
     /// Writes `state` if `key` is still at `revision`; the new revision.
     async fn save(&self, key: &str, state: &P::State, revision: u64) -> Result<u64, Again> {
         let bytes = serde_json::to_vec(state).map_err(|e| Again(e.to_string()))?;
+        let bytes = self.facts.sealed(bytes).await.map_err(|e| Again(format!("sealing the state of {key}: {e}")))?;
         self.states
             .update(key, bytes.into(), revision)
             .await

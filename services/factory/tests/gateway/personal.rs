@@ -136,6 +136,16 @@ async fn forgetting_a_customer_erases_their_contact_everywhere_and_nothing_else(
     assert_eq!(view["contact"], erased, "{view}");
     assert_eq!((files_holding(dir, NAME), files_holding(dir, EMAIL)), (vec![], vec![]));
 
+    // The forgotten customer orders again: the new contact is stored erased (their key is not
+    // recreated), and their old values still read erased rather than fail
+    stack.command("/v1/commands/order/o-3/plan", &plan("c-42", NAME, EMAIL)).await;
+    let again = stack.get("/v1/aggregates/order/o-3").await.json();
+    assert_eq!(again["state"]["contact"], erased, "{again}");
+    let history = stack.get("/v1/aggregates/order/o-1/events").await.json();
+    assert_eq!(history["events"][0]["data"]["contact"], erased);
+    archived(&stack).await;
+    assert_eq!((files_holding(dir, NAME), files_holding(dir, EMAIL)), (vec![], vec![]));
+
     // `factory forget` does the same from a terminal
     let forget = |subject: &str| {
         std::process::Command::new(env!("CARGO_BIN_EXE_factory"))

@@ -137,6 +137,18 @@ async fn compaction_at_random_points_changes_no_read_and_a_rebuild_equals_the_fo
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_views_equal_fold(&factory).await;
+    // The new version's consumer started after the archive's end, and its reading of the
+    // archive is recorded as done.
+    let consumer = js.get_stream("EVENTS").await.unwrap().consumer_info("projector_stock_v2").await.unwrap();
+    assert!(
+        matches!(
+            consumer.config.deliver_policy,
+            async_nats::jetstream::consumer::DeliverPolicy::ByStartSequence { .. }
+        ),
+        "{:?}",
+        consumer.config.deliver_policy
+    );
+    assert!(consumer.config.metadata.keys().all(|k| !k.contains("reading_archive")), "{:?}", consumer.config.metadata);
 }
 
 #[tokio::test]
