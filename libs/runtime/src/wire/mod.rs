@@ -86,11 +86,12 @@ pub mod subject {
         format!("$SRV.PING.{service}")
     }
 
-    /// The three tokens after `cmd.` of a command subject: type, id, command.
+    /// The three tokens after `cmd.` of a command subject: type, id, command (none of them
+    /// empty).
     pub fn parse_command(subject: &str) -> Option<(&str, &str, &str)> {
         let mut tokens = subject.strip_prefix("cmd.")?.splitn(4, '.');
         match (tokens.next(), tokens.next(), tokens.next(), tokens.next()) {
-            (Some(t), Some(id), Some(c), None) => Some((t, id, c)),
+            (Some(t), Some(id), Some(c), None) if !t.is_empty() && !id.is_empty() && !c.is_empty() => Some((t, id, c)),
             _ => None,
         }
     }
@@ -103,6 +104,7 @@ pub mod subject {
         fn subjects_are_built_and_read_back() {
             assert_eq!(command("stock", "bolt@main", "receive"), "cmd.stock.bolt@main.receive");
             assert_eq!(parse_command("cmd.stock.bolt@main.receive"), Some(("stock", "bolt@main", "receive")));
+            assert_eq!(parse_command("cmd..."), None, "empty tokens (found by the fuzz suite)");
             assert_eq!(parse_command("cmd.stock.a.b.c"), None);
             assert_eq!(parse_command("cmd.stock"), None);
             assert_eq!(query("stock", None), "qry.stock");

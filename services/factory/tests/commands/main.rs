@@ -5,6 +5,7 @@ mod cli;
 mod concurrency;
 mod contract;
 mod errors;
+mod fuzz;
 // The factory harness the command, view and saga suites share.
 #[allow(dead_code)]
 #[path = "../common/support.rs"]
