@@ -226,10 +226,20 @@ struct SendArgs {
 
 #[derive(Debug, Args)]
 struct NatsArgs {
-    /// NATS server URL(s), comma-separated for a cluster; credentials as nats://user:password@host:4222
-    /// (percent-encode special characters).
-    #[arg(long, global = true, env = "APP_NATS_URL", hide_env_values = true, default_value = "nats://127.0.0.1:4222")]
+    /// NATS server URL(s), comma-separated for a cluster (else NATS_URL, else
+    /// nats://127.0.0.1:4222); credentials as nats://user:password@host:4222 (percent-encode
+    /// special characters), or NATS_USER/NATS_PASSWORD, NATS_TOKEN, NATS_NKEY (a seed file),
+    /// --creds; TLS with NATS_CA, NATS_CERT and NATS_KEY.
+    #[arg(long, global = true, env = "APP_NATS_URL", hide_env_values = true, default_value_t = default_nats_url())]
     nats_url: String,
+    /// A NATS credentials file (user JWT and nkey seed), as `nats --creds` takes.
+    #[arg(long, global = true, env = "NATS_CREDS", value_name = "FILE")]
+    creds: Option<PathBuf>,
+}
+
+/// `NATS_URL`, as NATS tooling reads it, else the local default.
+fn default_nats_url() -> String {
+    std::env::var("NATS_URL").ok().filter(|u| !u.trim().is_empty()).unwrap_or_else(|| "nats://127.0.0.1:4222".into())
 }
 
 #[derive(Debug, Args)]
@@ -448,6 +458,9 @@ fn rename_env(mut cmd: clap::Command, prefix: &str) -> clap::Command {
 pub fn main(settings: Settings) -> ExitCode {
     let matches = command(&settings).get_matches();
     let name = settings.app.name();
+    if let Some(creds) = matches.subcommand().and_then(|(_, m)| m.try_get_one::<PathBuf>("creds").ok().flatten()) {
+        jetsource::connect::use_credentials_file(creds.clone());
+    }
     let extra = matches
         .subcommand()
         .and_then(|(sub, m)| settings.extra.iter().find(|e| e.command.get_name() == sub).map(|e| (e.run, m.clone())));

@@ -1,5 +1,10 @@
-//! Connecting to NATS, refusing servers too old for atomic batch publish.
+//! Connecting to NATS as NATS users configure it — credentials in the URL or the standard
+//! variables of NATS tooling (`NATS_CREDS`, `NATS_NKEY`, `NATS_USER`/`NATS_PASSWORD`,
+//! `NATS_TOKEN`, TLS with `NATS_CA`, `NATS_CERT`, `NATS_KEY`) — and refusing servers too old
+//! for atomic batch publish.
 
+use std::path::PathBuf;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use async_nats::{Client, ConnectOptions};
@@ -19,6 +24,14 @@ pub enum ConnectError {
         /// What the client said.
         reason: String,
     },
+    /// A credential or certificate setting cannot be used.
+    #[error("{setting}: {reason}")]
+    Credentials {
+        /// The setting (`NATS_CREDS /etc/nats/app.creds`).
+        setting: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// The server is older than [`MIN_SERVER_VERSION`].
     #[error(
         "nats-server {found} at {url} is too old: jetsource needs 2.12 or newer (atomic batch publish). \
@@ -33,21 +46,120 @@ pub enum ConnectError {
     },
 }
 
-/// Connects to `url` (comma-separated for a cluster) with `name` as the connection name, and
+/// How a connection authenticates and secures itself, beyond credentials in the URL (which
+/// take precedence).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NatsAuth {
+    /// A credentials file: user JWT and nkey seed (`NATS_CREDS`, `--creds`).
+    pub creds: Option<PathBuf>,
+    /// A file holding an nkey seed (`NATS_NKEY`).
+    pub nkey: Option<PathBuf>,
+    /// User and password (`NATS_USER`, `NATS_PASSWORD`).
+    pub user: Option<(String, String)>,
+    /// A token (`NATS_TOKEN`).
+    pub token: Option<String>,
+    /// CA certificates to trust, in PEM; TLS is then required (`NATS_CA`).
+    pub ca: Option<PathBuf>,
+    /// A client certificate and its key, in PEM (`NATS_CERT`, `NATS_KEY`).
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+}
+
+/// A credentials file given on the command line (`--creds`), for every connection of the
+/// process; set once, before connecting.
+static CREDS: OnceLock<PathBuf> = OnceLock::new();
+
+/// Uses the credentials file `path` for every connection this process makes (`--creds`).
+pub fn use_credentials_file(path: PathBuf) {
+    let _ = CREDS.set(path);
+}
+
+impl NatsAuth {
+    /// The standard NATS variables (and `--creds`, when given).
+    ///
+    /// # Errors
+    /// [`ConnectError::Credentials`] when `NATS_CERT` comes without `NATS_KEY` or the other
+    /// way round, or `NATS_USER` without `NATS_PASSWORD`.
+    pub fn from_env() -> Result<Self, ConnectError> {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        let both = |a: &str, b: &str| match (var(a), var(b)) {
+            (Some(x), Some(y)) => Ok(Some((x, y))),
+            (None, None) => Ok(None),
+            (Some(_), None) => Err(missing(a, b)),
+            (None, Some(_)) => Err(missing(b, a)),
+        };
+        Ok(Self {
+            creds: CREDS.get().cloned().or_else(|| var("NATS_CREDS").map(PathBuf::from)),
+            nkey: var("NATS_NKEY").map(PathBuf::from),
+            user: both("NATS_USER", "NATS_PASSWORD")?,
+            token: var("NATS_TOKEN"),
+            ca: var("NATS_CA").map(PathBuf::from),
+            client_cert: both("NATS_CERT", "NATS_KEY")?.map(|(c, k)| (PathBuf::from(c), PathBuf::from(k))),
+        })
+    }
+
+    async fn options(&self, url_user: Option<(String, String)>) -> Result<ConnectOptions, ConnectError> {
+        let unusable =
+            |setting: String, e: std::io::Error| ConnectError::Credentials { setting, reason: e.to_string() };
+        let mut options = match (url_user, &self.creds, &self.nkey, &self.user, &self.token) {
+            (Some((user, password)), ..) => ConnectOptions::with_user_and_password(user, password),
+            (None, Some(creds), ..) => ConnectOptions::with_credentials_file(creds)
+                .await
+                .map_err(|e| unusable(format!("NATS_CREDS {}", creds.display()), e))?,
+            (None, None, Some(nkey), ..) => {
+                let seed =
+                    std::fs::read_to_string(nkey).map_err(|e| unusable(format!("NATS_NKEY {}", nkey.display()), e))?;
+                ConnectOptions::with_nkey(seed.trim().to_owned())
+            }
+            (None, None, None, Some((user, password)), _) => {
+                ConnectOptions::with_user_and_password(user.clone(), password.clone())
+            }
+            (None, None, None, None, Some(token)) => ConnectOptions::with_token(token.clone()),
+            _ => ConnectOptions::new(),
+        };
+        for (setting, path) in [("NATS_CA", self.ca.as_ref())]
+            .into_iter()
+            .chain(self.client_cert.iter().flat_map(|(c, k)| [("NATS_CERT", Some(c)), ("NATS_KEY", Some(k))]))
+        {
+            if let Some(path) = path {
+                std::fs::metadata(path).map_err(|e| unusable(format!("{setting} {}", path.display()), e))?;
+            }
+        }
+        if let Some(ca) = &self.ca {
+            options = options.add_root_certificates(ca.clone()).require_tls(true);
+        }
+        if let Some((cert, key)) = &self.client_cert {
+            options = options.add_client_certificate(cert.clone(), key.clone()).require_tls(true);
+        }
+        Ok(options)
+    }
+}
+
+fn missing(given: &str, needed: &str) -> ConnectError {
+    ConnectError::Credentials { setting: given.to_owned(), reason: format!("{needed} is needed with it") }
+}
+
+/// Connects to `url` (comma-separated for a cluster) with `name` as the connection name,
+/// authenticated as the URL or the standard NATS variables say ([`NatsAuth::from_env`]), and
 /// checks the server version.
 ///
 /// # Errors
-/// [`ConnectError::Unreachable`] or [`ConnectError::ServerTooOld`].
+/// [`ConnectError::Unreachable`], [`ConnectError::Credentials`] or
+/// [`ConnectError::ServerTooOld`].
 pub async fn connect(url: &str, name: &str) -> Result<Client, ConnectError> {
+    connect_with(url, name, &NatsAuth::from_env()?).await
+}
+
+/// [`connect`] with explicit credentials and TLS settings instead of the environment's.
+///
+/// # Errors
+/// As [`connect`].
+pub async fn connect_with(url: &str, name: &str, auth: &NatsAuth) -> Result<Client, ConnectError> {
     let addrs = server_addrs(url)?;
     // Credentials in the URL (`nats://user:password@host:4222`) authenticate the connection.
-    let options = match addrs.iter().find(|a| a.has_user_pass()) {
-        Some(addr) => ConnectOptions::with_user_and_password(
-            percent_decode(addr.username().unwrap_or_default()),
-            percent_decode(addr.password().unwrap_or_default()),
-        ),
-        None => ConnectOptions::new(),
-    };
+    let url_user = addrs.iter().find(|a| a.has_user_pass()).map(|addr| {
+        (percent_decode(addr.username().unwrap_or_default()), percent_decode(addr.password().unwrap_or_default()))
+    });
+    let options = auth.options(url_user).await?;
     let client = options
         .name(name)
         .connection_timeout(Duration::from_secs(5))

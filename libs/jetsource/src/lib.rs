@@ -83,7 +83,7 @@ pub mod topology;
 
 pub use backoff::Backoff;
 pub use codec::Codec;
-pub use connect::{ConnectError, connect};
+pub use connect::{ConnectError, NatsAuth, connect, connect_with};
 pub use error::{CommandError, ErrorCode, StoreError};
 pub use jetsource_core::schemars;
 pub use jetsource_core::{

@@ -237,10 +237,13 @@ spec:
           image: factory
           args: ["run", "{name}", "--http", "0.0.0.0:8080", "--no-provision"]
           env:
+            # The standard NATS variables: the password comes from the Secret, never in a URL.
+            - name: NATS_URL
+              value: nats://nats:4222
+            - name: NATS_USER
+              value: {name}
             - name: NATS_PASSWORD
               valueFrom: {{ secretKeyRef: {{ name: factory-nats-users, key: {password} }} }}
-            - name: FACTORY_NATS_URL
-              value: nats://{name}:$(NATS_PASSWORD)@nats:4222
             - name: OTEL_SERVICE_NAME
               value: factory-{name}
             - name: OTEL_EXPORTER_OTLP_ENDPOINT

@@ -3,6 +3,7 @@
 mod append;
 mod archive;
 mod batch;
+mod connect;
 mod errors;
 mod failover;
 mod idempotency;

@@ -65,3 +65,32 @@ async fn logs_are_readable_lines_when_asked_and_a_bad_format_stops_the_start() {
     let first = first.expect("a log line").unwrap();
     assert!(!first.starts_with('{') && first.contains(" INFO "), "{first}");
 }
+
+#[test]
+fn the_standard_nats_variables_reach_every_command() {
+    let server = jetsource_testkit::NatsServer::start_with(|c| {
+        c.extra = "authorization { users = [ {user: ops, password: \"pa ss\"} ] }".into();
+    });
+    let status = |env: &[(&str, &str)]| {
+        Command::new(env!("CARGO_BIN_EXE_factory"))
+            .arg("status")
+            .env("NATS_URL", server.url())
+            .env_remove("FACTORY_NATS_URL")
+            .envs(env.iter().copied())
+            .output()
+            .unwrap()
+    };
+    // NATS_URL and NATS_USER/NATS_PASSWORD: connected (degraded: nothing runs), exit 1
+    let authenticated = status(&[("NATS_USER", "ops"), ("NATS_PASSWORD", "pa ss")]);
+    let report: serde_json::Value = serde_json::from_slice(&authenticated.stdout).unwrap_or_default();
+    assert_eq!(report["nats"]["connected"], true, "{}", String::from_utf8_lossy(&authenticated.stderr));
+    // Without them the server refuses, and the error says where it tried
+    let refused = status(&[]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && stderr.contains("cannot reach NATS at nats://127.0.0.1"), "{stderr}");
+    // Half a setting is named
+    let half = status(&[("NATS_USER", "ops")]);
+    assert!(String::from_utf8_lossy(&half.stderr).contains("NATS_USER: NATS_PASSWORD is needed with it"));
+    let missing = status(&[("NATS_CREDS", "/nonexistent/ops.creds")]);
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("NATS_CREDS /nonexistent/ops.creds"));
+}
