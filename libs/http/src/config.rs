@@ -129,6 +129,22 @@ pub struct GatewayConfig {
     pub consistency_wait: Duration,
     /// Authentication.
     pub auth: AuthConfig,
+    /// Origins a browser may call the API from (`https://console.example.com`; `*` for any);
+    /// none: no CORS headers, and browsers allow only the gateway's own origin.
+    pub cors_origins: Vec<String>,
+}
+
+impl GatewayConfig {
+    /// `<PREFIX>_CORS_ORIGINS`: comma-separated origins, or `*`.
+    pub fn cors_from_env(prefix: &str) -> Vec<String> {
+        std::env::var(format!("{prefix}_CORS_ORIGINS"))
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|o| !o.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
 }
 
 impl Default for GatewayConfig {
@@ -140,6 +156,7 @@ impl Default for GatewayConfig {
             request_timeout: Duration::from_secs(10),
             consistency_wait: Duration::from_secs(5),
             auth: AuthConfig::default(),
+            cors_origins: Vec::new(),
         }
     }
 }

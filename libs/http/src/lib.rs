@@ -43,6 +43,8 @@ pub mod status;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use warp::Filter as _;
+
 use async_nats::Client;
 use jetsource::{EventStore, StoreConfig};
 use jetsource_runtime::App;
@@ -140,7 +142,10 @@ impl Gateway {
         let addr = self.config.addr;
         let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| GatewayError::Bind(addr, e))?;
         let bound = listener.local_addr().map_err(|e| GatewayError::Bind(addr, e))?;
-        let routes = routes::all(Arc::clone(&self));
+        let routes: warp::filters::BoxedFilter<(warp::reply::Response,)> = match cors(&self.config.cors_origins) {
+            Some(cors) => routes::all(Arc::clone(&self)).with(cors).map(warp::Reply::into_response).boxed(),
+            None => routes::all(Arc::clone(&self)).boxed(),
+        };
         let stop = shutdown.clone();
         let streams = self.shutdown.clone();
         let server = warp::serve(routes).incoming(listener).graceful(async move {
@@ -156,4 +161,31 @@ impl Gateway {
         ));
         Ok((bound, tokio::spawn(server.run())))
     }
+}
+
+/// The CORS policy for `origins` (`*`: any), if any: preflights answered, the headers a
+/// browser needs exposed.
+fn cors(origins: &[String]) -> Option<warp::cors::Builder> {
+    if origins.is_empty() {
+        return None;
+    }
+    let builder = warp::cors()
+        .allow_methods(["GET", "POST"])
+        .allow_headers([
+            "authorization",
+            "content-type",
+            "idempotency-key",
+            "if-match",
+            "traceparent",
+            "consistency-token",
+            "last-event-id",
+            "x-api-key",
+        ])
+        .expose_headers(["etag", "location", "retry-after", "x-trace-id", "allow"])
+        .max_age(600);
+    Some(if origins.iter().any(|o| o == "*") {
+        builder.allow_any_origin()
+    } else {
+        builder.allow_origins(origins.iter().map(String::as_str))
+    })
 }

@@ -26,20 +26,53 @@ const STREAM_FOR: Duration = Duration::from_secs(600);
 /// How long a final status waits for its notification (and the other way round).
 const NOTIFICATION_GRACE: Duration = Duration::from_secs(2);
 
-/// The notifications of a command, from the first kept (none when the stream is missing).
+/// The notifications of a command after stream sequence `after` (from the first kept when 0),
+/// and how many of them there are now; none when the stream is missing.
 async fn notifications(
     js: &async_nats::jetstream::Context,
     id: &str,
-) -> Option<async_nats::jetstream::consumer::pull::Ordered> {
+    after: u64,
+) -> Option<(async_nats::jetstream::consumer::pull::Ordered, u64)> {
+    use async_nats::jetstream::consumer::DeliverPolicy;
     let stream = js.get_stream("NOTIFICATIONS").await.ok()?;
+    let deliver_policy =
+        if after == 0 { DeliverPolicy::All } else { DeliverPolicy::ByStartSequence { start_sequence: after + 1 } };
     let consumer = stream
         .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
             filter_subject: subject::notify(id),
+            deliver_policy,
             ..Default::default()
         })
         .await
         .ok()?;
-    consumer.messages().await.ok()
+    // From the creation's answer: the edge's user may not ask for consumer info.
+    let pending = consumer.cached_info().num_pending;
+    Some((consumer.messages().await.ok()?, pending))
+}
+
+/// The `access_token` of a query string (a JWT: its characters need no decoding).
+fn access_token(query: &str) -> Option<&str> {
+    query.split('&').find_map(|pair| pair.strip_prefix("access_token=")).filter(|t| !t.is_empty())
+}
+
+/// Where an event stream of a command stands: the revision of the last status sent and the
+/// sequence of the last notification sent. It is every event's `id`, `<revision>.<sequence>`,
+/// so a `Last-Event-ID` resumes after both.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Position {
+    status: u64,
+    notification: u64,
+}
+
+impl Position {
+    fn parse(text: &str) -> Option<Self> {
+        let (status, notification) = text.trim().split_once('.')?;
+        Some(Self { status: status.parse().ok()?, notification: notification.parse().ok()? })
+    }
+
+    fn id(self) -> String {
+        format!("{}.{}", self.status, self.notification)
+    }
 }
 
 pub(super) fn routes(
@@ -81,7 +114,15 @@ pub(super) fn routes(
         .and(warp::get())
         .and(with(gw))
         .and(warp::header::headers_cloned())
-        .then(|id: String, gw: Arc<Gateway>, headers: HeaderMap| async move {
+        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
+        .then(|id: String, gw: Arc<Gateway>, mut headers: HeaderMap, query: String| async move {
+            // EventSource cannot set headers: it may send its bearer token as `access_token`.
+            if let Some(token) = access_token(&query)
+                && !headers.contains_key("authorization")
+                && let Ok(value) = warp::http::HeaderValue::from_str(&format!("Bearer {token}"))
+            {
+                headers.insert("authorization", value);
+            }
             handle(gw, "/v1/commands/{command_id}/events", Role::Viewer, headers, |ctx| command_events(ctx, id)).await
         });
     send.or(status).unify().or(events).unify()
@@ -230,24 +271,47 @@ async fn command_events(ctx: Ctx, id: String) -> Result<warp::reply::Response, P
         Ok(Some(Ok(entry))) => entry,
         _ => return Err(Problem::new(404, "not_found", format!("no command {id:?}"))),
     };
-    let notifications = notifications(&js, &id).await;
+    // A reconnecting EventSource sends the id of the last event it got.
+    let resumed = ctx.header("last-event-id").and_then(Position::parse);
+    let mut position = resumed.unwrap_or_default();
+    let notifications = notifications(&js, &id, position.notification).await;
+    let first_status: Value = serde_json::from_slice(&first.value).unwrap_or(Value::Null);
+    let final_status = |doc: &Value| doc["status"].as_str().is_some_and(|s| s != "accepted");
+    if resumed.is_some()
+        && first.revision <= position.status
+        && final_status(&first_status)
+        && notifications.as_ref().is_none_or(|(_, pending)| *pending == 0)
+    {
+        // Everything was sent and the command is finished: 204 tells EventSource to stop.
+        return Ok(warp::Reply::into_response(StatusCode::NO_CONTENT));
+    }
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Event>(16);
     let stop = gw.shutdown.clone();
     tokio::spawn(async move {
         let mut deadline = tokio::time::Instant::now() + STREAM_FOR;
-        let mut notifications = notifications;
+        let mut notifications = notifications.map(|(messages, _)| messages);
         let mut notified = false;
         let mut finished = false;
-        let mut next = Some(first);
+        let mut last_status = String::from("accepted");
+        // The status already sent before a reconnect is not sent again.
+        let mut next = Some(first).filter(|entry| entry.revision > position.status);
+        if next.is_none() && final_status(&first_status) {
+            // Finished before the reconnect: only notifications it missed are left to send.
+            finished = true;
+            last_status = first_status["status"].as_str().unwrap_or_default().to_owned();
+            deadline = deadline.min(tokio::time::Instant::now() + NOTIFICATION_GRACE);
+        }
         loop {
             if let Some(entry) = next.take() {
                 let doc: Value = serde_json::from_slice(&entry.value).unwrap_or(Value::Null);
                 let status = doc["status"].as_str().unwrap_or("accepted").to_owned();
-                let event = Event::default().event("status").id(entry.revision.to_string()).json_data(&doc);
+                position.status = entry.revision;
+                last_status.clone_from(&status);
+                let event = Event::default().event("status").id(position.id()).json_data(&doc);
                 if let Ok(event) = event
                     && tx.send(event).await.is_err()
                 {
-                    break;
+                    return;
                 }
                 match status.as_str() {
                     "accepted" => {}
@@ -276,13 +340,16 @@ async fn command_events(ctx: Ctx, id: String) -> Result<warp::reply::Response, P
                         notifications = None;
                         continue;
                     };
+                    if let Ok(info) = message.info() {
+                        position.notification = info.stream_sequence;
+                    }
                     let notification: Value = serde_json::from_slice(&message.payload).unwrap_or(Value::Null);
                     let final_outcome = notification["status"].as_str().is_some_and(|s| s != "accepted");
-                    let event = Event::default().event("notification").json_data(&notification);
+                    let event = Event::default().event("notification").id(position.id()).json_data(&notification);
                     if let Ok(event) = event
                         && tx.send(event).await.is_err()
                     {
-                        break;
+                        return;
                     }
                     if final_outcome {
                         if finished {
@@ -295,6 +362,14 @@ async fn command_events(ctx: Ctx, id: String) -> Result<warp::reply::Response, P
                     }
                 }
             };
+        }
+        // A finished command's stream ends with `end`; reconnecting after it is answered 204,
+        // which stops EventSource.
+        if last_status != "accepted"
+            && let Ok(end) =
+                Event::default().event("end").id(position.id()).json_data(serde_json::json!({ "status": last_status }))
+        {
+            let _ = tx.send(end).await;
         }
     });
     let events = futures::stream::poll_fn(move |cx| rx.poll_recv(cx).map(|e| e.map(Ok::<Event, Infallible>)));

@@ -6,7 +6,7 @@ use ring::hmac;
 
 use crate::support::Stack;
 
-const SECRET: &str = "a-test-secret-of-at-least-32-characters";
+pub(crate) const SECRET: &str = "a-test-secret-of-at-least-32-characters";
 
 fn keys() -> Vec<ApiKey> {
     [
@@ -27,7 +27,7 @@ fn later() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp() + 600
 }
 
-fn hs256(claims: serde_json::Value) -> String {
+pub(crate) fn hs256(claims: serde_json::Value) -> String {
     let head = format!("{}.{}", b64(br#"{"alg":"HS256","typ":"JWT"}"#), b64(claims.to_string().as_bytes()));
     let tag = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, SECRET.as_bytes()), head.as_bytes());
     format!("{head}.{}", b64(tag.as_ref()))

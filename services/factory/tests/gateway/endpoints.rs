@@ -66,6 +66,9 @@ async fn command_status_and_its_event_stream() {
     let reply = stack.command("/v1/commands/stock/bolt@main/receive", r#"{"qty": 1}"#).await;
     let id = reply["command_id"].as_str().unwrap();
 
+    // The commands view follows the event a moment later (it is a view): wait for it.
+    let token = reply["stream_seq"].to_string();
+    stack.call("GET", &format!("/v1/views/commands/{id}"), &[("consistency-token", &token)], b"").await;
     let status = stack.call("GET", &format!("/v1/commands/{id}"), &[], b"").await;
     let events = stack.get(&format!("/v1/commands/{id}/events")).await;
 
@@ -177,4 +180,114 @@ async fn factory_status_prints_the_same_report_and_fails_when_a_service_is_missi
     assert_eq!(report["status"], "degraded");
     assert_eq!(report["missing"].as_array().unwrap().len(), 8, "{report}");
     assert!(String::from_utf8_lossy(&none.stderr).contains("the factory is degraded"));
+}
+
+/// The events of a Server-Sent Events body: (event, id, data).
+fn sse(body: &[u8]) -> Vec<(String, String, String)> {
+    String::from_utf8_lossy(body)
+        .split("\n\n")
+        .filter_map(|block| {
+            let field = |name: &str| {
+                block.lines().find_map(|l| l.strip_prefix(&format!("{name}:")).map(|v| v.trim().to_owned()))
+            };
+            Some((field("event")?, field("id").unwrap_or_default(), field("data").unwrap_or_default()))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_command_stream_has_ids_resumes_after_last_event_id_and_ends_so_eventsource_stops() {
+    // Arrange: an order whose start fails asynchronously (a status change and a notification)
+    let stack = seeded().await;
+    stack.command("/v1/commands/order/o-8/plan", r#"{"product_id": "widget", "qty": 500, "warehouse": "main"}"#).await;
+    let started = stack.command("/v1/commands/order/o-8/start", "{}").await;
+    let path = format!("/v1/commands/{}/events", started["command_id"].as_str().unwrap());
+
+    // Act: the whole stream, then reconnects as EventSource does
+    let whole = stack.get(&path).await;
+    let events = sse(&whole.body);
+    let (_, first_id, _) = events.first().cloned().unwrap();
+    let after_first = stack.call("GET", &path, &[("last-event-id", &first_id)], b"").await;
+    let (_, last_id, _) = events.last().cloned().unwrap();
+    let after_end = stack.call("GET", &path, &[("last-event-id", &last_id)], b"").await;
+
+    // Assert: every event has an id; the stream ends with `end`; a resume repeats nothing;
+    // reconnecting after the end is 204
+    assert!(events.iter().all(|(_, id, _)| id.split_once('.').is_some()), "{events:?}");
+    let kinds: Vec<&str> = events.iter().map(|(e, _, _)| e.as_str()).collect();
+    assert!(kinds.contains(&"status") && kinds.contains(&"notification"), "{kinds:?}");
+    assert_eq!(kinds.last(), Some(&"end"), "{kinds:?}");
+    assert!(events.last().unwrap().2.contains(r#""status":"failed""#), "{events:?}");
+    // (A resume sends the status as it is now, then the notifications after the position.)
+    let content = |events: &[(String, String, String)]| {
+        let mut content: Vec<(String, String)> = events.iter().map(|(e, _, d)| (e.clone(), d.clone())).collect();
+        content.sort();
+        content
+    };
+    let resumed = sse(&after_first.body);
+    assert_eq!(content(&resumed), content(&events[1..]), "the resumed stream is the rest of the first, once");
+    assert_eq!(after_end.status, 204, "{after_end:?}");
+}
+
+#[tokio::test]
+async fn an_event_stream_takes_its_token_in_the_query_and_cors_lets_a_named_origin_in() {
+    let secret = crate::auth::SECRET;
+    let stack = Stack::start_with(|c| {
+        c.gateway.auth = jetsource_http::AuthConfig {
+            jwt: Some(jetsource_http::config::JwtConfig {
+                key: jetsource_http::config::JwtKey::Hs256(jetsource_http::config::Secret::new(secret)),
+                issuer: None,
+                audience: None,
+            }),
+            api_keys: Vec::new(),
+        };
+        c.gateway.cors_origins = vec!["https://console.example".into()];
+    })
+    .await;
+    let token = crate::auth::hs256(serde_json::json!({"sub": "ops", "role": "operator", "exp": 4_102_444_800_u64}));
+    let bearer = format!("Bearer {token}");
+    let reply = stack
+        .call(
+            "POST",
+            "/v1/commands/stock/bolt@main/receive",
+            &[("authorization", &bearer), ("content-type", "application/json")],
+            br#"{"qty": 1}"#,
+        )
+        .await;
+    let path = format!("/v1/commands/{}/events", reply.json()["command_id"].as_str().unwrap());
+
+    let without = stack.get(&path).await;
+    let with_query = stack.get(&format!("{path}?access_token={token}")).await;
+    let preflight = stack
+        .call(
+            "OPTIONS",
+            "/v1/commands/stock/bolt@main/receive",
+            &[
+                ("origin", "https://console.example"),
+                ("access-control-request-method", "POST"),
+                ("access-control-request-headers", "authorization, content-type"),
+            ],
+            b"",
+        )
+        .await;
+    let stranger = stack
+        .call(
+            "OPTIONS",
+            "/v1/commands/stock/bolt@main/receive",
+            &[("origin", "https://evil.example"), ("access-control-request-method", "POST")],
+            b"",
+        )
+        .await;
+    let simple =
+        stack.call("GET", "/status", &[("origin", "https://console.example"), ("authorization", &bearer)], b"").await;
+
+    assert_eq!(without.status, 401);
+    assert_eq!(with_query.status, 200, "{with_query:?}");
+    assert!(String::from_utf8_lossy(&with_query.body).contains("event:status"));
+    assert_eq!(preflight.status, 200, "{preflight:?}");
+    assert_eq!(preflight.header("access-control-allow-origin"), Some("https://console.example"));
+    assert!(preflight.header("access-control-allow-headers").is_some_and(|h| h.contains("authorization")));
+    assert_eq!(stranger.status, 403, "{stranger:?}");
+    assert_eq!(simple.header("access-control-allow-origin"), Some("https://console.example"));
+    assert!(simple.header("access-control-expose-headers").is_some_and(|h| h.contains("x-trace-id")));
 }
