@@ -245,7 +245,11 @@ async fn wait_switch(client: &async_nats::Client, version: Option<u64>) -> anyho
         let status: serde_json::Value = serde_json::from_slice(&reply.payload)?;
         let views = status["views"].as_array().cloned().unwrap_or_default();
         let stock = views.iter().find(|v| v["view"] == "stock");
-        let caught_up = views.iter().all(|v| v["lag"] == 0 && v["rebuilding"].is_null());
+        let last =
+            async_nats::jetstream::new(client.clone()).get_stream("EVENTS").await?.cached_info().state.last_sequence;
+        let caught_up = views.iter().all(|v| {
+            v["lag"] == 0 && v["rebuilding"].is_null() && v["applied_seq"].as_u64().is_some_and(|a| a >= last)
+        });
         if caught_up && stock.is_some_and(|s| version.is_none_or(|want| s["version"].as_u64() == Some(want))) {
             return Ok(());
         }

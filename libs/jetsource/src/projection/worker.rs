@@ -431,7 +431,9 @@ impl<P: Projection> ViewWorker<P> {
             index_current: Arc::new(std::sync::atomic::AtomicBool::new(true)),
             applied,
             parked: Arc::new(AtomicU64::new(parked_count)),
-            lag: Arc::new(AtomicU64::new(0)),
+            // A version that has the archive to read is behind by as much until it has read
+            // it: nothing may take it as caught up (a rebuild's switch, /status) meanwhile.
+            lag: Arc::new(AtomicU64::new(backfill.map_or(0, |end| end.event_seq.max(1)))),
             admin: admin_tx,
         };
         let store = EventStore::new(
