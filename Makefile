@@ -24,7 +24,7 @@ test: $(NATS_SERVER)
 conformance: $(NATS_SERVER)
 	services/factory/conformance/run.sh
 
-## check-assets: Kubernetes manifests (kustomize + kubernetes-validate --strict, CRDs included),
+## check-assets: Kubernetes manifests (kustomize + kubernetes-validate --strict, CRDs included; the NATS config by nats-server -t),
 ## Prometheus config, rules and rule tests (promtool), Grafana dashboards (@grafana/schema + tsc)
 check-assets:
 	k8s/check/run.sh

@@ -55,4 +55,19 @@ for tree in overlays/dev overlays/prod extras/keda; do
     echo "$report" | grep -Ev "^INFO .* passed" || true
     echo "k8s/$tree: $(grep -c '^kind:' "$OUT/$name.yaml") objects rendered and validated (Kubernetes $K8S_VERSION, strict)"
 done
+# The NATS configuration the StatefulSet runs, as nats-server itself reads it (`-t`): the
+# generated nats.conf with its accounts and every per-service user, each password variable it
+# names set to a placeholder.
+NATS_SERVER="$TOOLS/bin/nats-server"
+[ -x "$NATS_SERVER" ] || make -s .tools/bin/nats-server
+conf="$(mktemp -d)"
+cp k8s/base/nats/nats.conf k8s/base/nats/accounts.conf "$conf/"
+vars="POD_NAME=nats-0 $(grep -oh '\$[A-Z_]*_PASSWORD' "$conf"/*.conf | sort -u | sed 's/^\$//; s/$/=placeholder/' | tr '\n' ' ')"
+if (cd "$conf" && env $vars "$NATS_SERVER" -t -c nats.conf >/dev/null); then
+    echo "k8s/base/nats: nats.conf and accounts.conf valid for nats-server $("$NATS_SERVER" --version | awk '{print $2}') ($(grep -c 'user:' "$conf/accounts.conf") users)"
+else
+    echo "k8s check: nats-server -t refused k8s/base/nats/nats.conf" >&2
+    status=1
+fi
+rm -rf "$conf"
 exit $status

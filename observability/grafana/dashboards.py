@@ -7,12 +7,15 @@ checks that every metric a panel names exists in the running services.
 import json
 import os
 
-PROM = {"type": "prometheus", "uid": "prometheus"}
+# Every panel reads the Prometheus data source the dashboard's `datasource` variable picks.
+PROM = {"type": "prometheus", "uid": "${datasource}"}
 LOKI = {"type": "loki", "uid": "loki"}
 TEMPO = {"type": "tempo", "uid": "tempo"}
 
 
 def panel(pid, title, exprs, x, y, w=12, h=8, kind="timeseries", unit=None, description=""):
+    # Rates over Grafana's own interval (at least four scrapes), not a fixed window.
+    exprs = [(e.replace("[1m]", "[$__rate_interval]").replace("[5m]", "[$__rate_interval]"), l) for e, l in exprs]
     targets = [
         {"refId": chr(ord("A") + i), "datasource": PROM, "expr": expr, "legendFormat": legend}
         for i, (expr, legend) in enumerate(exprs)
@@ -72,6 +75,20 @@ def dashboard(uid, title, description, panels, tags):
                 "targetBlank": True,
             },
         ],
+        "templating": {
+            "list": [
+                {
+                    "name": "datasource",
+                    "label": "Prometheus",
+                    "type": "datasource",
+                    "query": "prometheus",
+                    "current": {"text": "prometheus", "value": "prometheus"},
+                    "hide": 0,
+                    "refresh": 1,
+                    "options": [],
+                },
+            ],
+        },
         "panels": panels,
     }
 
@@ -93,7 +110,9 @@ overview = dashboard(
         panel(6, "Append latency p99 (JetStream OCC publish)", [('histogram_quantile(0.99, sum by (le, aggregate_type) (rate(factory_append_duration_seconds_bucket[5m])))', "{{aggregate_type}}")], 12, 16, unit="s"),
         panel(7, "HTTP requests by route and status", [('sum by (route, status) (rate(factory_http_requests_total[1m]))', "{{route}} {{status}}")], 0, 24, unit="reqps"),
         panel(8, "HTTP latency p99 by route", [('histogram_quantile(0.99, sum by (le, route) (rate(factory_http_request_duration_seconds_bucket[5m])))', "{{route}}")], 12, 24, unit="s"),
-        panel(9, "Instances answering discovery", [('max by (service) (factory_service_instances)', "{{service}}")], 0, 32, w=24, kind="stat"),
+        panel(9, "Instances answering discovery", [('max by (service) (factory_service_instances)', "{{service}}")], 0, 32, w=18, kind="stat"),
+        panel(10, "Running versions", [('count by (version) (factory_build_info)', "{{version}}")], 18, 32, w=6, kind="stat",
+              description="Processes per build: two versions side by side during a rolling update."),
     ],
     ["commands"],
 )

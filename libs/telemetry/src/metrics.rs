@@ -90,6 +90,8 @@ pub struct Metrics {
     pub archive_purged: Family<Labels<1>, Counter>,
     /// `<app>_archive_last_run_timestamp_seconds`: when the last compaction run finished.
     pub archive_last_run: Gauge,
+    /// `<app>_build_info{version}`: 1, labelled with the running build.
+    pub build_info: Family<Labels<1>, Gauge>,
 }
 
 impl Metrics {
@@ -124,7 +126,9 @@ impl Metrics {
             archive_runs: Family::default(),
             archive_purged: Family::default(),
             archive_last_run: Gauge::default(),
+            build_info: Family::default(),
         };
+        metrics.build_info.get_or_create(&[("version", env!("CARGO_PKG_VERSION").into())]).set(1);
         {
             let mut r = metrics.registry.lock().unwrap_or_else(PoisonError::into_inner);
             r.register("commands", "Commands answered, by outcome code", metrics.commands.clone());
@@ -177,6 +181,7 @@ impl Metrics {
                 "Events compaction removed from the hot stream",
                 metrics.archive_purged.clone(),
             );
+            r.register("build_info", "The running build (always 1)", metrics.build_info.clone());
             r.register(
                 "archive_last_run_timestamp_seconds",
                 "When the last compaction run finished",

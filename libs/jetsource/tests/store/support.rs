@@ -137,7 +137,17 @@ pub async fn connect_provisioned(url: &str, replicas: usize) -> (Client, EventSt
     let js = async_nats::jetstream::new(client.clone());
     let topology = Topology::parse(TOPOLOGY).expect("topology parses");
     let options = ProvisionOptions { replicas: Some(replicas), ..Default::default() };
-    provision(&js, &topology, options).await.expect("provision");
+    // On a cluster just started, a peer may still be joining ("no suitable peers", 10005).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        match provision(&js, &topology, options).await {
+            Ok(_) => break,
+            Err(e) if e.to_string().contains("10005") && std::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
+            Err(e) => panic!("provision: {e:?}"),
+        }
+    }
     let store = EventStore::new(client.clone(), StoreConfig { service: "tests".into(), ..Default::default() });
     let snapshots = SnapshotStore::open(&js, "snapshots").await.expect("snapshot bucket");
     (client, store, snapshots)
