@@ -7,6 +7,15 @@ use jetsource::{CommandContext, EventStore, RepositoryConfig, StoreConfig};
 
 use crate::support::{BinCommand, Env, id};
 
+/// Waits until the archive holds `n` messages.
+async fn archived(js: &async_nats::jetstream::Context, n: u64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while js.get_stream("ARCHIVE").await.unwrap().cached_info().state.messages < n {
+        assert!(std::time::Instant::now() < deadline, "the archive did not catch up");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_purge_that_overtakes_a_read_is_made_up_from_the_archive() {
     // Arrange: 100 events of one aggregate, all archived; a read in batches of 10
@@ -14,11 +23,7 @@ async fn a_purge_that_overtakes_a_read_is_made_up_from_the_archive() {
     let repo = env.repository(RepositoryConfig::default());
     repo.execute(&id("bolt@main"), BinCommand::ReceiveMany(vec![1; 100]), &CommandContext::new()).await.unwrap();
     let js = async_nats::jetstream::new(env.client.clone());
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while js.get_stream("ARCHIVE").await.unwrap().cached_info().state.messages < 100 {
-        assert!(std::time::Instant::now() < deadline, "the archive did not catch up");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    archived(&js, 100).await;
     let store = EventStore::new(env.client.clone(), StoreConfig { read_batch: 10, ..Default::default() });
     let events = js.get_stream("EVENTS").await.unwrap();
 
@@ -77,11 +82,7 @@ async fn a_new_view_version_over_an_archive_counts_as_behind_until_it_has_read_i
     let repo = env.repository(RepositoryConfig::default());
     repo.execute(&id("bolt@main"), BinCommand::ReceiveMany(vec![1; 50]), &CommandContext::new()).await.unwrap();
     let js = async_nats::jetstream::new(env.client.clone());
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while js.get_stream("ARCHIVE").await.unwrap().cached_info().state.messages < 50 {
-        assert!(std::time::Instant::now() < deadline, "the archive did not catch up");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    archived(&js, 50).await;
     js.get_stream("EVENTS").await.unwrap().purge().filter("evt.bin.bolt@main").sequence(41).await.unwrap();
 
     // Act

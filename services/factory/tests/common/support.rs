@@ -157,6 +157,20 @@ impl Factory {
         self.send("cmd.stock.plate@main.receive", r#"{"qty": 10}"#).await.ok();
     }
 
+    /// Waits (at most 60 s) until queries read version `version` of `view`: a rebuild switched.
+    pub async fn wait_view_version(&self, view: &str, version: u64) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let status = self.query("projector.status", "").await;
+            let entry = status.ok()["views"].as_array().unwrap().iter().find(|v| v["view"] == view).unwrap().clone();
+            if entry["version"] == version {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "no switch: {entry}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Sends a query and returns the reply.
     pub async fn query(&self, subject: &str, body: &str) -> Reply {
         self.send_with(subject, body, &[]).await

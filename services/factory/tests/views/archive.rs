@@ -126,16 +126,7 @@ async fn compaction_at_random_points_changes_no_read_and_a_rebuild_equals_the_fo
     // A rebuild reads the archive, then the hot stream, and equals a fold of the full log.
     let started = factory.query("projector.rebuild.stock", "").await;
     assert_eq!(started.ok()["version"], 2);
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let status = factory.query("projector.status", "").await;
-        let stock = status.ok()["views"].as_array().unwrap().iter().find(|v| v["view"] == "stock").unwrap().clone();
-        if stock["version"] == 2 {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "no switch: {stock}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    factory.wait_view_version("stock", 2).await;
     assert_views_equal_fold(&factory).await;
     // The new version's consumer started after the archive's end, and its reading of the
     // archive is recorded as done.

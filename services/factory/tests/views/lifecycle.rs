@@ -117,16 +117,7 @@ async fn a_rebuild_under_load_switches_without_failed_queries_and_matches_a_fres
     // Act
     let started = factory.query("projector.rebuild.stock", "").await;
     assert_eq!(started.ok()["version"], 2);
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let status = factory.query("projector.status", "").await;
-        let stock = status.ok()["views"].as_array().unwrap().iter().find(|v| v["view"] == "stock").unwrap().clone();
-        if stock["version"] == 2 {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "no switch: {stock}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    factory.wait_view_version("stock", 2).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     writing.store(false, Ordering::Relaxed);
     let written = writer.await.unwrap();
