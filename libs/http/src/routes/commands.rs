@@ -237,9 +237,9 @@ fn unquoted(value: &str) -> &str {
 async fn command_status(ctx: Ctx, id: String) -> Result<warp::reply::Response, Problem> {
     let id = segment(&id)?;
     validate_command_id(&id).map_err(|e| Problem::new(400, "invalid", e))?;
-    let reply =
-        request(&ctx, subject::query("commands", Some(&id)), async_nats::HeaderMap::new(), Bytes::new(), "projector")
-            .await?;
+    // `Consistency-Token: <stream_seq>` (the command's answer) waits until the status shows it.
+    let headers = super::views::consistency(&ctx)?;
+    let reply = request(&ctx, subject::query("commands", Some(&id)), headers, Bytes::new(), "projector").await?;
     let doc: Value = serde_json::from_slice(&reply.payload).unwrap_or(Value::Null);
     Ok(json(200, &doc))
 }

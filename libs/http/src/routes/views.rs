@@ -44,7 +44,7 @@ fn view_name(ctx: &Ctx, raw: &str) -> Result<String, Problem> {
 }
 
 /// `Consistency-Token` → the `Min-Seq` of the query.
-fn consistency(ctx: &Ctx) -> Result<async_nats::HeaderMap, Problem> {
+pub(super) fn consistency(ctx: &Ctx) -> Result<async_nats::HeaderMap, Problem> {
     let mut headers = async_nats::HeaderMap::new();
     if let Some(token) = ctx.header("consistency-token") {
         let seq: u64 = token.trim().parse().map_err(|_| {

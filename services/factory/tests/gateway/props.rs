@@ -80,8 +80,11 @@ fn generated_bodies_headers_and_paths_never_get_a_5xx_or_hang() {
                 ("content-type", content_type.as_str()),
             ];
             let resp = runtime.block_on(stack.call(method, &path, &headers, &body));
+            // A Consistency-Token ahead of a view (views, a command's status) may time out: 504
+            // consistency_timeout is the answer that says so; nothing else may be a 5xx.
+            let waited = resp.status == 504 && resp.code() == "consistency_timeout";
             prop_assert!(
-                resp.status < 500 || resp.status == 504 && path.contains("views"),
+                resp.status < 500 || waited && (path.contains("views") || route == 5),
                 "{method} {path} -> {} {}",
                 resp.status,
                 String::from_utf8_lossy(&resp.body)
