@@ -57,6 +57,58 @@ async fn thirty_two_writers_with_their_own_caches_retry_conflicts_and_lose_nothi
     assert_eq!(fresh.state.on_hand, (1..=32).sum::<u64>());
 }
 
+/// Counts the optimistic-concurrency conflicts a repository meets.
+#[derive(Default)]
+struct Conflicts(std::sync::atomic::AtomicU64);
+
+impl jetsource::Observer for Conflicts {
+    fn conflict(&self, _: &'static str) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+#[tokio::test]
+async fn writers_with_stale_caches_meet_conflicts_reload_and_lose_nothing() {
+    // Arrange: 8 repositories, as 8 processes, each caching the aggregate after its own
+    // command: all but the last then hold a stale state
+    let env = Env::start().await;
+    let conflicts = Arc::new(Conflicts::default());
+    let bin = id("washer@main");
+    let repos: Vec<_> = (0..8)
+        .map(|_| {
+            let observer: Arc<dyn jetsource::Observer> = Arc::clone(&conflicts) as _;
+            Arc::new(
+                env.repository(RepositoryConfig { max_attempts: 50, ..Default::default() }).with_observer(observer),
+            )
+        })
+        .collect();
+    for repo in &repos {
+        repo.execute(&bin, BinCommand::Receive { qty: 1 }, &CommandContext::new()).await.unwrap();
+    }
+    assert_eq!(conflicts.0.load(std::sync::atomic::Ordering::Relaxed), 0, "the warm-up is sequential");
+
+    // Act: each writes again from its cache
+    let tasks: Vec<_> = repos
+        .iter()
+        .map(|repo| {
+            let (repo, bin) = (Arc::clone(repo), bin.clone());
+            tokio::spawn(
+                async move { repo.execute(&bin, BinCommand::Receive { qty: 2 }, &CommandContext::new()).await },
+            )
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap().expect("every command lands after reloading");
+    }
+
+    // Assert: the 7 stale caches each met a conflict at least once; nothing was lost
+    let met = conflicts.0.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(met >= 7, "{met} conflicts for 7 stale caches");
+    assert_contiguous(&env, "evt.bin.washer@main", 16).await;
+    let fresh = env.repository(RepositoryConfig::default()).load(&bin).await.unwrap();
+    assert_eq!(fresh.state.on_hand, 8 + 8 * 2);
+}
+
 #[tokio::test]
 async fn a_stale_expected_version_fails_at_once_and_a_current_one_succeeds() {
     let env = Env::start().await;

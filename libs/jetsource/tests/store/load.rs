@@ -39,6 +39,10 @@ async fn snapshots_are_taken_every_n_events_and_loads_agree_with_a_full_replay()
     assert_eq!(snapshot["state"]["on_hand"], (1..=20).sum::<u64>());
     assert_eq!(from_snapshot.state, replayed.state);
     assert_eq!((from_snapshot.version, from_snapshot.last_seq), (replayed.version, replayed.last_seq));
+    // The load started from the snapshot: it replayed the 5 events after it, not all 25.
+    let (_, after_snapshot) = repo.load_until(&bin, jetsource::Until::End).await.unwrap();
+    let (_, without) = no_snapshots.load_until(&bin, jetsource::Until::End).await.unwrap();
+    assert_eq!((after_snapshot, without), (5, 25));
 }
 
 #[tokio::test]
