@@ -34,7 +34,7 @@ pub async fn run(_window: Duration) -> anyhow::Result<()> {
     let store = EventStore::new(client.clone(), StoreConfig { service: "bench".into(), ..Default::default() });
     let snapshots = SnapshotStore::open(&js, "snapshots").await?;
     let repo = Arc::new(Repository::<Stock>::new(store.clone(), Some(snapshots), RepositoryConfig::default()));
-    let archiver = Archiver::new(client.clone(), &topology, js.get_key_value("snapshots").await.ok())?;
+    let archiver = Archiver::open(client.clone(), &topology).await?;
     println!(
         "# Archive benchmark\n\nnats-server {} (R1, file storage); {AGGREGATES} stock aggregates receiving events in random \
          order through the repository ({CONCURRENCY} at once), snapshots every 100 events, a compaction every {ROUND} events",

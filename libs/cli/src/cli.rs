@@ -739,9 +739,7 @@ async fn archive_command(ctx: &Ctx, args: ArchiveArgs) -> anyhow::Result<()> {
     use jetsource::archive::{Archiver, RunOptions};
     use std::io::{IsTerminal as _, Write as _};
     let client = jetsource::connect(&args.nats.nats_url, &ctx.connection("archive")).await?;
-    let js = async_nats::jetstream::new(client.clone());
-    let snapshots = js.get_key_value("snapshots").await.ok();
-    let archiver = Archiver::new(client, &ctx.topology, snapshots)?;
+    let archiver = Archiver::open(client, &ctx.topology).await?;
     match args.action {
         ArchiveAction::Run { aggregate_type, dry_run, json } => {
             if let Some(kind) = &aggregate_type {

@@ -222,7 +222,17 @@ fn keep_name(keep: Keep) -> String {
 }
 
 impl Archiver {
-    /// The archiver of `topology` over `client`, reading snapshots from `snapshots_bucket`.
+    /// The archiver of `topology` over `client`, reading the aggregates' snapshots from the
+    /// `snapshots` bucket (without it, `since_snapshot` rules purge nothing).
+    ///
+    /// # Errors
+    /// As [`Archiver::new`].
+    pub async fn open(client: async_nats::Client, topology: &Topology) -> Result<Self, StoreError> {
+        let snapshots = jetstream::new(client.clone()).get_key_value(SnapshotStore::BUCKET).await.ok();
+        Self::new(client, topology, snapshots)
+    }
+
+    /// The archiver of `topology` over `client`, reading snapshots from `snapshots`.
     ///
     /// # Errors
     /// [`StoreError::Internal`] when the topology declares no `[archive]`.

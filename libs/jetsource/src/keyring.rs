@@ -53,11 +53,6 @@ pub fn holds_plain(json: &[u8]) -> bool {
     json.windows(PLAIN.len() + 2).any(|w| w[0] == b'"' && &w[1..=PLAIN.len()] == PLAIN.as_bytes())
 }
 
-/// Whether serialized JSON may hold a sealed personal value.
-pub fn holds_sealed(json: &[u8]) -> bool {
-    json.windows(SEALED.len() + 2).any(|w| w[0] == b'"' && &w[1..=SEALED.len()] == SEALED.as_bytes())
-}
-
 impl Keyring {
     /// The keys in `stream` (`KEYS`), on subjects `keys.<subject>`.
     pub fn new(js: jetstream::Context, stream: impl Into<String>) -> Self {
@@ -70,34 +65,27 @@ impl Keyring {
 
     /// The key of `data_subject`, or its tombstone.
     async fn stored(&self, data_subject: &str) -> Result<Key, StoreError> {
-        let request = serde_json::json!({ "last_by_subj": self.subject_of(data_subject) }).to_string();
-        let reply = tokio::time::timeout(
-            std::time::Duration::from_secs(5),
-            self.js.client().request(format!("$JS.API.DIRECT.GET.{}", self.stream), request.into()),
-        )
-        .await
-        .map_err(|_| unavailable("no answer"))?
-        .map_err(unavailable)?;
-        match reply.status.map(|s| s.as_u16()) {
-            None => {
-                let seq = reply
-                    .headers
-                    .as_ref()
-                    .and_then(|h| h.get("Nats-Sequence"))
-                    .and_then(|v| v.as_str().parse().ok())
-                    .unwrap_or(0);
-                if reply.payload.as_ref() == FORGOTTEN {
-                    return Ok(Key::Forgotten);
-                }
-                let key = STANDARD.decode(&reply.payload).map_err(|e| StoreError::Internal(format!("a key: {e}")))?;
-                Ok(Key::Live(key, seq))
+        let request = serde_json::json!({ "last_by_subj": self.subject_of(data_subject) });
+        let found =
+            crate::store::direct_get(&self.js.client(), &self.stream, &request, std::time::Duration::from_secs(5))
+                .await
+                .map_err(unavailable)?;
+        let reply = match found {
+            crate::store::Got::Message(reply) => reply,
+            crate::store::Got::Missing => return Ok(Key::None),
+            crate::store::Got::NoStream => {
+                return Err(unavailable(format!(
+                    "stream {} does not answer; is the topology provisioned?",
+                    self.stream
+                )));
             }
-            Some(404) => Ok(Key::None),
-            Some(503) => {
-                Err(unavailable(format!("stream {} does not answer; is the topology provisioned?", self.stream)))
-            }
-            Some(code) => Err(unavailable(format!("{code} {}", reply.description.unwrap_or_default()))),
+        };
+        if reply.payload.as_ref() == FORGOTTEN {
+            return Ok(Key::Forgotten);
         }
+        let seq = reply.headers.as_ref().and_then(|h| h.get("Nats-Sequence")).and_then(|v| v.as_str().parse().ok());
+        let key = STANDARD.decode(&reply.payload).map_err(|e| StoreError::Internal(format!("a key: {e}")))?;
+        Ok(Key::Live(key, seq.unwrap_or(0)))
     }
 
     /// The key of `data_subject`, created if it has none; none once it was forgotten.
@@ -333,6 +321,5 @@ mod tests {
         rewrite(&mut value, PLAIN, &mut |subject, _| erased(subject));
         assert_eq!(value["b"][ERASED], true);
         assert!(holds_plain(br#"{"$subject":"c","$plain":1}"#) && !holds_plain(br#"{"plain":1}"#));
-        assert!(holds_sealed(br#"{"$sealed":"x"}"#));
     }
 }

@@ -36,6 +36,9 @@ pub struct SnapshotStore {
 }
 
 impl SnapshotStore {
+    /// The bucket the topology declares for snapshots.
+    pub const BUCKET: &'static str = "snapshots";
+
     /// Opens an existing bucket (provisioned from the topology).
     ///
     /// # Errors

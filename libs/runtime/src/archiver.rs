@@ -31,9 +31,7 @@ impl ArchiverService {
         topology: &Topology,
         metrics: Arc<Metrics>,
     ) -> Result<Self, StartError> {
-        let js = async_nats::jetstream::new(client.clone());
-        let snapshots = js.get_key_value("snapshots").await.ok();
-        let archiver = Archiver::new(client.clone(), topology, snapshots)?;
+        let archiver = Archiver::open(client.clone(), topology).await?;
         let micro = MicroService::start(
             &client,
             "archiver",

@@ -288,25 +288,14 @@ impl ArchiveEnd {
 /// no archive or it is empty. Any other failure is an error, so a version is never built from
 /// the hot stream alone because the archive was slow to answer.
 async fn archive_end(js: &jetstream::Context, archive: Option<&str>) -> Result<Option<ArchiveEnd>, String> {
+    use crate::store::{Got, direct_get};
     let Some(archive) = archive else { return Ok(None) };
     let events = format!("{}.>", StoreConfig::default().subject_prefix);
-    let request = serde_json::json!({ "last_by_subj": events }).to_string();
-    let reply = tokio::time::timeout(
-        Duration::from_secs(5),
-        js.client().request(format!("$JS.API.DIRECT.GET.{archive}"), request.into()),
-    )
-    .await
-    .map_err(|_| format!("archive {archive} did not answer"))?;
-    let reply = match reply {
-        Ok(reply) => reply,
-        Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => return Ok(None),
-        Err(e) => return Err(format!("archive {archive}: {e}")),
+    let request = serde_json::json!({ "last_by_subj": events });
+    let reply = match direct_get(&js.client(), archive, &request, Duration::from_secs(5)).await? {
+        Got::Message(reply) => reply,
+        Got::Missing | Got::NoStream => return Ok(None), // empty, or no such stream
     };
-    match reply.status.map(|s| s.as_u16()) {
-        None => {}
-        Some(404 | 503) => return Ok(None), // empty, or no such stream
-        Some(code) => return Err(format!("archive {archive}: {code} {}", reply.description.unwrap_or_default())),
-    }
     let headers = reply.headers.as_ref().ok_or_else(|| "an archived message without headers".to_owned())?;
     let archive_seq = headers.get("Nats-Sequence").and_then(|v| v.as_str().parse().ok()).unwrap_or(0);
     let event_seq = crate::store::source_sequence(headers)

@@ -14,6 +14,7 @@ use async_nats::{Client, HeaderMap, jetstream};
 use bytes::Bytes;
 
 pub use read::{ARCHIVE_TIMES, StoredEvent, TimeIndex, source_sequence};
+pub(crate) use read::{Got, direct_get};
 
 use crate::cloudevents::Attributes;
 use crate::error::StoreError;

@@ -395,18 +395,53 @@ impl EventStore {
     }
 
     async fn direct_get_one(&self, api: &str, request: serde_json::Value) -> Result<Option<StoredEvent>, StoreError> {
-        let request = self.inner.client.request(api.to_owned(), request.to_string().into());
-        let message = tokio::time::timeout(self.inner.config.read_timeout, request)
-            .await
-            .map_err(|_| StoreError::Unavailable("direct get timed out".into()))?
-            .map_err(unavailable)?;
-        match message.status.map(|s| s.as_u16()) {
-            None => StoredEvent::from_message(message).map(Some),
-            Some(404) => Ok(None),
-            Some(code) => Err(StoreError::Unavailable(format!(
-                "direct get failed: {code} {}",
-                message.description.unwrap_or_default()
-            ))),
+        let stream = api.trim_start_matches("$JS.API.DIRECT.GET.");
+        match direct_get(&self.inner.client, stream, &request, self.inner.config.read_timeout).await {
+            Ok(Got::Message(message)) => StoredEvent::from_message(message).map(Some),
+            Ok(Got::Missing) => Ok(None),
+            Ok(Got::NoStream) => {
+                Err(StoreError::Unavailable(format!("stream {stream} does not answer Direct Get; is it provisioned?")))
+            }
+            Err(reason) => Err(StoreError::Unavailable(reason)),
+        }
+    }
+}
+
+/// What one Direct Get request found.
+pub(crate) enum Got {
+    /// The message asked for.
+    Message(Message),
+    /// No such message (404).
+    Missing,
+    /// No stream answers Direct Get under that name (no responders, 503).
+    NoStream,
+}
+
+/// One Direct Get of `request` from `stream`, answered within `within`: the one place that
+/// reads the statuses of a Direct Get reply (messages of the event stream and the archive,
+/// keys).
+///
+/// # Errors
+/// What went wrong, when the request got no answer in time or an unexpected status.
+pub(crate) async fn direct_get(
+    client: &async_nats::Client,
+    stream: &str,
+    request: &serde_json::Value,
+    within: std::time::Duration,
+) -> Result<Got, String> {
+    let asked = client.request(format!("$JS.API.DIRECT.GET.{stream}"), request.to_string().into());
+    let message = match tokio::time::timeout(within, asked).await {
+        Err(_) => return Err(format!("direct get from {stream} timed out")),
+        Ok(Err(e)) if e.kind() == async_nats::RequestErrorKind::NoResponders => return Ok(Got::NoStream),
+        Ok(Err(e)) => return Err(format!("direct get from {stream}: {e}")),
+        Ok(Ok(message)) => message,
+    };
+    match message.status.map(|s| s.as_u16()) {
+        None => Ok(Got::Message(message)),
+        Some(404) => Ok(Got::Missing),
+        Some(503) => Ok(Got::NoStream),
+        Some(code) => {
+            Err(format!("direct get from {stream} failed: {code} {}", message.description.unwrap_or_default()))
         }
     }
 }

@@ -164,9 +164,8 @@ async fn every_service_works_under_its_own_least_privilege_user() {
         assert_eq!(status, 200, "{reply}");
     }
     let archiver_user = jetsource::connect(&url_for(&server, "archiver"), "test-archiver").await.unwrap();
-    let snapshots = async_nats::jetstream::new(archiver_user.clone()).get_key_value("snapshots").await.unwrap();
     let topology = Topology::parse(factory::TOPOLOGY).unwrap();
-    let archiver = jetsource::archive::Archiver::new(archiver_user, &topology, Some(snapshots)).unwrap();
+    let archiver = jetsource::archive::Archiver::open(archiver_user, &topology).await.unwrap();
     let compacted = eventually("bolt@main compacted", || async {
         archiver.run(&Default::default(), |_| {}).await.unwrap();
         let hot = js.get_stream("EVENTS").await.unwrap().info_with_subjects("evt.stock.bolt@main").await.unwrap();

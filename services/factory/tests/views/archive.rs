@@ -63,20 +63,23 @@ async fn receive(factory: &Factory, id: &str, n: usize) {
 
 async fn archiver(factory: &Factory) -> Archiver {
     let topology = Topology::parse(factory::TOPOLOGY).unwrap();
-    let js = async_nats::jetstream::new(factory.client.clone());
-    let snapshots = js.get_key_value("snapshots").await.ok();
-    Archiver::new(factory.client.clone(), &topology, snapshots).unwrap()
+    Archiver::open(factory.client.clone(), &topology).await.unwrap()
+}
+
+/// Waits (at most 10 s) until the archive has copied every event.
+async fn archive_caught_up(archiver: &Archiver) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while archiver.sizes().await.unwrap().lag > 0 {
+        assert!(std::time::Instant::now() < deadline, "the archive did not catch up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Waits until the archive has copied every event and every snapshot written in the
 /// background is in place, then runs a compaction.
 async fn compact(factory: &Factory) -> RunReport {
     let archiver = archiver(factory).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while archiver.sizes().await.unwrap().lag > 0 {
-        assert!(std::time::Instant::now() < deadline, "the archive did not catch up");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    archive_caught_up(&archiver).await;
     tokio::time::sleep(Duration::from_millis(200)).await; // snapshots are written in the background
     archiver.run(&RunOptions::default(), |_| {}).await.unwrap()
 }
@@ -148,11 +151,7 @@ async fn an_archive_that_falls_behind_holds_compaction_back() {
     let factory = Factory::start_without(&["archiver"]).await;
     receive(&factory, "bolt@main", 150).await;
     let archiver = archiver(&factory).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while archiver.sizes().await.unwrap().lag > 0 {
-        assert!(std::time::Instant::now() < deadline, "the archive did not catch up");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    archive_caught_up(&archiver).await;
     let js = async_nats::jetstream::new(factory.client.clone());
     let archive = js.get_stream("ARCHIVE").await.unwrap();
     let mut paused = archive.cached_info().config.clone();
@@ -197,11 +196,7 @@ async fn a_killed_archiver_loses_nothing_and_the_next_run_finishes() {
     futures::stream::iter(ids.iter()).for_each_concurrent(4, |id| receive(&factory, id, 105)).await;
     let store = EventStore::new(factory.client.clone(), Default::default());
     let archiver = archiver(&factory).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while archiver.sizes().await.unwrap().lag > 0 {
-        assert!(std::time::Instant::now() < deadline, "the archive did not catch up");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    archive_caught_up(&archiver).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut before = BTreeMap::new();
     for id in &ids {
@@ -274,7 +269,7 @@ async fn a_closed_order_keeps_only_its_last_event_hot_and_reads_the_same() {
         rule.closed_for = Some("1s".into());
     }
     let js = async_nats::jetstream::new(factory.client.clone());
-    let archiver = Archiver::new(factory.client.clone(), &topology, js.get_key_value("snapshots").await.ok()).unwrap();
+    let archiver = Archiver::open(factory.client.clone(), &topology).await.unwrap();
     tokio::time::sleep(Duration::from_millis(1100)).await;
 
     // Act
@@ -308,12 +303,8 @@ async fn a_declared_tail_stays_hot_and_status_counts_bytes_per_type() {
         rule.tail = 10;
     }
     let js = async_nats::jetstream::new(factory.client.clone());
-    let archiver = Archiver::new(factory.client.clone(), &topology, js.get_key_value("snapshots").await.ok()).unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while archiver.sizes().await.unwrap().lag > 0 {
-        assert!(std::time::Instant::now() < deadline, "the archive did not catch up");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let archiver = Archiver::open(factory.client.clone(), &topology).await.unwrap();
+    archive_caught_up(&archiver).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     // Act
