@@ -8,6 +8,7 @@
 mod archive;
 mod asynchronous;
 mod commands;
+mod consistency;
 mod core;
 mod failover;
 mod http;
@@ -58,6 +59,10 @@ enum Suite {
     /// default, BENCH_ARCHIVE_EVENTS), bytes per event, time travel and a view rebuild after
     /// compaction beside the same reads before it.
     Archive,
+    /// Consistency beyond one aggregate: transfers (two aggregates, one atomic batch) beside
+    /// single-aggregate commands with their conflict rates at 1/16/64; appends conditioned on a
+    /// tag beside plain OCC appends and raw publishes.
+    Consistency,
     /// Every suite in turn.
     All,
 }
@@ -75,6 +80,7 @@ fn main() -> anyhow::Result<()> {
             Suite::Async => asynchronous::run(window).await,
             Suite::Failover => failover::run(window).await,
             Suite::Archive => archive::run(window).await,
+            Suite::Consistency => consistency::run(window).await,
             Suite::All => {
                 core::run(window).await?;
                 commands::run(window).await?;
@@ -82,6 +88,7 @@ fn main() -> anyhow::Result<()> {
                 http::run(window).await?;
                 asynchronous::run(window).await?;
                 failover::run(window).await?;
+                consistency::run(window).await?;
                 archive::run(window).await
             }
         }

@@ -5,6 +5,8 @@ use std::fmt::Debug;
 use serde::{Serialize, de::DeserializeOwned};
 
 use crate::event::DomainEvent;
+use crate::id::AggregateId;
+use crate::scope::{Decision, Scope, Seen, Tag};
 
 /// An event-sourced aggregate: a state that decides on commands and folds its own events.
 ///
@@ -19,6 +21,10 @@ pub trait Aggregate: Default + Clone + Debug + Serialize + DeserializeOwned + Se
     /// Version of the serialised state kept in snapshots. Bump it whenever the state's shape
     /// changes: older snapshots are then ignored, the aggregate is replayed and re-snapshotted.
     const STATE_VERSION: u32 = 1;
+
+    /// The names of the tags its events are recorded under (see [`Aggregate::tags`]): its
+    /// service may write `tag.<name>.>` and nothing else under `tag`.
+    const TAGS: &'static [&'static str] = &[];
 
     /// What the aggregate can be asked to do. Cloned when a conflict makes the framework retry.
     type Command: Clone + Send + Sync + 'static;
@@ -35,6 +41,34 @@ pub trait Aggregate: Default + Clone + Debug + Serialize + DeserializeOwned + Se
 
     /// Folds one event into the state.
     fn apply(&mut self, event: &Self::Event);
+
+    /// What `command` to aggregate `id` needs besides this aggregate: other aggregates of
+    /// this type (a transfer's destination) and tags whose events it reads (who holds a
+    /// name). Empty by default: the command decides over this aggregate alone.
+    fn scope(id: &AggregateId, command: &Self::Command) -> Scope {
+        let _ = (id, command);
+        Scope::default()
+    }
+
+    /// Decides on a command over this aggregate and what its [`Aggregate::scope`] named. The
+    /// events of every aggregate are appended in one atomic batch, on condition that none of
+    /// the aggregates and tags `seen` holds has changed; otherwise everything is reloaded and
+    /// the command decided again. Calls [`Aggregate::handle`] by default.
+    ///
+    /// # Errors
+    /// The domain's refusal, as for [`Aggregate::handle`].
+    fn decide(&self, command: Self::Command, seen: &Seen<Self>) -> Result<Decision<Self::Event>, Self::Error> {
+        let _ = seen;
+        self.handle(command).map(Decision::own)
+    }
+
+    /// The tags `event` of aggregate `id` is recorded under, given the state before it (none
+    /// by default). A tagged event is also written, in the same batch, to one subject per tag,
+    /// where decisions read it (see [`Scope::tag`]).
+    fn tags(&self, id: &AggregateId, event: &Self::Event) -> Vec<Tag> {
+        let _ = (id, event);
+        Vec::new()
+    }
 
     /// The pattern its ids match (a JSON Schema `pattern`, for documents); keep it in step
     /// with [`Aggregate::check_id`].

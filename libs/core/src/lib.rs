@@ -6,6 +6,8 @@
 //! - [`Aggregate`]: pure decisions (`handle`) over a state folded from events (`apply`);
 //! - [`DomainEvent`] with its names and schema versions, and [`Upcasters`] for old versions;
 //! - [`Command`]: names, strict JSON bodies and JSON Schemas of a command enum;
+//! - [`Scope`], [`Seen`] and [`Decision`]: commands that decide over several aggregates and
+//!   over tagged events, appended atomically on condition that nothing they read changed;
 //! - [`AggregateId`] and the metadata of commands ([`CommandContext`]).
 //!
 //! `#[derive(DomainEvent)]` and `#[derive(Command)]` write the catalogues, so a name or a
@@ -62,6 +64,7 @@ pub mod event;
 pub mod id;
 pub mod metadata;
 pub mod personal;
+pub mod scope;
 
 pub use aggregate::{Aggregate, DomainError};
 pub use command::{Command, CommandParseError, CommandSpec, parse_body};
@@ -70,6 +73,7 @@ pub use id::{AggregateId, IdError};
 pub use jetsource_derive::{Command, DomainEvent};
 pub use metadata::{CommandContext, Metadata, TraceContext};
 pub use personal::Personal;
+pub use scope::{Decision, Scope, Seen, Tag, Tagged};
 
 /// What the derives expand to; not part of the API.
 #[doc(hidden)]

@@ -1,14 +1,19 @@
 //! Stock of one SKU in one warehouse (`<sku>@<warehouse>`): received, shipped, reserved for
-//! orders, released, consumed, adjusted. Never below zero: `available = on_hand − reserved`.
+//! orders, released, consumed, adjusted, transferred to another warehouse. Never below zero:
+//! `available = on_hand − reserved`.
+//!
+//! A transfer is one command over two stock aggregates (`sku@from` and `sku@to`): both events
+//! are appended in one atomic batch, each with its aggregate's expectation (ADR 18), so the
+//! total on hand is conserved whatever runs beside it.
 
 use std::collections::BTreeMap;
 
 use jetsource_core::command::fields;
-use jetsource_core::{Aggregate, AggregateId, Command, DomainError, DomainEvent, Upcasters};
+use jetsource_core::{Aggregate, AggregateId, Command, Decision, DomainError, DomainEvent, Scope, Seen, Upcasters};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::values::{Qty, StockId};
+use crate::values::{Qty, StockId, Warehouse};
 
 /// The stock aggregate's state.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -90,6 +95,15 @@ pub enum StockCommand {
         #[schemars(regex(pattern = r"^[A-Za-z0-9_@-]{1,128}$"))]
         order_id: String,
     },
+    /// Moves units to the same SKU in another warehouse, atomically: at most what is
+    /// available here.
+    #[command(example = r#"{"qty": 10, "to": "east"}"#)]
+    Transfer {
+        /// Units moved.
+        qty: Qty,
+        /// The warehouse they go to (1–60 characters of `[A-Za-z0-9_-]`).
+        to: Warehouse,
+    },
     /// A stocktake sets the count: not below what is reserved.
     #[command(example = r#"{"on_hand": 90, "reason": "stocktake"}"#)]
     Adjust {
@@ -150,6 +164,20 @@ pub enum StockEvent {
         /// Units used.
         qty: u64,
     },
+    /// Units left for the same SKU in another warehouse.
+    StockTransferredOut {
+        /// Units moved.
+        qty: u64,
+        /// The warehouse they went to.
+        to: String,
+    },
+    /// Units arrived from the same SKU in another warehouse.
+    StockTransferredIn {
+        /// Units moved.
+        qty: u64,
+        /// The warehouse they came from.
+        from: String,
+    },
     /// A stocktake set the count.
     StockAdjusted {
         /// Units counted.
@@ -193,6 +221,9 @@ pub enum StockError {
     /// A reservation for an order that gave up on this stock.
     #[error("order {0} gave up on this stock; no reservation is taken for it")]
     Voided(String),
+    /// A transfer to the warehouse the stock is in.
+    #[error("a transfer goes to another warehouse; the stock is already in {0}")]
+    SameWarehouse(String),
     /// A stocktake below what is reserved.
     #[error("on_hand {on_hand} is below the {reserved} units reserved")]
     BelowReserved {
@@ -211,6 +242,7 @@ impl DomainError for StockError {
             StockError::NotReserved(_) => "not_reserved",
             StockError::Voided(_) => "order_voided",
             StockError::BelowReserved { .. } => "below_reserved",
+            StockError::SameWarehouse(_) => "same_warehouse",
         }
     }
 }
@@ -227,6 +259,32 @@ impl Aggregate for Stock {
         StockId::parse(id.as_str()).map(drop)
     }
 
+    fn scope(id: &AggregateId, command: &StockCommand) -> Scope {
+        match (command, StockId::parse(id.as_str())) {
+            (StockCommand::Transfer { to, .. }, Ok(from)) if *to != from.warehouse => {
+                Scope::default().aggregate(StockId::new(from.sku, to.clone()).aggregate_id())
+            }
+            _ => Scope::default(),
+        }
+    }
+
+    /// A transfer records its arrival on the destination too; every other command is
+    /// [`Aggregate::handle`] alone.
+    fn decide(&self, command: StockCommand, seen: &Seen<Self>) -> Result<Decision<StockEvent>, StockError> {
+        let StockCommand::Transfer { qty, to } = &command else {
+            return self.handle(command).map(Decision::own);
+        };
+        let from = StockId::parse(seen.id().as_str()).map_err(|_| StockError::SameWarehouse(String::new()))?;
+        if *to == from.warehouse {
+            return Err(StockError::SameWarehouse(to.to_string()));
+        }
+        let destination = StockId::new(from.sku.clone(), to.clone()).aggregate_id();
+        let arrived = StockEvent::StockTransferredIn { qty: qty.get(), from: from.warehouse.to_string() };
+        Ok(Decision::own(self.handle(command)?).and(destination, vec![arrived]))
+    }
+
+    /// Decides on this stock's part of a command (a transfer's departure; its arrival is
+    /// [`Aggregate::decide`]'s).
     fn handle(&self, command: StockCommand) -> Result<Vec<StockEvent>, StockError> {
         let enough = |qty: Qty| {
             if qty.get() > self.available() {
@@ -265,6 +323,10 @@ impl Aggregate for Stock {
             }
             StockCommand::Release { order_id } => StockEvent::ReservationReleased { qty: held(&order_id)?, order_id },
             StockCommand::Consume { order_id } => StockEvent::ReservationConsumed { qty: held(&order_id)?, order_id },
+            StockCommand::Transfer { qty, to } => {
+                enough(qty)?;
+                StockEvent::StockTransferredOut { qty: qty.get(), to: to.to_string() }
+            }
             StockCommand::Adjust { on_hand, .. } if on_hand < self.reserved() => {
                 return Err(StockError::BelowReserved { on_hand, reserved: self.reserved() });
             }
@@ -278,7 +340,10 @@ impl Aggregate for Stock {
     fn apply(&mut self, event: &StockEvent) {
         match event {
             StockEvent::StockReceived { qty, .. } => self.on_hand += qty,
-            StockEvent::StockShipped { qty } => self.on_hand = self.on_hand.saturating_sub(*qty),
+            StockEvent::StockShipped { qty } | StockEvent::StockTransferredOut { qty, .. } => {
+                self.on_hand = self.on_hand.saturating_sub(*qty);
+            }
+            StockEvent::StockTransferredIn { qty, .. } => self.on_hand += qty,
             StockEvent::StockReserved { order_id, qty } => {
                 self.reservations.insert(order_id.clone(), *qty);
             }

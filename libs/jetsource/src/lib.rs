@@ -87,8 +87,9 @@ pub use connect::{ConnectError, NatsAuth, connect, connect_with};
 pub use error::{CommandError, ErrorCode, StoreError};
 pub use jetsource_core::schemars;
 pub use jetsource_core::{
-    Aggregate, AggregateId, Command, CommandContext, CommandParseError, CommandSpec, DomainError, DomainEvent, IdError,
-    Metadata, Personal, TraceContext, Upcasters, aggregate, command, event, id, metadata, personal,
+    Aggregate, AggregateId, Command, CommandContext, CommandParseError, CommandSpec, Decision, DomainError,
+    DomainEvent, IdError, Metadata, Personal, Scope, Seen, Tag, Tagged, TraceContext, Upcasters, aggregate, command,
+    event, id, metadata, personal, scope,
 };
 pub use recent::EventRef;
 pub use repository::{CommandOutcome, Envelope, Loaded, Observer, Repository, RepositoryConfig, Until};

@@ -190,6 +190,8 @@ pub trait AggregateEntry: Send + Sync {
     fn aggregate_type(&self) -> &'static str;
     /// The service that owns its commands.
     fn service(&self) -> &'static str;
+    /// The tag names its events are recorded under ([`Aggregate::TAGS`]).
+    fn tags(&self) -> &'static [&'static str];
     /// Its commands.
     fn commands(&self) -> &'static [CommandSpec];
     /// The command named `name`.
@@ -249,6 +251,10 @@ where
 
     fn service(&self) -> &'static str {
         self.service
+    }
+
+    fn tags(&self) -> &'static [&'static str] {
+        A::TAGS
     }
 
     fn commands(&self) -> &'static [CommandSpec] {
@@ -589,8 +595,11 @@ impl App {
         let own = |list: &[&str]| -> Vec<String> { list.iter().map(|s| (*s).to_owned()).collect() };
         let mut p = match spec.kind {
             ServiceKind::Commands => {
+                let aggregates = self.aggregates_of(name);
                 let mut publish: Vec<String> =
-                    self.aggregates_of(name).iter().map(|a| format!("evt.{}.>", a.aggregate_type())).collect();
+                    aggregates.iter().map(|a| format!("evt.{}.>", a.aggregate_type())).collect();
+                let tags = aggregates.iter().flat_map(|a| a.tags());
+                publish.extend(tags.map(|tag| format!("{}.{tag}.>", jetsource::store::TAG_PREFIX)));
                 publish.extend(own(&reads));
                 publish.extend(own(&["$KV.snapshots.>", "$KV.idempotency.>"]));
                 // Sealing personal data creates its subject's key on first use.

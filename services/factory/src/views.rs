@@ -51,8 +51,10 @@ pub struct StockDoc {
 /// Applies a stock event to on-hand and reservations.
 fn fold_stock(on_hand: &mut u64, reservations: &mut BTreeMap<String, u64>, event: &StockEvent) {
     match event {
-        StockEvent::StockReceived { qty, .. } => *on_hand += qty,
-        StockEvent::StockShipped { qty } => *on_hand = on_hand.saturating_sub(*qty),
+        StockEvent::StockReceived { qty, .. } | StockEvent::StockTransferredIn { qty, .. } => *on_hand += qty,
+        StockEvent::StockShipped { qty } | StockEvent::StockTransferredOut { qty, .. } => {
+            *on_hand = on_hand.saturating_sub(*qty);
+        }
         StockEvent::StockReserved { order_id, qty } => {
             reservations.insert(order_id.clone(), *qty);
         }

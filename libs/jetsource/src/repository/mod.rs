@@ -1,9 +1,11 @@
-//! The command pipeline: load (snapshot + tail), handle, append with the expected sequence,
-//! answer. Conflicts reload and retry a bounded number of times.
+//! The command pipeline: load (snapshot + tail) and whatever else the command's scope names,
+//! decide, append with the expected sequences in one batch, answer. Conflicts reload and retry
+//! a bounded number of times.
 
 mod load;
 mod loaded;
 mod slots;
+mod wide;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,7 +18,7 @@ pub use load::Until;
 pub use loaded::{Envelope, Loaded};
 
 use crate::aggregate::Aggregate;
-use crate::cloudevents::{self, Attributes};
+use crate::cloudevents::Attributes;
 use crate::codec::Codec;
 use crate::error::{CommandError, StoreError};
 use crate::event::{DomainEvent, encode_data};
@@ -24,7 +26,7 @@ use crate::id::AggregateId;
 use crate::metadata::{CommandContext, validate_command_id};
 use crate::recent::{CommandRecord, EventRef};
 use crate::snapshot::SnapshotStore;
-use crate::store::{EventStore, NewEvent};
+use crate::store::{EventStore, NewEvent, Write};
 use slots::Slots;
 
 /// How the repository retries, caches and snapshots.
@@ -152,6 +154,7 @@ impl<A: Aggregate> Repository<A> {
         ctx: &CommandContext,
     ) -> Result<CommandOutcome, CommandError<A::Error>> {
         let subject = self.store.subject(A::TYPE, id);
+        let scope = A::scope(id, &command);
         let slot = self.slots.get(id);
         let mut cached = slot.lock().await;
         let mut distrust_snapshot = false;
@@ -170,15 +173,16 @@ impl<A: Aggregate> Repository<A> {
                 *cached = self.keep(current);
                 return Ok(outcome);
             }
+            let wide = self.read_scope(id, &scope).await?;
             // Any answer that is not confirmed by an append must come from current state.
             let decision = match ctx.expected_version {
                 Some(expected) if expected != current.version => {
                     Err(CommandError::PreconditionFailed { expected, actual: current.version })
                 }
-                _ => current.state.handle(command.clone()).map_err(CommandError::Rejected),
+                _ => current.state.decide(command.clone(), &wide.seen(id)).map_err(CommandError::Rejected),
             };
-            let events = match decision {
-                Ok(events) if !events.is_empty() => events,
+            let decision = match decision {
+                Ok(decision) if !decision.is_empty() => decision,
                 answer => {
                     if !fresh && self.store.last_seq(&subject).await? != current.last_seq {
                         continue; // the cache was stale: decide again on reloaded state
@@ -196,25 +200,23 @@ impl<A: Aggregate> Repository<A> {
                     return outcome;
                 }
             };
-            let mut new_events = self.encode(id, &current, &events, ctx)?;
-            self.seal(&mut new_events).await?;
+            let events = decision.events.clone();
+            let wide::Planned { mut writes, others } = self.plan(&current, &wide, decision, ctx, id)?;
+            self.seal(&mut writes).await?;
             let started = Instant::now();
-            let appended = self.store.append(&subject, current.last_seq, new_events).await;
+            let appended = self.store.append_all(writes).await;
             match appended {
                 Ok(appended) if !appended.duplicate => {
                     self.observer.appended(A::TYPE, events.len(), started.elapsed());
-                    let before = current.version;
-                    for (offset, event) in events.iter().enumerate() {
-                        let seq = appended.first_seq + offset as u64;
-                        current.fold(
-                            event,
-                            event.event_type(),
-                            &ctx.command_id,
-                            seq,
-                            None,
-                            self.config.recent_commands,
-                        );
+                    for wide::Written { id: other, mut loaded, events: other_events, start } in others {
+                        let before = loaded.version;
+                        self.fold_all(&mut loaded, &other_events, ctx, appended.first_seq + start as u64);
+                        if self.crossed_snapshot_mark(before, loaded.version) {
+                            self.snapshot(&other, &loaded);
+                        }
                     }
+                    let before = current.version;
+                    self.fold_all(&mut current, &events, ctx, appended.last_seq + 1 - events.len() as u64);
                     let outcome = match current.recent.find(&ctx.command_id) {
                         Some(record) => self.outcome(id, ctx, record, false),
                         None => {
@@ -248,10 +250,19 @@ impl<A: Aggregate> Repository<A> {
         Err(CommandError::Conflict { attempts: self.config.max_attempts })
     }
 
+    /// Folds a command's `events`, stored from stream sequence `first_seq` on, into `loaded`.
+    fn fold_all(&self, loaded: &mut Loaded<A>, events: &[A::Event], ctx: &CommandContext, first_seq: u64) {
+        for (offset, event) in events.iter().enumerate() {
+            let seq = first_seq + offset as u64;
+            loaded.fold(event, event.event_type(), &ctx.command_id, seq, None, self.config.recent_commands);
+        }
+    }
+
     /// Seals the personal values of events before they are stored (`docs/adr/0017`).
-    async fn seal(&self, events: &mut [NewEvent]) -> Result<(), CommandError<A::Error>> {
-        for event in events.iter_mut().filter(|e| crate::keyring::holds_plain(&e.data)) {
-            event.data = self.store.sealed(event.data.to_vec()).await?.into();
+    async fn seal(&self, writes: &mut [Write]) -> Result<(), CommandError<A::Error>> {
+        for write in writes.iter_mut().filter(|w| crate::keyring::holds_plain(&w.event().data)) {
+            let sealed = self.store.sealed(write.event().data.to_vec()).await?;
+            write.event_mut().data = sealed.into();
         }
         Ok(())
     }
@@ -260,37 +271,32 @@ impl<A: Aggregate> Repository<A> {
         (self.config.cache_capacity > 0).then_some(loaded)
     }
 
-    fn encode(
+    /// One event of aggregate `id` at dense `version`, the `index`-th of its command's batch.
+    pub(crate) fn encode_one(
         &self,
         id: &AggregateId,
-        current: &Loaded<A>,
-        events: &[A::Event],
+        version: u64,
+        event: &A::Event,
         ctx: &CommandContext,
-    ) -> Result<Vec<NewEvent>, CommandError<A::Error>> {
-        let time = cloudevents::now_rfc3339();
-        let metadata = ctx.metadata();
-        events
-            .iter()
-            .enumerate()
-            .map(|(index, event)| {
-                let data = encode_data(event).map_err(CommandError::Internal)?;
-                let attributes = Attributes {
-                    id: format!("{}:{index}", ctx.command_id),
-                    source: self.store.source().to_owned(),
-                    event_type: self
-                        .event_types
-                        .get(event.event_type())
-                        .cloned()
-                        .unwrap_or_else(|| self.store.event_type(A::TYPE, event.event_type())),
-                    subject: id.to_string(),
-                    time: time.clone(),
-                    schema_version: event.schema_version(),
-                    aggregate_version: Some(current.version + 1 + index as u64),
-                    metadata: metadata.clone(),
-                };
-                Ok(NewEvent::new(attributes, data.into()))
-            })
-            .collect()
+        time: &str,
+        index: usize,
+    ) -> Result<NewEvent, CommandError<A::Error>> {
+        let data = encode_data(event).map_err(CommandError::Internal)?;
+        let attributes = Attributes {
+            id: format!("{}:{index}", ctx.command_id),
+            source: self.store.source().to_owned(),
+            event_type: self
+                .event_types
+                .get(event.event_type())
+                .cloned()
+                .unwrap_or_else(|| self.store.event_type(A::TYPE, event.event_type())),
+            subject: id.to_string(),
+            time: time.to_owned(),
+            schema_version: event.schema_version(),
+            aggregate_version: Some(version),
+            metadata: ctx.metadata(),
+        };
+        Ok(NewEvent::new(attributes, data.into()))
     }
 
     fn outcome(

@@ -1,5 +1,6 @@
 //! Appending with optimistic concurrency: one event as a plain JetStream publish, several as
-//! one atomic batch (ADR-50), all or nothing.
+//! one atomic batch (ADR-50), all or nothing, on one subject or several (a command over several
+//! aggregates, tags, conditions over a subject filter: ADR 18).
 
 use std::error::Error as StdError;
 use std::time::Duration;
@@ -17,6 +18,8 @@ use crate::error::StoreError;
 pub const MAX_BATCH: usize = 1000;
 
 const EXPECTED_LAST_SUBJECT_SEQ: HeaderName = HeaderName::from_static("Nats-Expected-Last-Subject-Sequence");
+const EXPECTED_LAST_SUBJECT_SEQ_SUBJECT: HeaderName =
+    HeaderName::from_static("Nats-Expected-Last-Subject-Sequence-Subject");
 const MSG_ID: HeaderName = HeaderName::from_static("Nats-Msg-Id");
 const BATCH_ID: HeaderName = HeaderName::from_static("Nats-Batch-Id");
 const BATCH_SEQ: HeaderName = HeaderName::from_static("Nats-Batch-Sequence");
@@ -29,6 +32,58 @@ const ATOMIC_PUBLISH_DISABLED: u64 = 10174;
 const ATOMIC_DUPLICATE_MSG_ID: u64 = 10201;
 const DUPLICATE_MSG_ID_IN_PROCESS: u64 = 10158;
 
+/// One message of an append: an event, or a tag's copy of one, on its subject, with the
+/// expectation it carries, if any.
+#[derive(Debug, Clone)]
+pub struct Write {
+    subject: String,
+    event: NewEvent,
+    expect: Option<Expect>,
+}
+
+/// What a message expects of the stream before the append: that the last message on `filter`
+/// (its own subject when `None`) has stream sequence `last_seq` (0: there is none).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expect {
+    /// The subject filter checked; the message's own subject when `None`.
+    pub filter: Option<String>,
+    /// The stream sequence of the last message on it, as read.
+    pub last_seq: u64,
+}
+
+impl Write {
+    /// `event` on `subject`, expecting nothing.
+    pub fn new(subject: impl Into<String>, event: NewEvent) -> Self {
+        Self { subject: subject.into(), event, expect: None }
+    }
+
+    /// Carries `expect`; at most one expectation per message, and per subject in a batch.
+    #[must_use]
+    pub fn expecting(mut self, expect: Expect) -> Self {
+        self.expect = Some(expect);
+        self
+    }
+
+    /// The subject it is written to.
+    pub fn subject(&self) -> &str {
+        &self.subject
+    }
+
+    /// The event it writes.
+    pub(crate) fn event(&self) -> &NewEvent {
+        &self.event
+    }
+
+    pub(crate) fn event_mut(&mut self) -> &mut NewEvent {
+        &mut self.event
+    }
+
+    /// Whether it carries an expectation.
+    pub fn expects(&self) -> bool {
+        self.expect.is_some()
+    }
+}
+
 impl EventStore {
     /// Appends `events` to `subject` if the subject's last stream sequence is still `expected`
     /// (0: no events yet). Several events are committed atomically.
@@ -36,28 +91,49 @@ impl EventStore {
     /// # Errors
     /// [`StoreError::Conflict`] when the aggregate moved on, [`StoreError::Duplicate`] when
     /// the events were stored before, [`StoreError::Unavailable`], [`StoreError::TooLarge`].
-    pub async fn append(
-        &self,
-        subject: &str,
-        expected: u64,
-        mut events: Vec<NewEvent>,
-    ) -> Result<Appended, StoreError> {
-        let fail = |e: PublishError| map_publish_error(e, subject, expected);
-        match events.len() {
-            0 => Err(StoreError::Internal("append of no events".into())),
+    pub async fn append(&self, subject: &str, expected: u64, events: Vec<NewEvent>) -> Result<Appended, StoreError> {
+        let writes = events
+            .into_iter()
+            .enumerate()
+            .map(|(index, event)| {
+                let write = Write::new(subject, event);
+                if index == 0 { write.expecting(Expect { filter: None, last_seq: expected }) } else { write }
+            })
+            .collect();
+        self.append_all(writes).await
+    }
+
+    /// Appends `writes` all or nothing: one message as a plain publish, several as one atomic
+    /// batch (ADR-50) in this order. Every expectation is checked against the stream as it was
+    /// before the batch; if any fails, nothing is written. Put each aggregate's expectation on
+    /// its first message, and each further condition on a message of its own subject (the
+    /// server refuses two expectations on one subject in a batch).
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] when an expectation failed (it names the first write's),
+    /// [`StoreError::Duplicate`] when the messages were stored before,
+    /// [`StoreError::Unavailable`], [`StoreError::TooLarge`].
+    pub async fn append_all(&self, mut writes: Vec<Write>) -> Result<Appended, StoreError> {
+        let Some(first) = writes.first() else {
+            return Err(StoreError::Internal("append of no events".into()));
+        };
+        let subject = first.subject.clone();
+        let expected = first.expect.as_ref().map_or(0, |e| e.last_seq);
+        let fail = |e: PublishError| map_publish_error(e, &subject, expected);
+        match writes.len() {
             1 => {
-                let NewEvent { msg_id, mut headers, data } = events.remove(0);
+                let Write { subject, event: NewEvent { msg_id, mut headers, data }, expect } = writes.remove(0);
                 headers.insert(MSG_ID, msg_id);
-                headers.insert(EXPECTED_LAST_SUBJECT_SEQ, expected.to_string());
-                let ack = self.retrying(|| self.publish(subject, headers.clone(), data.clone())).await.map_err(fail)?;
+                expectation(&mut headers, expect.as_ref());
+                let ack =
+                    self.retrying(|| self.publish(&subject, headers.clone(), data.clone())).await.map_err(fail)?;
                 Ok(Appended { first_seq: ack.sequence, last_seq: ack.sequence, duplicate: ack.duplicate })
             }
             n if n > MAX_BATCH => Err(StoreError::TooLarge(format!(
-                "a command may record at most {MAX_BATCH} events; this one recorded {n}"
+                "a command may record at most {MAX_BATCH} events and tags; this one recorded {n}"
             ))),
             n => {
-                let ack =
-                    self.retrying(|| self.publish_batch(subject, expected, events.clone())).await.map_err(fail)?;
+                let ack = self.retrying(|| self.publish_batch(writes.clone())).await.map_err(fail)?;
                 let count = n as u64;
                 Ok(Appended { first_seq: ack.sequence + 1 - count, last_seq: ack.sequence, duplicate: ack.duplicate })
             }
@@ -120,49 +196,47 @@ impl EventStore {
 
     /// The atomic batch: the first message is a request (an empty reply means the batch
     /// started), the middle ones plain publishes on the same connection (so in order), the
-    /// last one commits through the JetStream publish path and gets the PubAck. The
-    /// expectation sits on the first message only: the batch targets one subject, and a second
-    /// expectation on the same subject would be refused (10164).
-    async fn publish_batch(
-        &self,
-        subject: &str,
-        expected: u64,
-        events: Vec<NewEvent>,
-    ) -> Result<PublishAck, PublishError> {
+    /// last one commits through the JetStream publish path and gets the PubAck.
+    async fn publish_batch(&self, writes: Vec<Write>) -> Result<PublishAck, PublishError> {
         let other = |e: Box<dyn StdError + Send + Sync>| PublishError::with_source(PublishErrorKind::Other, e);
         let batch_id = uuid::Uuid::new_v4().simple().to_string();
         let client = &self.inner.client;
-        let last = events.len() - 1;
-        for (index, NewEvent { msg_id, mut headers, data }) in events.into_iter().enumerate() {
+        let last = writes.len() - 1;
+        for (index, Write { subject, event: NewEvent { msg_id, mut headers, data }, expect }) in
+            writes.into_iter().enumerate()
+        {
             headers.insert(MSG_ID, msg_id);
             headers.insert(BATCH_ID, batch_id.as_str());
             headers.insert(BATCH_SEQ, (index + 1).to_string());
-            if index == 0 {
-                headers.insert(EXPECTED_LAST_SUBJECT_SEQ, expected.to_string());
-            }
+            expectation(&mut headers, expect.as_ref());
             if index == last {
                 headers.insert(BATCH_COMMIT, "1");
-                return self.publish(subject, headers, data).await;
+                return self.publish(&subject, headers, data).await;
             }
             if index == 0 {
-                let reply =
-                    client.request_with_headers(subject.to_owned(), headers, data).await.map_err(|e| {
-                        match e.kind() {
-                            async_nats::RequestErrorKind::TimedOut => PublishError::new(PublishErrorKind::TimedOut),
-                            async_nats::RequestErrorKind::NoResponders => {
-                                PublishError::new(PublishErrorKind::StreamNotFound)
-                            }
-                            _ => other(Box::new(e)),
-                        }
-                    })?;
+                let reply = client.request_with_headers(subject, headers, data).await.map_err(|e| match e.kind() {
+                    async_nats::RequestErrorKind::TimedOut => PublishError::new(PublishErrorKind::TimedOut),
+                    async_nats::RequestErrorKind::NoResponders => PublishError::new(PublishErrorKind::StreamNotFound),
+                    _ => other(Box::new(e)),
+                })?;
                 if !reply.payload.is_empty() {
                     return Err(batch_start_error(&reply.payload));
                 }
             } else {
-                client.publish_with_headers(subject.to_owned(), headers, data).await.map_err(|e| other(Box::new(e)))?;
+                client.publish_with_headers(subject, headers, data).await.map_err(|e| other(Box::new(e)))?;
             }
         }
         Err(PublishError::new(PublishErrorKind::Other))
+    }
+}
+
+/// Writes an expectation into a message's headers.
+fn expectation(headers: &mut HeaderMap, expect: Option<&Expect>) {
+    if let Some(expect) = expect {
+        headers.insert(EXPECTED_LAST_SUBJECT_SEQ, expect.last_seq.to_string());
+        if let Some(filter) = &expect.filter {
+            headers.insert(EXPECTED_LAST_SUBJECT_SEQ_SUBJECT, filter.as_str());
+        }
     }
 }
 

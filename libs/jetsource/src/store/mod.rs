@@ -2,7 +2,7 @@
 //!
 //! Appends carry `Nats-Expected-Last-Subject-Sequence` (the OCC token is the stream sequence of
 //! the aggregate's last event) and a `Nats-Msg-Id` per event; several events of one command go
-//! in one atomic batch. Reads use Direct Get batch (`next_by_subj`), which needs no consumer.
+//! in one atomic batch, across aggregates and tag subjects (`tag.<name>.<value>`) if need be. Reads use Direct Get batch (`next_by_subj`), which needs no consumer.
 
 mod append;
 mod read;
@@ -13,6 +13,7 @@ use std::time::Duration;
 use async_nats::{Client, HeaderMap, jetstream};
 use bytes::Bytes;
 
+pub use append::{Expect, Write};
 pub use read::{ARCHIVE_TIMES, StoredEvent, TimeIndex, source_sequence};
 pub(crate) use read::{Got, direct_get};
 
@@ -30,6 +31,9 @@ fn value_holds(value: &serde_json::Value, field: &str) -> bool {
     }
 }
 
+/// The first subject token of tag subjects by default (`tag.<name>.<value>`).
+pub const TAG_PREFIX: &str = "tag";
+
 /// Where and how events are stored.
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
@@ -37,6 +41,9 @@ pub struct StoreConfig {
     pub stream: String,
     /// First subject token of every event subject (`evt`).
     pub subject_prefix: String,
+    /// First subject token of the tag subjects (`tag`): `tag.<name>.<value>` holds a copy of
+    /// every event recorded under that tag (ADR 18). It must be a subject of `stream`.
+    pub tag_prefix: String,
     /// Application name: `ce-type` prefix and `ce-source` root (the registry's name).
     pub app: String,
     /// Service writing the events: `ce-source` = `/<app>/<service>`.
@@ -64,6 +71,7 @@ impl Default for StoreConfig {
         Self {
             stream: "EVENTS".into(),
             subject_prefix: "evt".into(),
+            tag_prefix: TAG_PREFIX.into(),
             app: "app".into(),
             service: "app".into(),
             read_batch: 10_000,
@@ -193,6 +201,11 @@ impl EventStore {
     /// The subject of one aggregate: `<prefix>.<type>.<id>`. The id is validated by its type.
     pub fn subject(&self, aggregate_type: &str, id: &AggregateId) -> String {
         format!("{}.{aggregate_type}.{id}", self.inner.config.subject_prefix)
+    }
+
+    /// The subject of a tag: `<tag prefix>.<name>.<value>`; both are subject tokens.
+    pub fn tag_subject(&self, tag: &crate::Tag) -> String {
+        format!("{}.{}.{}", self.inner.config.tag_prefix, tag.name(), tag.value())
     }
 
     /// The full `ce-type` of an event of an aggregate type.

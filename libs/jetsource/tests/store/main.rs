@@ -4,6 +4,7 @@ mod append;
 mod archive;
 mod batch;
 mod connect;
+mod consistency;
 mod errors;
 mod failover;
 mod idempotency;

@@ -3,8 +3,8 @@
 use async_nats::Client;
 use jetsource::topology::{ProvisionOptions, Topology, provision};
 use jetsource::{
-    Aggregate, AggregateId, DomainError, DomainEvent, EventStore, Repository, RepositoryConfig, SnapshotStore,
-    StoreConfig, Upcasters,
+    Aggregate, AggregateId, Decision, DomainError, DomainEvent, EventStore, Repository, RepositoryConfig, Scope, Seen,
+    SnapshotStore, StoreConfig, Tag, Upcasters,
 };
 use jetsource_testkit::NatsServer;
 use serde::{Deserialize, Serialize};
@@ -31,14 +31,19 @@ pub enum BinEvent {
     Taken {
         qty: u64,
     },
+    /// The bin took a label no other bin holds (tagged `label`).
+    Labelled {
+        label: String,
+    },
 }
 
 impl DomainEvent for BinEvent {
-    const SCHEMAS: &'static [(&'static str, u32)] = &[("Received", 2), ("Taken", 1)];
+    const SCHEMAS: &'static [(&'static str, u32)] = &[("Received", 2), ("Taken", 1), ("Labelled", 1)];
     fn event_type(&self) -> &'static str {
         match self {
             BinEvent::Received { .. } => "Received",
             BinEvent::Taken { .. } => "Taken",
+            BinEvent::Labelled { .. } => "Labelled",
         }
     }
     fn upcasters() -> Upcasters {
@@ -60,6 +65,15 @@ pub enum BinCommand {
         qty: u64,
     },
     Touch,
+    /// Moves `qty` to bin `to`: one command over two aggregates.
+    Move {
+        qty: u64,
+        to: AggregateId,
+    },
+    /// Takes a label, on condition that no other bin took it (a conditional append).
+    Label {
+        label: AggregateId,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +82,8 @@ pub enum BinError {
     Insufficient { available: u64 },
     #[error("quantities must be positive")]
     Zero,
+    #[error("label taken by {0}")]
+    LabelTaken(String),
 }
 
 impl DomainError for BinError {
@@ -75,6 +91,7 @@ impl DomainError for BinError {
         match self {
             BinError::Insufficient { .. } => "insufficient_stock",
             BinError::Zero => "invalid_quantity",
+            BinError::LabelTaken(_) => "label_taken",
         }
     }
 }
@@ -84,6 +101,41 @@ impl Aggregate for Bin {
     type Command = BinCommand;
     type Event = BinEvent;
     type Error = BinError;
+    const TAGS: &'static [&'static str] = &["label"];
+
+    fn scope(_: &AggregateId, command: &BinCommand) -> Scope {
+        match command {
+            BinCommand::Move { to, .. } => Scope::default().aggregate(to.clone()),
+            BinCommand::Label { label } => Scope::default().tag(Tag::new("label", label)),
+            _ => Scope::default(),
+        }
+    }
+
+    fn decide(&self, command: BinCommand, seen: &Seen<Self>) -> Result<Decision<BinEvent>, BinError> {
+        match command {
+            BinCommand::Move { qty, to } => {
+                let taken = self.handle(BinCommand::Take { qty })?;
+                Ok(Decision::own(taken).and(to, vec![BinEvent::Received { qty, source: "move".into() }]))
+            }
+            BinCommand::Label { label } => {
+                let tag = Tag::new("label", &label);
+                if let Some(holder) = seen.tagged(&tag).iter().find(|t| t.aggregate_id != *seen.id()) {
+                    return Err(BinError::LabelTaken(holder.aggregate_id.to_string()));
+                }
+                Ok(Decision::own(vec![BinEvent::Labelled { label: label.to_string() }]))
+            }
+            other => self.handle(other).map(Decision::own),
+        }
+    }
+
+    fn tags(&self, _: &AggregateId, event: &BinEvent) -> Vec<Tag> {
+        match event {
+            BinEvent::Labelled { label } => {
+                AggregateId::new(label.as_str()).map(|l| Tag::new("label", &l)).into_iter().collect()
+            }
+            _ => Vec::new(),
+        }
+    }
 
     fn handle(&self, command: BinCommand) -> Result<Vec<BinEvent>, BinError> {
         let received = |qty| BinEvent::Received { qty, source: "test".into() };
@@ -95,6 +147,7 @@ impl Aggregate for Bin {
             BinCommand::Take { qty } if qty > self.on_hand => Err(BinError::Insufficient { available: self.on_hand }),
             BinCommand::Take { qty } => Ok(vec![BinEvent::Taken { qty }]),
             BinCommand::Touch => Ok(vec![]),
+            BinCommand::Move { .. } | BinCommand::Label { .. } => Ok(vec![]),
         }
     }
 
@@ -108,6 +161,7 @@ impl Aggregate for Bin {
                 }
             }
             BinEvent::Taken { qty } => self.on_hand -= qty,
+            BinEvent::Labelled { .. } => {}
         }
     }
 }

@@ -3,6 +3,7 @@
 
 mod cli;
 mod concurrency;
+mod consistency;
 mod contract;
 mod errors;
 mod fuzz;

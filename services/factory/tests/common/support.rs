@@ -6,13 +6,36 @@ use std::time::Duration;
 use async_nats::{Client, HeaderMap};
 use factory::app::{App, AppConfig};
 use jetsource_runtime::Shutdown;
-use jetsource_testkit::NatsServer;
+use jetsource_testkit::{NatsCluster, NatsServer};
 use serde_json::Value;
 
 pub struct Factory {
-    pub server: NatsServer,
+    pub server: Nats,
     pub client: Client,
     apps: Vec<(Shutdown, tokio::task::JoinHandle<()>)>,
+}
+
+/// The NATS a factory runs on: one server (R1), or a 3-node cluster whose streams have three
+/// replicas (R3).
+pub enum Nats {
+    Server(Box<NatsServer>),
+    Cluster(NatsCluster),
+}
+
+impl Nats {
+    pub fn url(&self) -> String {
+        match self {
+            Nats::Server(server) => server.url(),
+            Nats::Cluster(cluster) => cluster.urls(),
+        }
+    }
+
+    fn replicas(&self) -> Option<usize> {
+        match self {
+            Nats::Server(_) => None,
+            Nats::Cluster(_) => Some(3),
+        }
+    }
 }
 
 /// A process this test started (`factory run ...`), killed when dropped.
@@ -71,14 +94,23 @@ impl Factory {
 
     /// A server with nothing running yet.
     pub async fn server_only() -> Self {
-        let server = NatsServer::start();
-        let client = async_nats::connect(server.url()).await.expect("connect");
+        Self::on(Nats::Server(Box::new(NatsServer::start()))).await
+    }
+
+    /// A 3-node cluster with nothing running yet; processes provision R3 streams.
+    pub async fn cluster_only() -> Self {
+        Self::on(Nats::Cluster(NatsCluster::start())).await
+    }
+
+    async fn on(server: Nats) -> Self {
+        let client = jetsource::connect(&server.url(), "factory-tests").await.expect("connect");
         Self { server, client, apps: Vec::new() }
     }
 
     /// Starts one more process with `services`; `tune` may change its config.
     pub async fn spawn(&mut self, services: Vec<&'static str>, tune: impl FnOnce(&mut AppConfig)) {
         let mut config = AppConfig::new(self.server.url(), services);
+        config.replicas = self.server.replicas();
         tune(&mut config);
         let app = App::build(config).await.expect("app builds");
         let shutdown = Shutdown::new();

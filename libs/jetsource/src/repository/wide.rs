@@ -1,0 +1,215 @@
+//! Commands beyond one aggregate (ADR 18): reading a command's [`Scope`] — the other
+//! aggregates and the tagged events — and turning a [`Decision`] into one atomic batch in
+//! which every aggregate and every tag read carries its expectation.
+
+use std::collections::{HashMap, HashSet};
+
+use crate::aggregate::Aggregate;
+use crate::cloudevents;
+use crate::error::{CommandError, StoreError};
+use crate::id::AggregateId;
+use crate::metadata::CommandContext;
+use crate::scope::{Decision, Scope, Seen, Tag, Tagged};
+use crate::store::{Expect, NewEvent, Write};
+
+use super::{Loaded, Repository};
+
+/// What a decision read besides its own aggregate, with the stream positions its
+/// expectations are built from.
+pub(super) struct Wide<A: Aggregate> {
+    /// Other aggregates, as loaded.
+    others: Vec<(AggregateId, Loaded<A>)>,
+    /// Each tag read.
+    tags: Vec<TagRead<A::Event>>,
+}
+
+/// One tag as read: its events and the stream sequence of the last one (0: none).
+struct TagRead<E> {
+    tag: Tag,
+    last_seq: u64,
+    events: Vec<Tagged<E>>,
+}
+
+/// Another aggregate a decision wrote: its state before, its events, and the index of its
+/// first write in the batch.
+pub(super) struct Written<A: Aggregate> {
+    pub(super) id: AggregateId,
+    pub(super) loaded: Loaded<A>,
+    pub(super) events: Vec<A::Event>,
+    pub(super) start: usize,
+}
+
+impl<A: Aggregate> Wide<A> {
+    fn empty() -> Self {
+        Self { others: Vec::new(), tags: Vec::new() }
+    }
+
+    /// What the decision over `id` sees.
+    pub(super) fn seen(&self, id: &AggregateId) -> Seen<A> {
+        let aggregates = self.others.iter().map(|(id, loaded)| (id.clone(), loaded.state.clone())).collect();
+        let tags = self.tags.iter().map(|read| (read.tag.clone(), read.events.clone())).collect();
+        Seen::new(id.clone(), aggregates, tags)
+    }
+}
+
+/// The batch a decision came to, and where each aggregate's events sit in it.
+pub(super) struct Planned<A: Aggregate> {
+    pub(super) writes: Vec<Write>,
+    /// Each other aggregate written.
+    pub(super) others: Vec<Written<A>>,
+}
+
+impl<A: Aggregate> Repository<A> {
+    /// Reads what `scope` names besides aggregate `id`: nothing (and no round trip) for a
+    /// single-aggregate command.
+    pub(super) async fn read_scope(&self, id: &AggregateId, scope: &Scope) -> Result<Wide<A>, StoreError> {
+        let mut wide = Wide::empty();
+        for other in scope.aggregates.iter().filter(|other| *other != id) {
+            wide.others.push((other.clone(), self.load(other).await?));
+        }
+        for tag in &scope.tags {
+            let stored = self.store.read(&self.store.tag_subject(tag), 1, usize::MAX).await?;
+            let last_seq = stored.last().map_or(0, |s| s.seq);
+            let mut events = Vec::with_capacity(stored.len());
+            for stored in stored {
+                let attributes = stored.attributes()?;
+                let aggregate_id = AggregateId::new(attributes.subject.as_str())
+                    .map_err(|e| stored.undecodable(format!("ce-subject: {e}")))?;
+                let (_, event) = self.decode_event(&stored)?;
+                events.push(Tagged { aggregate_id, event });
+            }
+            wide.tags.push(TagRead { tag: tag.clone(), last_seq, events });
+        }
+        Ok(wide)
+    }
+
+    /// The batch for `decision`: every tag copy first, then the other aggregates' events, the
+    /// own aggregate's events last (so the batch's last sequence is its consistency token and
+    /// its events are contiguous). Each aggregate written expects its loaded sequence on its
+    /// first event; each tag read, and each aggregate read but not written, expects its read
+    /// position on a message of a subject that carries no other expectation.
+    pub(super) fn plan(
+        &self,
+        current: &Loaded<A>,
+        wide: &Wide<A>,
+        decision: Decision<A::Event>,
+        ctx: &CommandContext,
+        id: &AggregateId,
+    ) -> Result<Planned<A>, CommandError<A::Error>> {
+        let Decision { events, others } = decision;
+        if events.is_empty() {
+            return Err(CommandError::Internal(
+                "a decision that records events on other aggregates records one on its own too: it holds the command's record"
+                    .into(),
+            ));
+        }
+        let time = cloudevents::now_rfc3339();
+        let mut tag_writes = Vec::new();
+        let mut blocks: Vec<(AggregateId, Vec<NewEvent>)> = Vec::new();
+        let mut written_others = Vec::new();
+        let mut index = 0;
+        for (other, other_events) in others.into_iter().filter(|(_, events)| !events.is_empty()) {
+            if other == *id {
+                return Err(CommandError::Internal("a decision names its own aggregate among the others".into()));
+            }
+            let loaded = match wide.others.iter().find(|(known, _)| *known == other) {
+                Some((_, loaded)) => loaded.clone(),
+                None => {
+                    return Err(CommandError::Internal(format!(
+                        "a decision records events on {other}, which its scope does not name"
+                    )));
+                }
+            };
+            let encoded =
+                self.encode_tagged(&other, &loaded, &other_events, ctx, &time, &mut index, &mut tag_writes)?;
+            blocks.push((other.clone(), encoded));
+            written_others.push((other, loaded, other_events));
+        }
+        let own = self.encode_tagged(id, current, &events, ctx, &time, &mut index, &mut tag_writes)?;
+        blocks.push((id.clone(), own));
+
+        let mut writes = tag_writes;
+        let mut expecting: HashSet<String> = HashSet::new();
+        let mut starts = HashMap::new();
+        for (aggregate, encoded) in blocks {
+            let subject = self.store.subject(A::TYPE, &aggregate);
+            let last_seq = if aggregate == *id {
+                current.last_seq
+            } else {
+                written_others.iter().find(|(o, _, _)| *o == aggregate).map_or(0, |(_, loaded, _)| loaded.last_seq)
+            };
+            starts.insert(aggregate, writes.len());
+            for (n, event) in encoded.into_iter().enumerate() {
+                let write = Write::new(subject.clone(), event);
+                writes.push(if n == 0 { write.expecting(Expect { filter: None, last_seq }) } else { write });
+            }
+            expecting.insert(subject);
+        }
+        // The conditions: each tag read, and each aggregate read but not written.
+        let mut conditions: Vec<(String, u64)> =
+            wide.tags.iter().map(|read| (self.store.tag_subject(&read.tag), read.last_seq)).collect();
+        for (other, loaded) in &wide.others {
+            if !starts.contains_key(other) {
+                conditions.push((self.store.subject(A::TYPE, other), loaded.last_seq));
+            }
+        }
+        for (filter, last_seq) in conditions {
+            let free = |w: &Write| !expecting.contains(w.subject());
+            let carrier =
+                writes.iter().position(|w| w.subject() == filter && free(w)).or_else(|| writes.iter().position(free));
+            let Some(carrier) = carrier else {
+                return Err(CommandError::Internal(format!(
+                    "the condition on {filter} has no message to ride on: a batch carries one expectation per subject, \
+                     so a decision writes at least one tagged event per tag or aggregate it only reads"
+                )));
+            };
+            expecting.insert(writes[carrier].subject().to_owned());
+            let write = writes.remove(carrier);
+            writes.insert(carrier, write.expecting(Expect { filter: Some(filter), last_seq }));
+        }
+        let others = written_others
+            .into_iter()
+            .map(|(id, loaded, events)| {
+                let start = starts[&id];
+                Written { id, loaded, events, start }
+            })
+            .collect();
+        Ok(Planned { writes, others })
+    }
+
+    /// Encodes the events of aggregate `id` (at `loaded`) with dense versions, the batch-wide
+    /// `index` in their ids, and pushes a copy of each tagged one to `tag_writes`.
+    #[allow(clippy::too_many_arguments)]
+    fn encode_tagged(
+        &self,
+        id: &AggregateId,
+        loaded: &Loaded<A>,
+        events: &[A::Event],
+        ctx: &CommandContext,
+        time: &str,
+        index: &mut usize,
+        tag_writes: &mut Vec<Write>,
+    ) -> Result<Vec<NewEvent>, CommandError<A::Error>> {
+        let mut state = loaded.state.clone();
+        let mut encoded = Vec::with_capacity(events.len());
+        for (n, event) in events.iter().enumerate() {
+            let new = self.encode_one(id, loaded.version + 1 + n as u64, event, ctx, time, *index)?;
+            *index += 1;
+            for tag in state.tags(id, event) {
+                if !A::TAGS.contains(&tag.name()) {
+                    return Err(CommandError::Internal(format!(
+                        "{} tags an event {tag}, but its TAGS do not declare {:?}",
+                        A::TYPE,
+                        tag.name()
+                    )));
+                }
+                let mut copy = new.clone();
+                copy.msg_id = format!("{}#{tag}", new.msg_id);
+                tag_writes.push(Write::new(self.store.tag_subject(&tag), copy));
+            }
+            state.apply(event);
+            encoded.push(new);
+        }
+        Ok(encoded)
+    }
+}
