@@ -53,18 +53,32 @@ impl Counts {
 }
 
 pub async fn run(window: Duration) -> anyhow::Result<()> {
-    let server = NatsServer::try_start()?;
-    let client = jetsource::connect(&server.url(), "bench").await?;
-    let js = async_nats::jetstream::new(client.clone());
-    provision(&js, &Topology::parse(TOPOLOGY)?, ProvisionOptions::default()).await?;
-    let store = EventStore::new(client.clone(), StoreConfig { service: "bench".into(), ..Default::default() });
+    println!("# Consistency beyond one aggregate\n");
     println!(
-        "# Consistency beyond one aggregate\n\nnats-server {} (R1, file storage), {}s per figure; every figure on a fresh EVENTS stream",
-        client.server_info().version,
+        "{}s per figure; every figure on a fresh EVENTS stream (file storage). On R1, nats-server",
         window.as_secs_f64()
     );
+    println!("stages each atomic batch in a file store of its own before committing it; on R3 it stages");
+    println!("batches in memory (`newBatchStore` in server/jetstream_batching.go), so the two differ most for");
+    println!("batches. Commands with an empty scope keep the single-publish path.");
+    {
+        let server = NatsServer::try_start()?;
+        suite(&server.url(), 1, window).await?;
+    }
+    let cluster = jetsource_testkit::NatsCluster::try_start(3)?;
+    suite(&cluster.urls(), 3, window).await
+}
 
-    header("Transfers (one command, two aggregates, one atomic batch) beside single-aggregate commands");
+async fn suite(url: &str, replicas: usize, window: Duration) -> anyhow::Result<()> {
+    let client = jetsource::connect(url, "bench").await?;
+    let js = async_nats::jetstream::new(client.clone());
+    let options = ProvisionOptions { replicas: Some(replicas), ..Default::default() };
+    provision_retrying(&js, options).await?;
+    let store = EventStore::new(client.clone(), StoreConfig { service: "bench".into(), ..Default::default() });
+    let config = format!("R{replicas}, nats-server {}", client.server_info().version);
+    header(&format!(
+        "Transfers (one command, two aggregates, one atomic batch) beside single-aggregate commands, {config}"
+    ));
     println!("`receive`: each worker its own stock item. `transfer, own pair`: each worker moves 1 unit back and");
     println!("forth between its own two warehouses (no contention between workers). `transfer, shared`: every");
     println!("worker moves 1 unit between random warehouses of one SKU in four (all contend). Conflicts are");
@@ -74,13 +88,13 @@ pub async fn run(window: Duration) -> anyhow::Result<()> {
     );
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for concurrency in [1_usize, 16, 64] {
-        fresh_stream(&js).await?;
+        fresh_stream(&js, options).await?;
         let raw = raw_publish(&js, concurrency, window).await?;
-        fresh_stream(&js).await?;
+        fresh_stream(&js, options).await?;
         let (receive, _) = commands(&store, concurrency, window, Workload::Receive).await?;
-        fresh_stream(&js).await?;
+        fresh_stream(&js, options).await?;
         let (own, own_counts) = commands(&store, concurrency, window, Workload::OwnPair).await?;
-        fresh_stream(&js).await?;
+        fresh_stream(&js, options).await?;
         let (shared, shared_counts) = commands(&store, concurrency, window, Workload::Shared).await?;
         println!(
             "| {concurrency} | {:.0} | {:.0} | {:.2} | {:.0} | {:.1}% | {:.2} | {:.0} | {:.1}% | {} |",
@@ -96,7 +110,7 @@ pub async fn run(window: Duration) -> anyhow::Result<()> {
         );
     }
 
-    header("Appends conditioned on a tag beside plain OCC appends");
+    header(&format!("Appends conditioned on a tag beside plain OCC appends, {config}"));
     println!("`OCC append`: one event with its aggregate's expectation. `+ tag condition`: the same event and");
     println!("its copy on the worker's tag subject, in one atomic batch, the copy expecting the tag's last");
     println!("sequence (`Nats-Expected-Last-Subject-Sequence-Subject`). `define`: the whole product `define`");
@@ -106,13 +120,13 @@ pub async fn run(window: Duration) -> anyhow::Result<()> {
     );
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
     for concurrency in [1_usize, 16, 64] {
-        fresh_stream(&js).await?;
+        fresh_stream(&js, options).await?;
         let raw = raw_publish(&js, concurrency, window).await?;
-        fresh_stream(&js).await?;
+        fresh_stream(&js, options).await?;
         let plain = appends(&store, concurrency, window, false).await?;
-        fresh_stream(&js).await?;
+        fresh_stream(&js, options).await?;
         let conditional = appends(&store, concurrency, window, true).await?;
-        fresh_stream(&js).await?;
+        fresh_stream(&js, options).await?;
         let define = defines(&store, concurrency, window).await?;
         println!(
             "| {concurrency} | {:.0} | {:.0} | {:.2} | {:.0} | {:.2} | {:.2} | {:.0} |",
@@ -128,11 +142,25 @@ pub async fn run(window: Duration) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn fresh_stream(js: &async_nats::jetstream::Context) -> anyhow::Result<()> {
+async fn fresh_stream(js: &async_nats::jetstream::Context, options: ProvisionOptions) -> anyhow::Result<()> {
     js.delete_stream("EVENTS").await?;
     let _ = js.delete_key_value("snapshots").await;
-    provision(js, &Topology::parse(TOPOLOGY)?, ProvisionOptions::default()).await?;
-    Ok(())
+    provision_retrying(js, options).await
+}
+
+/// Provisions the topology; on a cluster just started a peer may still be joining (10005).
+async fn provision_retrying(js: &async_nats::jetstream::Context, options: ProvisionOptions) -> anyhow::Result<()> {
+    let topology = Topology::parse(TOPOLOGY)?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match provision(js, &topology, options).await {
+            Ok(_) => return Ok(()),
+            Err(e) if e.to_string().contains("10005") && std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 /// The baseline: each worker publishes to its own subject with the OCC header.

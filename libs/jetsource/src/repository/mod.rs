@@ -184,8 +184,9 @@ impl<A: Aggregate> Repository<A> {
             let decision = match decision {
                 Ok(decision) if !decision.is_empty() => decision,
                 answer => {
-                    if !fresh && self.store.last_seq(&subject).await? != current.last_seq {
-                        continue; // the cache was stale: decide again on reloaded state
+                    let stale = !fresh && self.store.last_seq(&subject).await? != current.last_seq;
+                    if stale || !self.others_current(&wide).await? {
+                        continue; // a cached state was stale: decide again on reloaded state
                     }
                     let outcome = answer.map(|_| CommandOutcome {
                         command_id: ctx.command_id.clone(),
@@ -214,6 +215,7 @@ impl<A: Aggregate> Repository<A> {
                         if self.crossed_snapshot_mark(before, loaded.version) {
                             self.snapshot(&other, &loaded);
                         }
+                        self.remember_other(&other, loaded);
                     }
                     let before = current.version;
                     self.fold_all(&mut current, &events, ctx, appended.last_seq + 1 - events.len() as u64);
@@ -236,6 +238,7 @@ impl<A: Aggregate> Repository<A> {
                 Ok(_) | Err(StoreError::Conflict { .. } | StoreError::Duplicate { .. }) => {
                     tracing::debug!(attempt, "append conflict; reloading");
                     self.observer.conflict(A::TYPE);
+                    self.forget_others(&wide);
                     // A state ahead of the stream comes from a snapshot (or cache) of a history
                     // that no longer exists (a restored or recreated stream): replay instead.
                     if self.store.last_seq(&subject).await? < current.last_seq {

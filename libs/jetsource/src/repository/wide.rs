@@ -19,6 +19,8 @@ use super::{Loaded, Repository};
 pub(super) struct Wide<A: Aggregate> {
     /// Other aggregates, as loaded.
     others: Vec<(AggregateId, Loaded<A>)>,
+    /// Whether any of them came from this process's cache (and may be stale).
+    cached: bool,
     /// Each tag read.
     tags: Vec<TagRead<A::Event>>,
 }
@@ -41,7 +43,7 @@ pub(super) struct Written<A: Aggregate> {
 
 impl<A: Aggregate> Wide<A> {
     fn empty() -> Self {
-        Self { others: Vec::new(), tags: Vec::new() }
+        Self { others: Vec::new(), cached: false, tags: Vec::new() }
     }
 
     /// What the decision over `id` sees.
@@ -65,7 +67,14 @@ impl<A: Aggregate> Repository<A> {
     pub(super) async fn read_scope(&self, id: &AggregateId, scope: &Scope) -> Result<Wide<A>, StoreError> {
         let mut wide = Wide::empty();
         for other in scope.aggregates.iter().filter(|other| *other != id) {
-            wide.others.push((other.clone(), self.load(other).await?));
+            // A cached state is used if no command holds it; its expectation keeps it honest.
+            let cached = self.slots.get(other).try_lock().ok().and_then(|slot| slot.clone());
+            wide.cached |= cached.is_some();
+            let loaded = match cached {
+                Some(loaded) => loaded,
+                None => self.load(other).await?,
+            };
+            wide.others.push((other.clone(), loaded));
         }
         for tag in &scope.tags {
             let stored = self.store.read(&self.store.tag_subject(tag), 1, usize::MAX).await?;
@@ -81,6 +90,40 @@ impl<A: Aggregate> Repository<A> {
             wide.tags.push(TagRead { tag: tag.clone(), last_seq, events });
         }
         Ok(wide)
+    }
+
+    /// Whether every other aggregate read from the cache is still current (an answer that is
+    /// not confirmed by an append must not come from a stale state).
+    pub(super) async fn others_current(&self, wide: &Wide<A>) -> Result<bool, StoreError> {
+        if !wide.cached {
+            return Ok(true);
+        }
+        for (other, loaded) in &wide.others {
+            if self.store.last_seq(&self.store.subject(A::TYPE, other)).await? != loaded.last_seq {
+                self.forget_others(wide);
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Drops the cached states of the other aggregates (after a conflict: one of them may be
+    /// stale).
+    pub(super) fn forget_others(&self, wide: &Wide<A>) {
+        for (other, _) in &wide.others {
+            if let Ok(mut slot) = self.slots.get(other).try_lock() {
+                *slot = None;
+            }
+        }
+    }
+
+    /// Caches the state of another aggregate a command just wrote, unless a command holds it.
+    pub(super) fn remember_other(&self, id: &AggregateId, loaded: Loaded<A>) {
+        if self.config.cache_capacity > 0
+            && let Ok(mut slot) = self.slots.get(id).try_lock()
+        {
+            *slot = Some(loaded);
+        }
     }
 
     /// The batch for `decision`: every tag copy first, then the other aggregates' events, the

@@ -31,6 +31,7 @@ const WRONG_LAST_SEQUENCE_CONSTANT: u64 = 10164;
 const ATOMIC_PUBLISH_DISABLED: u64 = 10174;
 const ATOMIC_DUPLICATE_MSG_ID: u64 = 10201;
 const DUPLICATE_MSG_ID_IN_PROCESS: u64 = 10158;
+const ATOMIC_TOO_MANY_INFLIGHT: u64 = 10210;
 
 /// One message of an append: an event, or a tag's copy of one, on its subject, with the
 /// expectation it carries, if any.
@@ -240,10 +241,12 @@ fn expectation(headers: &mut HeaderMap, expect: Option<&Expect>) {
     }
 }
 
-/// Whether an append may have been lost on the way (and is worth sending again), rather than
-/// refused.
+/// Whether an append may have been lost on the way, or was turned away before anything was
+/// stored (the stream already had its 50 atomic batches in flight), and is worth sending
+/// again, rather than refused.
 fn retryable(error: &PublishError) -> bool {
     matches!(error.kind(), PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe)
+        || jetstream_code(error) == Some(ATOMIC_TOO_MANY_INFLIGHT)
 }
 
 /// The first message of a batch answers with a JetStream API error when it cannot start.

@@ -207,3 +207,35 @@ async fn a_retried_multi_aggregate_command_writes_once() {
     let attributes = dst[0].attributes().unwrap();
     assert_eq!((attributes.aggregate_version, attributes.metadata.command_id.as_str()), (Some(1), "move-1"));
 }
+
+/// Counts the conflicts a repository met.
+#[derive(Default)]
+struct Conflicts(std::sync::atomic::AtomicU64);
+
+impl jetsource::Observer for Conflicts {
+    fn conflict(&self, _: &'static str) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+#[tokio::test]
+async fn a_move_back_finds_the_destination_cached_as_the_move_there_left_it() {
+    // Arrange
+    let nats = nats(1).await;
+    let conflicts = Arc::new(Conflicts::default());
+    let repo = Repository::<Bin>::new(nats.store.clone(), None, RepositoryConfig::default())
+        .with_observer(Arc::clone(&conflicts) as Arc<dyn jetsource::Observer>);
+    repo.execute(&id("a"), BinCommand::Receive { qty: 10 }, &CommandContext::new()).await.unwrap();
+    repo.execute(&id("b"), BinCommand::Receive { qty: 10 }, &CommandContext::new()).await.unwrap();
+
+    // Act: moves back and forth, each writing the aggregate the next one is sent to
+    for i in 0..6 {
+        let (from, to) = if i % 2 == 0 { ("a", "b") } else { ("b", "a") };
+        repo.execute(&id(from), BinCommand::Move { qty: 1, to: id(to) }, &CommandContext::new()).await.unwrap();
+    }
+
+    // Assert: no move met a stale cache, and both sides are where they should be
+    assert_eq!(conflicts.0.load(std::sync::atomic::Ordering::Relaxed), 0);
+    assert_eq!((on_hand(&nats, "a").await, on_hand(&nats, "b").await), (10, 10));
+    assert_eq!(stored(&nats.store, "evt.bin.a").await.len(), 7);
+}

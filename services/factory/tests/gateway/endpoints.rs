@@ -290,3 +290,26 @@ async fn an_event_stream_takes_its_token_in_the_query_and_cors_lets_a_named_orig
     assert_eq!(simple.header("access-control-allow-origin"), Some("https://console.example"));
     assert!(simple.header("access-control-expose-headers").is_some_and(|h| h.contains("x-trace-id")));
 }
+
+#[tokio::test]
+async fn a_transfer_over_http_moves_stock_between_warehouses_in_one_command() {
+    // Arrange: 100 bolts in main
+    let stack = seeded().await;
+
+    // Act
+    let moved = stack.command("/v1/commands/stock/bolt@main/transfer", r#"{"qty": 30, "to": "east"}"#).await;
+    let refused = stack.post("/v1/commands/stock/bolt@main/transfer", r#"{"qty": 71, "to": "east"}"#).await;
+    let same = stack.post("/v1/commands/stock/bolt@main/transfer", r#"{"qty": 1, "to": "main"}"#).await;
+
+    // Assert: both sides moved, read back through the aggregate API; the refusals name why
+    assert_eq!(moved["events"][0]["type"], "StockTransferredOut", "{moved}");
+    let token = moved["stream_seq"].to_string();
+    let consistent = [("consistency-token", token.as_str())];
+    let main = stack.call("GET", "/v1/aggregates/stock/bolt@main", &consistent, b"").await.json();
+    let east = stack.call("GET", "/v1/aggregates/stock/bolt@east", &consistent, b"").await.json();
+    assert_eq!((main["state"]["on_hand"].as_u64(), east["state"]["on_hand"].as_u64()), (Some(70), Some(30)));
+    assert_eq!((refused.status, refused.json()["reason"].as_str()), (422, Some("insufficient_stock")));
+    assert_eq!((same.status, same.json()["reason"].as_str()), (422, Some("same_warehouse")));
+    let stock_view = stack.call("GET", "/v1/views/stock/bolt@east", &consistent, b"").await;
+    assert_eq!(stock_view.json()["on_hand"], 30, "{:?}", String::from_utf8_lossy(&stock_view.body));
+}
