@@ -175,10 +175,20 @@ async fn raw_publish(
         let (js, last) = (js.clone(), Arc::clone(&last));
         async move {
             let mut expected = last[worker].lock().await;
-            let publish =
-                PublishMessage::build().payload(r#"{"qty":1}"#.into()).expected_last_subject_sequence(*expected);
-            *expected = js.send_publish(format!("evt.raw.w{worker}"), publish).await?.await?.sequence;
-            Ok(())
+            loop {
+                let publish =
+                    PublishMessage::build().payload(r#"{"qty":1}"#.into()).expected_last_subject_sequence(*expected);
+                match js.send_publish(format!("evt.raw.w{worker}"), publish).await?.await {
+                    Ok(ack) => {
+                        *expected = ack.sequence;
+                        return Ok(());
+                    }
+                    // An R3 leader may not have applied the previous acknowledged write yet
+                    // (10164); the baseline sends again, as the framework does after a conflict.
+                    Err(e) if e.to_string().contains("10164") => tokio::task::yield_now().await,
+                    Err(e) => return Err(e.into()),
+                }
+            }
         }
     })
     .await
@@ -289,16 +299,28 @@ async fn appends(store: &EventStore, concurrency: usize, window: Duration, condi
                     Write::new(tag.clone(), copy).expecting(Expect { filter: Some(tag), last_seq: tag_seq }),
                     Write::new(subject, event).expecting(own),
                 ];
-                let appended = store.append_all(writes).await?;
+                let appended = append_resending(&store, writes).await?;
                 *last = (appended.last_seq, appended.first_seq);
             } else {
-                let appended = store.append_all(vec![Write::new(subject, event).expecting(own)]).await?;
+                let appended = append_resending(&store, vec![Write::new(subject, event).expecting(own)]).await?;
                 *last = (appended.last_seq, 0);
             }
             Ok(())
         }
     })
     .await
+}
+
+/// Appends `writes`, sending them again after a conflict: each worker alone writes its subjects,
+/// so a conflict can only be an R3 leader that has not yet applied the worker's previous
+/// acknowledged write (10164), which the raw baseline sends again too.
+async fn append_resending(store: &EventStore, writes: Vec<Write>) -> anyhow::Result<jetsource::store::Appended> {
+    loop {
+        match store.append_all(writes.clone()).await {
+            Err(jetsource::StoreError::Conflict { .. }) => tokio::task::yield_now().await,
+            other => return Ok(other?),
+        }
+    }
 }
 
 /// The event of command `i` of worker `id`, its message id ending in `suffix`.
