@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Checks the observability assets, installing what it needs into .tools/ and node_modules:
 # - promtool (Debian's prometheus package, unpacked, not installed): the Prometheus config,
-#   the alert rules, and their unit tests;
+#   the alert rules, and their unit tests, and every dashboard expression parsed as PromQL;
 # - the Grafana dashboards against Grafana's published schema (@grafana/schema, tsc).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -25,6 +25,11 @@ fi
     "$PROMTOOL" check rules rules.yml
     "$PROMTOOL" test rules rules.test.yml
 )
+# Every dashboard expression parsed as PromQL (as a recording rule; YAML is a superset of JSON).
+exprs="$(mktemp --suffix=.yml)"
+python3 observability/check/promql.py "$exprs"
+"$PROMTOOL" check rules "$exprs"
+rm -f "$exprs"
 
 (
     cd observability/check

@@ -41,15 +41,17 @@ pub enum ProductCommand {
         #[serde(deserialize_with = "fields::text")]
         #[schemars(length(min = 1, max = 200))]
         name: String,
-        /// Bill of materials: each SKU once.
+        /// Bill of materials: each SKU once, at most 200 lines.
         #[serde(deserialize_with = "values::bom")]
+        #[schemars(length(max = 200))]
         bom: Vec<BomLine>,
     },
     /// Replaces the bill of materials.
     #[command(example = r#"{"bom": [{"sku": "bolt", "qty": 6}]}"#)]
     ChangeBom {
-        /// The new bill of materials: each SKU once.
+        /// The new bill of materials: each SKU once, at most 200 lines.
         #[serde(deserialize_with = "values::bom")]
+        #[schemars(length(max = 200))]
         bom: Vec<BomLine>,
     },
     /// Retires the product: it can no longer be planned.
@@ -187,9 +189,11 @@ impl Aggregate for Product {
     fn scope(id: &AggregateId, command: &ProductCommand) -> Scope {
         match command {
             ProductCommand::Define { name, bom } => {
-                components(bom).fold(Scope::default().tag(name_tag(name)), Scope::aggregate)
+                components(bom).filter(|sku| sku != id).fold(Scope::default().tag(name_tag(name)), Scope::aggregate)
             }
-            ProductCommand::ChangeBom { bom } => components(bom).fold(Scope::default(), Scope::aggregate),
+            ProductCommand::ChangeBom { bom } => {
+                components(bom).filter(|sku| sku != id).fold(Scope::default(), Scope::aggregate)
+            }
             ProductCommand::Retire => Scope::default().tag(Tag::new(COMPONENT_TAG, id)),
         }
     }
@@ -197,7 +201,7 @@ impl Aggregate for Product {
     fn decide(&self, command: ProductCommand, seen: &Seen<Self>) -> Result<Decision<ProductEvent>, ProductError> {
         let id = seen.id();
         let check_components = |bom: &[BomLine]| {
-            for sku in components(bom) {
+            for sku in components(bom).filter(|sku| sku != id) {
                 let component = seen.aggregate(&sku);
                 if component.defined && component.retired {
                     return Err(ProductError::ComponentRetired(sku.to_string()));

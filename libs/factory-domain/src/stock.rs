@@ -221,6 +221,14 @@ pub enum StockError {
     /// A reservation for an order that gave up on this stock.
     #[error("order {0} gave up on this stock; no reservation is taken for it")]
     Voided(String),
+    /// More units than can be counted (`on_hand` would pass 2^64 − 1).
+    #[error("{on_hand} on hand and {qty} more cannot be counted")]
+    TooMany {
+        /// Units on hand.
+        on_hand: u64,
+        /// Units arriving.
+        qty: u64,
+    },
     /// A transfer to the warehouse the stock is in.
     #[error("a transfer goes to another warehouse; the stock is already in {0}")]
     SameWarehouse(String),
@@ -243,6 +251,7 @@ impl DomainError for StockError {
             StockError::Voided(_) => "order_voided",
             StockError::BelowReserved { .. } => "below_reserved",
             StockError::SameWarehouse(_) => "same_warehouse",
+            StockError::TooMany { .. } => "quantity_too_large",
         }
     }
 }
@@ -279,6 +288,10 @@ impl Aggregate for Stock {
             return Err(StockError::SameWarehouse(to.to_string()));
         }
         let destination = StockId::new(from.sku.clone(), to.clone()).aggregate_id();
+        let there = seen.aggregate(&destination).on_hand;
+        if there.checked_add(qty.get()).is_none() {
+            return Err(StockError::TooMany { on_hand: there, qty: qty.get() });
+        }
         let arrived = StockEvent::StockTransferredIn { qty: qty.get(), from: from.warehouse.to_string() };
         Ok(Decision::own(self.handle(command)?).and(destination, vec![arrived]))
     }
@@ -297,6 +310,9 @@ impl Aggregate for Stock {
             self.reservations.get(order_id).copied().ok_or_else(|| StockError::NotReserved(order_id.to_owned()))
         };
         let event = match command {
+            StockCommand::Receive { qty, .. } if self.on_hand.checked_add(qty.get()).is_none() => {
+                return Err(StockError::TooMany { on_hand: self.on_hand, qty: qty.get() });
+            }
             StockCommand::Receive { qty, source } => StockEvent::StockReceived { qty: qty.get(), source },
             StockCommand::Ship { qty } => {
                 enough(qty)?;

@@ -168,11 +168,18 @@ pub fn bom<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<BomLine>, D
     Ok(bom)
 }
 
-/// Checks that a bill of materials names each SKU once.
+/// The most lines a bill of materials holds: a product decision reads each line's SKU as a
+/// product (ADR 18), and a command's batch holds at most 1000 messages.
+pub const MAX_BOM_LINES: usize = 200;
+
+/// Checks that a bill of materials names each SKU once, in at most [`MAX_BOM_LINES`] lines.
 ///
 /// # Errors
-/// A message naming the repeated SKU.
+/// A message naming the repeated SKU, or the length.
 pub fn check_bom(bom: &[BomLine]) -> Result<(), String> {
+    if bom.len() > MAX_BOM_LINES {
+        return Err(format!("bom has {} lines; at most {MAX_BOM_LINES}", bom.len()));
+    }
     for (i, line) in bom.iter().enumerate() {
         if bom[..i].iter().any(|l| l.sku == line.sku) {
             return Err(format!("bom names sku {} twice", line.sku));

@@ -78,3 +78,18 @@ fn define_body_errors_name_the_failing_field() {
     assert!(err(r#"{"name": "w"}"#).contains("missing field `bom`"));
     assert!(err(r#"{"name": "w", "bom": [{"sku": "a b", "qty": 1}]}"#).contains("bom[0].sku"));
 }
+
+#[test]
+fn a_product_listing_itself_reads_nothing_outside_its_scope() {
+    use factory_domain::product::{Product, ProductCommand};
+    use jetsource::{Aggregate, AggregateId, Seen};
+    let id = AggregateId::new("loop").unwrap();
+    let bom = serde_json::from_value(serde_json::json!([{"sku": "loop", "qty": 1}])).unwrap();
+    let command = ProductCommand::Define { name: "Loop".into(), bom };
+    let scope = Product::scope(&id, &command);
+    assert!(scope.aggregates.is_empty(), "{scope:?}");
+    let tags = scope.tags.iter().map(|t| (t.clone(), Vec::new())).collect();
+    let seen = Seen::new(id, Default::default(), tags);
+    Product::default().decide(command, &seen).unwrap();
+    assert!(seen.outside_scope().is_empty(), "{:?}", seen.outside_scope());
+}

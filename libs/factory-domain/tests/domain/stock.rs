@@ -124,3 +124,30 @@ fn stock_commands_parse_strictly() {
         assert!(err.contains(needle), "{name} {body}: {err}");
     }
 }
+
+#[test]
+fn receiving_beyond_what_can_be_counted_is_refused() {
+    AggregateFixture::<Stock>::given([received(u64::MAX - 1)])
+        .when(C::Receive { qty: qty(2), source: "receipt".into() })
+        .then_expect_rejection("quantity_too_large");
+}
+
+#[test]
+fn a_transfer_departs_here_and_arrives_there_and_refuses_what_cannot_be_counted_there() {
+    use jetsource::{Aggregate, AggregateId, Seen};
+    let here = AggregateId::new("bolt@north").unwrap();
+    let there = AggregateId::new("bolt@south").unwrap();
+    let to = factory_domain::Warehouse::new("south").unwrap();
+    let command = || C::Transfer { qty: qty(5), to: to.clone() };
+    assert_eq!(Stock::scope(&here, &command()).aggregates, std::slice::from_ref(&there));
+    let stock = |on_hand| Stock { on_hand, ..Stock::default() };
+
+    let seen = Seen::new(here.clone(), [(there.clone(), stock(1))].into(), Default::default());
+    let decision = stock(10).decide(command(), &seen).unwrap();
+    assert_eq!(decision.events, [E::StockTransferredOut { qty: 5, to: "south".into() }]);
+    assert_eq!(decision.others, [(there.clone(), vec![E::StockTransferredIn { qty: 5, from: "north".into() }])]);
+
+    let full = Seen::new(here.clone(), [(there, stock(u64::MAX - 1))].into(), Default::default());
+    let refused = stock(10).decide(command(), &full).unwrap_err();
+    assert_eq!(jetsource::DomainError::reason(&refused), "quantity_too_large");
+}

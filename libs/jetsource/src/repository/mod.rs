@@ -179,7 +179,19 @@ impl<A: Aggregate> Repository<A> {
                 Some(expected) if expected != current.version => {
                     Err(CommandError::PreconditionFailed { expected, actual: current.version })
                 }
-                _ => current.state.decide(command.clone(), &wide.seen(id)).map_err(CommandError::Rejected),
+                _ => {
+                    let seen = wide.seen(id);
+                    let decision = current.state.decide(command.clone(), &seen);
+                    let outside = seen.outside_scope();
+                    if !outside.is_empty() {
+                        return Err(CommandError::Internal(format!(
+                            "{} decided on {} its scope does not name; nothing would check them",
+                            A::TYPE,
+                            outside.join(", ")
+                        )));
+                    }
+                    decision.map_err(CommandError::Rejected)
+                }
             };
             let decision = match decision {
                 Ok(decision) if !decision.is_empty() => decision,

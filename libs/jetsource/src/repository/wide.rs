@@ -65,6 +65,13 @@ impl<A: Aggregate> Repository<A> {
     /// Reads what `scope` names besides aggregate `id`: nothing (and no round trip) for a
     /// single-aggregate command.
     pub(super) async fn read_scope(&self, id: &AggregateId, scope: &Scope) -> Result<Wide<A>, StoreError> {
+        if scope.aggregates.len() + scope.tags.len() >= crate::store::MAX_BATCH {
+            return Err(StoreError::TooLarge(format!(
+                "a command may read at most {} aggregates and tags besides its own; this one names {}",
+                crate::store::MAX_BATCH - 1,
+                scope.aggregates.len() + scope.tags.len()
+            )));
+        }
         let mut wide = Wide::empty();
         for other in scope.aggregates.iter().filter(|other| *other != id) {
             // A cached state is used if no command holds it; its expectation keeps it honest.
@@ -77,11 +84,27 @@ impl<A: Aggregate> Repository<A> {
             wide.others.push((other.clone(), loaded));
         }
         for tag in &scope.tags {
-            let stored = self.store.read(&self.store.tag_subject(tag), 1, usize::MAX).await?;
+            // Copies interleave many aggregates' versions and are never compacted: read them as
+            // stored, without the gap checks of an aggregate's history.
+            let mut stored = Vec::new();
+            self.store
+                .read_hot(&self.store.tag_subject(tag), 1, usize::MAX, |event| {
+                    stored.push(event);
+                    Ok(std::ops::ControlFlow::Continue(()))
+                })
+                .await?;
             let last_seq = stored.last().map_or(0, |s| s.seq);
             let mut events = Vec::with_capacity(stored.len());
+            let own_type = self.store.event_type(A::TYPE, "");
             for stored in stored {
                 let attributes = stored.attributes()?;
+                if !attributes.event_type.starts_with(&own_type) {
+                    return Err(stored.undecodable(format!(
+                        "tag {tag} holds a {} event; a tag holds the events of the one type that declares it ({})",
+                        attributes.event_type,
+                        A::TYPE
+                    )));
+                }
                 let aggregate_id = AggregateId::new(attributes.subject.as_str())
                     .map_err(|e| stored.undecodable(format!("ce-subject: {e}")))?;
                 let (_, event) = self.decode_event(&stored)?;
@@ -196,14 +219,21 @@ impl<A: Aggregate> Repository<A> {
                 conditions.push((self.store.subject(A::TYPE, other), loaded.last_seq));
             }
         }
+        // The server checks an expectation before the batch's own writes, and refuses one whose
+        // subject the batch wrote earlier (10164): a condition on a subject the batch writes
+        // rides on its first write there, or on a free message before it.
+        let first_write = |writes: &[Write], filter: &str| writes.iter().position(|w| w.subject() == filter);
+        conditions.sort_by_key(|(filter, _)| first_write(&writes, filter).is_none());
         for (filter, last_seq) in conditions {
             let free = |w: &Write| !expecting.contains(w.subject());
-            let carrier =
-                writes.iter().position(|w| w.subject() == filter && free(w)).or_else(|| writes.iter().position(free));
+            let first = first_write(&writes, &filter);
+            let before = first.map_or(writes.len(), |i| i + 1);
+            let carrier = first.filter(|&i| free(&writes[i])).or_else(|| writes[..before].iter().position(free));
             let Some(carrier) = carrier else {
                 return Err(CommandError::Internal(format!(
                     "the condition on {filter} has no message to ride on: a batch carries one expectation per subject, \
-                     so a decision writes at least one tagged event per tag or aggregate it only reads"
+                     checked before the batch's own writes, so a decision writes a tagged event per tag or aggregate \
+                     it only reads"
                 )));
             };
             expecting.insert(writes[carrier].subject().to_owned());
@@ -238,7 +268,8 @@ impl<A: Aggregate> Repository<A> {
         for (n, event) in events.iter().enumerate() {
             let new = self.encode_one(id, loaded.version + 1 + n as u64, event, ctx, time, *index)?;
             *index += 1;
-            for tag in state.tags(id, event) {
+            let tags: std::collections::BTreeSet<Tag> = state.tags(id, event).into_iter().collect();
+            for tag in tags {
                 if !A::TAGS.contains(&tag.name()) {
                     return Err(CommandError::Internal(format!(
                         "{} tags an event {tag}, but its TAGS do not declare {:?}",

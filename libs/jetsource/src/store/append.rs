@@ -78,11 +78,6 @@ impl Write {
     pub(crate) fn event_mut(&mut self) -> &mut NewEvent {
         &mut self.event
     }
-
-    /// Whether it carries an expectation.
-    pub fn expects(&self) -> bool {
-        self.expect.is_some()
-    }
 }
 
 impl EventStore {

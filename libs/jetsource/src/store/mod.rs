@@ -13,7 +13,7 @@ use std::time::Duration;
 use async_nats::{Client, HeaderMap, jetstream};
 use bytes::Bytes;
 
-pub use append::{Expect, Write};
+pub use append::{Expect, MAX_BATCH, Write};
 pub use read::{ARCHIVE_TIMES, StoredEvent, TimeIndex, source_sequence};
 pub(crate) use read::{Got, direct_get};
 

@@ -239,3 +239,34 @@ async fn a_move_back_finds_the_destination_cached_as_the_move_there_left_it() {
     assert_eq!((on_hand(&nats, "a").await, on_hand(&nats, "b").await), (10, 10));
     assert_eq!(stored(&nats.store, "evt.bin.a").await.len(), 7);
 }
+
+#[tokio::test]
+async fn conditions_ride_before_the_batch_writes_their_subject() {
+    // Arrange: two labels already hold events
+    let nats = nats(1).await;
+    for label in ["t1", "t2"] {
+        nats.repo.execute(&id(label), BinCommand::Label { label: id(label) }, &CommandContext::new()).await.unwrap();
+    }
+    let before = stream_messages(&nats.client).await;
+
+    // Act: read t1 and t2, write under t2 and t3 (a condition on t2 placed after t2's copy
+    // would be refused by the server, whatever the stream held)
+    let command = BinCommand::Mark { read: vec![id("t1"), id("t2")], write: vec![id("t2"), id("t3")] };
+    let marked = nats.repo.execute(&id("m"), command, &CommandContext::new()).await;
+
+    // Assert: it lands at once, the event and its two copies
+    let marked = marked.unwrap();
+    assert_eq!(marked.version, 1);
+    assert_eq!(stream_messages(&nats.client).await, before + 3);
+}
+
+#[tokio::test]
+async fn a_decision_that_reads_outside_its_scope_is_refused_and_writes_nothing() {
+    let nats = nats(1).await;
+
+    let result = nats.repo.execute(&id("p"), BinCommand::Peek { label: id("x") }, &CommandContext::new()).await;
+
+    let error = result.unwrap_err();
+    assert!(matches!(&error, CommandError::Internal(m) if m.contains("tag label=x")), "{error:?}");
+    assert_eq!(stream_messages(&nats.client).await, 0);
+}

@@ -35,15 +35,20 @@ pub enum BinEvent {
     Labelled {
         label: String,
     },
+    /// The bin was marked with several labels (tagged with each).
+    Marked {
+        labels: Vec<String>,
+    },
 }
 
 impl DomainEvent for BinEvent {
-    const SCHEMAS: &'static [(&'static str, u32)] = &[("Received", 2), ("Taken", 1), ("Labelled", 1)];
+    const SCHEMAS: &'static [(&'static str, u32)] = &[("Received", 2), ("Taken", 1), ("Labelled", 1), ("Marked", 1)];
     fn event_type(&self) -> &'static str {
         match self {
             BinEvent::Received { .. } => "Received",
             BinEvent::Taken { .. } => "Taken",
             BinEvent::Labelled { .. } => "Labelled",
+            BinEvent::Marked { .. } => "Marked",
         }
     }
     fn upcasters() -> Upcasters {
@@ -72,6 +77,16 @@ pub enum BinCommand {
     },
     /// Takes a label, on condition that no other bin took it (a conditional append).
     Label {
+        label: AggregateId,
+    },
+    /// Marks the bin with `write` labels on condition that nothing was recorded under the
+    /// `read` labels since they were read.
+    Mark {
+        read: Vec<AggregateId>,
+        write: Vec<AggregateId>,
+    },
+    /// Decides on a label its scope does not name (a bug the framework refuses).
+    Peek {
         label: AggregateId,
     },
 }
@@ -107,6 +122,7 @@ impl Aggregate for Bin {
         match command {
             BinCommand::Move { to, .. } => Scope::default().aggregate(to.clone()),
             BinCommand::Label { label } => Scope::default().tag(Tag::new("label", label)),
+            BinCommand::Mark { read, .. } => read.iter().fold(Scope::default(), |s, l| s.tag(Tag::new("label", l))),
             _ => Scope::default(),
         }
     }
@@ -124,6 +140,13 @@ impl Aggregate for Bin {
                 }
                 Ok(Decision::own(vec![BinEvent::Labelled { label: label.to_string() }]))
             }
+            BinCommand::Mark { write, .. } => {
+                Ok(Decision::own(vec![BinEvent::Marked { labels: write.iter().map(ToString::to_string).collect() }]))
+            }
+            BinCommand::Peek { label } => {
+                let _ = seen.tagged(&Tag::new("label", &label));
+                Ok(Decision::own(vec![BinEvent::Labelled { label: label.to_string() }]))
+            }
             other => self.handle(other).map(Decision::own),
         }
     }
@@ -132,6 +155,9 @@ impl Aggregate for Bin {
         match event {
             BinEvent::Labelled { label } => {
                 AggregateId::new(label.as_str()).map(|l| Tag::new("label", &l)).into_iter().collect()
+            }
+            BinEvent::Marked { labels } => {
+                labels.iter().filter_map(|l| AggregateId::new(l.as_str()).ok()).map(|l| Tag::new("label", &l)).collect()
             }
             _ => Vec::new(),
         }
@@ -147,7 +173,9 @@ impl Aggregate for Bin {
             BinCommand::Take { qty } if qty > self.on_hand => Err(BinError::Insufficient { available: self.on_hand }),
             BinCommand::Take { qty } => Ok(vec![BinEvent::Taken { qty }]),
             BinCommand::Touch => Ok(vec![]),
-            BinCommand::Move { .. } | BinCommand::Label { .. } => Ok(vec![]),
+            BinCommand::Move { .. } | BinCommand::Label { .. } | BinCommand::Mark { .. } | BinCommand::Peek { .. } => {
+                Ok(vec![])
+            }
         }
     }
 
@@ -161,7 +189,7 @@ impl Aggregate for Bin {
                 }
             }
             BinEvent::Taken { qty } => self.on_hand -= qty,
-            BinEvent::Labelled { .. } => {}
+            BinEvent::Labelled { .. } | BinEvent::Marked { .. } => {}
         }
     }
 }

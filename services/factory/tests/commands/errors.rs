@@ -68,16 +68,30 @@ async fn a_command_for_a_service_that_is_not_running_answers_unavailable() {
 }
 
 #[tokio::test]
-async fn a_command_with_nothing_running_fails_fast_with_no_responders() {
+async fn a_command_with_nothing_running_fails_fast_naming_what_to_start() {
+    // Arrange: a server, no factory
     let factory = Factory::server_only().await;
 
-    let result = tokio::time::timeout(
-        Duration::from_secs(30),
-        factory.client.request("cmd.stock.bolt@main.receive", r#"{"qty": 1}"#.into()),
-    )
-    .await
-    .expect("the client is answered, not left waiting");
+    // Act: the typed client and `factory send`, as a user would run them
+    let client = jetsource_runtime::wire::Client::new(factory.client.clone(), Duration::from_secs(30));
+    let request = jetsource_runtime::wire::CommandRequest::new("stock", "bolt@main", "receive", r#"{"qty": 1}"#);
+    let typed = tokio::time::timeout(Duration::from_secs(10), client.command(&request))
+        .await
+        .expect("answered at once, not after the 30 s deadline");
+    let cli = std::process::Command::new(env!("CARGO_BIN_EXE_factory"))
+        .args(["send", "stock", "bolt@main", "receive", r#"{"qty": 1}"#, "--nats-url", &factory.server.url()])
+        .output()
+        .unwrap();
 
-    let error = result.expect_err("nobody can take it");
-    assert_eq!(error.kind(), async_nats::RequestErrorKind::NoResponders, "not a timeout: {error}");
+    // Assert: `unavailable` with the subject named (a timeout would be `timeout`), and the CLI
+    // says what to start and fails
+    let error = typed.expect_err("nothing can take it");
+    assert_eq!(error.code(), jetsource::ErrorCode::Unavailable);
+    assert_eq!(
+        error,
+        jetsource_runtime::wire::CallError::NoResponders { subject: "cmd.stock.bolt@main.receive".into() }
+    );
+    let stderr = String::from_utf8_lossy(&cli.stderr);
+    assert!(!cli.status.success());
+    assert!(stderr.contains("nothing answers cmd.stock.bolt@main.receive: is `factory up` running?"), "{stderr}");
 }

@@ -127,7 +127,10 @@ fn referenced() -> BTreeSet<String> {
     let mut names = BTreeSet::new();
     for entry in std::fs::read_dir(root.join("grafana/dashboards")).unwrap() {
         let board: Value = serde_json::from_str(&std::fs::read_to_string(entry.unwrap().path()).unwrap()).unwrap();
-        for panel in board["panels"].as_array().unwrap() {
+        let mut panels: Vec<&Value> = board["panels"].as_array().unwrap().iter().collect();
+        // Rows hold panels of their own; every level counts.
+        while let Some(panel) = panels.pop() {
+            panels.extend(panel["panels"].as_array().into_iter().flatten());
             for target in panel["targets"].as_array().into_iter().flatten() {
                 if target["datasource"]["type"] == "prometheus" {
                     names.extend(metric_names(target["expr"].as_str().unwrap()));

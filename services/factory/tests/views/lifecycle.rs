@@ -7,7 +7,9 @@ use crate::support::Factory;
 
 /// A mixed workload from `tasks` concurrent clients: products, stock movements, orders. Some
 /// commands are refused on purpose (over-shipping, double reservations).
-pub async fn workload(factory: &Arc<Factory>, tasks: usize, rounds: usize) {
+/// Sends `tasks` × `rounds` rounds of stock and order commands; returns how many succeeded,
+/// having checked that at least every `receive`, `plan` and `cancel` did.
+pub async fn workload(factory: &Arc<Factory>, tasks: usize, rounds: usize) -> usize {
     for p in 0..3 {
         factory
             .send(
@@ -21,6 +23,7 @@ pub async fn workload(factory: &Arc<Factory>, tasks: usize, rounds: usize) {
         .map(|t| {
             let factory = Arc::clone(factory);
             tokio::spawn(async move {
+                let mut ok = 0;
                 for r in 0..rounds {
                     let sku = (t + r) % 5;
                     let wh = ["main", "east"][r % 2];
@@ -37,16 +40,22 @@ pub async fn workload(factory: &Arc<Factory>, tasks: usize, rounds: usize) {
                         ),
                         (format!("cmd.order.{order}.cancel"), r#"{"reason": "test"}"#.to_owned()),
                     ];
+                    let mut succeeded = 0;
                     for (subject, body) in commands {
-                        factory.send(&subject, &body).await;
+                        succeeded += usize::from(factory.send(&subject, &body).await.error_code().is_none());
                     }
+                    ok += succeeded;
                 }
+                ok
             })
         })
         .collect();
+    let mut succeeded = 0;
     for handle in handles {
-        handle.await.unwrap();
+        succeeded += handle.await.unwrap();
     }
+    assert!(succeeded >= tasks * rounds * 3, "only {succeeded} commands of the workload succeeded");
+    succeeded
 }
 
 #[tokio::test]
@@ -70,9 +79,18 @@ async fn a_projector_killed_mid_stream_restarts_without_applying_anything_twice(
     // Act: kill it (SIGKILL) while a workload runs, then start another
     let load = tokio::spawn({
         let factory = Arc::clone(&factory);
-        async move { workload(&factory, 6, 8).await }
+        async move { workload(&factory, 6, 30).await }
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // once the projector has applied part of the workload, while commands still flow
+    loop {
+        let page = factory.query("qry.stock", r#"{"prefix": "s"}"#).await;
+        if page.body["items"].as_array().is_some_and(|items| !items.is_empty()) {
+            break;
+        }
+        assert!(!load.is_finished(), "the workload ended before the projector applied any of it");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(!load.is_finished(), "the kill must land mid-stream");
     drop(projector);
     load.await.unwrap();
     let _restarted = factory.run_process(&["projector"]);
