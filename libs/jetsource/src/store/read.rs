@@ -94,6 +94,8 @@ enum BatchEnd {
     Pending(u64),
     /// Nothing at or after the start sequence.
     NotFound,
+    /// Nobody answered Direct Get (a stream just created, its responders not up yet).
+    NoResponders,
 }
 
 impl EventStore {
@@ -287,6 +289,7 @@ impl EventStore {
         let mut replies = client.subscribe(inbox.clone()).await.map_err(unavailable)?;
         let mut next_seq = from_seq.max(1);
         let mut read = 0_u64;
+        let started = tokio::time::Instant::now();
         while (read as usize) < limit {
             let batch = self.inner.config.read_batch.min(limit - read as usize);
             let request = json!({ "seq": next_seq, "batch": batch, "next_by_subj": subject });
@@ -310,12 +313,7 @@ impl EventStore {
                     }
                     Some(204) => break BatchEnd::Pending(num_pending(message.headers.as_ref())),
                     Some(404) => break BatchEnd::NotFound,
-                    Some(503) => {
-                        return Err(StoreError::Unavailable(format!(
-                            "{} does not answer Direct Get; is it provisioned with allow_direct?",
-                            api.trim_start_matches("$JS.API.DIRECT.GET.")
-                        )));
-                    }
+                    Some(503) => break BatchEnd::NoResponders,
                     Some(code) => {
                         return Err(StoreError::Internal(format!(
                             "direct get of {subject} failed: {code} {}",
@@ -327,6 +325,17 @@ impl EventStore {
             match end {
                 BatchEnd::Pending(0) | BatchEnd::NotFound => break,
                 BatchEnd::Pending(_) => {}
+                // A stream just created answers Direct Get once its replicas are up: ask again
+                // for a while before calling it unavailable.
+                BatchEnd::NoResponders if started.elapsed() < self.inner.config.read_timeout => {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                BatchEnd::NoResponders => {
+                    return Err(StoreError::Unavailable(format!(
+                        "{} does not answer Direct Get; is it provisioned with allow_direct?",
+                        api.trim_start_matches("$JS.API.DIRECT.GET.")
+                    )));
+                }
             }
         }
         Ok(read)

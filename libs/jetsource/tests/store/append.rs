@@ -4,10 +4,8 @@ use jetsource::{CommandContext, RepositoryConfig};
 
 use crate::support::{BinCommand, Env, id, stored};
 
-#[tokio::test]
-async fn thirty_two_tasks_on_one_aggregate_lose_no_update_and_leave_dense_versions() {
+async fn thirty_two_tasks_on_one_aggregate_lose_no_update_and_leave_dense_versions(env: Env) {
     // Arrange: one repository shared by 32 tasks (commands on one aggregate queue in-process)
-    let env = Env::start().await;
     let repo = Arc::new(env.repository(RepositoryConfig::default()));
     let bin = id("bolt@main");
 
@@ -32,10 +30,8 @@ async fn thirty_two_tasks_on_one_aggregate_lose_no_update_and_leave_dense_versio
     assert_eq!((loaded.state.on_hand, loaded.version), ((1..=32).sum::<u64>(), 32));
 }
 
-#[tokio::test]
-async fn thirty_two_writers_with_their_own_caches_retry_conflicts_and_lose_nothing() {
+async fn thirty_two_writers_with_their_own_caches_retry_conflicts_and_lose_nothing(env: Env) {
     // Arrange: 32 repositories, as 32 processes would be: OCC conflicts are real here
-    let env = Env::start().await;
     let config = RepositoryConfig { max_attempts: 200, snapshot_every: 8, ..Default::default() };
     let bin = id("nut@main");
 
@@ -67,11 +63,9 @@ impl jetsource::Observer for Conflicts {
     }
 }
 
-#[tokio::test]
-async fn writers_with_stale_caches_meet_conflicts_reload_and_lose_nothing() {
+async fn writers_with_stale_caches_meet_conflicts_reload_and_lose_nothing(env: Env) {
     // Arrange: 8 repositories, as 8 processes, each caching the aggregate after its own
     // command: all but the last then hold a stale state
-    let env = Env::start().await;
     let conflicts = Arc::new(Conflicts::default());
     let bin = id("washer@main");
     let repos: Vec<_> = (0..8)
@@ -109,9 +103,7 @@ async fn writers_with_stale_caches_meet_conflicts_reload_and_lose_nothing() {
     assert_eq!(fresh.state.on_hand, 8 + 8 * 2);
 }
 
-#[tokio::test]
-async fn a_stale_expected_version_fails_at_once_and_a_current_one_succeeds() {
-    let env = Env::start().await;
+async fn a_stale_expected_version_fails_at_once_and_a_current_one_succeeds(env: Env) {
     let repo = env.repository(RepositoryConfig::default());
     let bin = id("washer@main");
     repo.execute(&bin, BinCommand::Receive { qty: 5 }, &CommandContext::new()).await.unwrap();
@@ -128,10 +120,8 @@ async fn a_stale_expected_version_fails_at_once_and_a_current_one_succeeds() {
     assert_eq!(current.unwrap().version, 3);
 }
 
-#[tokio::test]
-async fn a_stale_cache_is_noticed_before_a_rejection_is_answered() {
+async fn a_stale_cache_is_noticed_before_a_rejection_is_answered(env: Env) {
     // Arrange: repository A caches an empty bin; B (another process) then receives stock
-    let env = Env::start().await;
     let a = env.repository(RepositoryConfig::default());
     let b = env.repository(RepositoryConfig::default());
     let bin = id("gear@main");
@@ -145,9 +135,7 @@ async fn a_stale_cache_is_noticed_before_a_rejection_is_answered() {
     assert_eq!(outcome.expect("decided on fresh state").version, 2);
 }
 
-#[tokio::test]
-async fn a_rejected_command_writes_nothing() {
-    let env = Env::start().await;
+async fn a_rejected_command_writes_nothing(env: Env) {
     let repo = env.repository(RepositoryConfig::default());
     let bin = id("pin@main");
 
@@ -165,9 +153,7 @@ async fn assert_contiguous(env: &Env, subject: &str, n: u64) {
     assert!(events.windows(2).all(|w| w[0].seq < w[1].seq));
 }
 
-#[tokio::test]
-async fn a_command_that_records_nothing_answers_the_current_version() {
-    let env = Env::start().await;
+async fn a_command_that_records_nothing_answers_the_current_version(env: Env) {
     let repo = env.repository(RepositoryConfig::default());
     let bin = id("idle@main");
     let received = repo.execute(&bin, BinCommand::Receive { qty: 2 }, &CommandContext::new()).await.unwrap();
@@ -177,3 +163,13 @@ async fn a_command_that_records_nothing_answers_the_current_version() {
     assert!(touched.events.is_empty());
     assert_eq!((touched.version, touched.stream_seq), (received.version, received.stream_seq));
 }
+
+crate::support::on_r1_and_r3!(
+    thirty_two_tasks_on_one_aggregate_lose_no_update_and_leave_dense_versions,
+    thirty_two_writers_with_their_own_caches_retry_conflicts_and_lose_nothing,
+    writers_with_stale_caches_meet_conflicts_reload_and_lose_nothing,
+    a_stale_expected_version_fails_at_once_and_a_current_one_succeeds,
+    a_stale_cache_is_noticed_before_a_rejection_is_answered,
+    a_rejected_command_writes_nothing,
+    a_command_that_records_nothing_answers_the_current_version,
+);

@@ -20,9 +20,7 @@ pub fn new_event(command_id: &str, index: usize, version: u64, qty: u64) -> NewE
     )
 }
 
-#[tokio::test]
-async fn a_multi_event_command_commits_as_one_contiguous_batch() {
-    let env = Env::start().await;
+async fn a_multi_event_command_commits_as_one_contiguous_batch(env: Env) {
     let repo = env.repository(RepositoryConfig::default());
     let ctx = CommandContext::with_command_id("cmd-many");
 
@@ -36,10 +34,8 @@ async fn a_multi_event_command_commits_as_one_contiguous_batch() {
     assert_eq!(ids, ["cmd-many:0", "cmd-many:1", "cmd-many:2"]);
 }
 
-#[tokio::test]
-async fn a_batch_whose_expectation_fails_writes_nothing() {
+async fn a_batch_whose_expectation_fails_writes_nothing(env: Env) {
     // Arrange: the subject already holds one event
-    let env = Env::start().await;
     let subject = "evt.bin.raw";
     let first = env.store.append(subject, 0, vec![new_event("c1", 0, 1, 1)]).await.unwrap();
     let before = stream_messages(&env.client).await;
@@ -58,3 +54,8 @@ async fn a_batch_whose_expectation_fails_writes_nothing() {
     assert_eq!(landed.last_seq - landed.first_seq, 2);
     assert_eq!(stored(&env.store, subject).await.len(), 4);
 }
+
+crate::support::on_r1_and_r3!(
+    a_multi_event_command_commits_as_one_contiguous_batch,
+    a_batch_whose_expectation_fails_writes_nothing,
+);

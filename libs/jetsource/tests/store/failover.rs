@@ -89,8 +89,21 @@ async fn killing_the_events_leader_under_load_loses_and_duplicates_no_acknowledg
         writer.await.unwrap();
     }
 
-    // Assert: every acknowledged command in its aggregate exactly once, versions 1..n
+    // Assert: every acknowledged command in its aggregate exactly once, versions 1..n. Direct
+    // Get may be answered by any replica, so the read waits until the two running ones hold
+    // everything the stream acknowledged.
     let acknowledged = acknowledged.lock().await.clone();
+    let stream_last = {
+        let js = async_nats::jetstream::new(client.clone());
+        js.get_stream("EVENTS").await.unwrap().info().await.unwrap().state.last_sequence
+    };
+    let converged = Instant::now() + Duration::from_secs(30);
+    for node in (0..cluster.len()).filter(|n| *n != leader) {
+        while replica_last_seq(&cluster, node).is_none_or(|seq| seq < stream_last) {
+            assert!(Instant::now() < converged, "n{node} did not apply up to {stream_last}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
     let mut by_writer: BTreeMap<usize, BTreeSet<String>> = BTreeMap::new();
     for (w, command_id, _) in &acknowledged {
         by_writer.entry(*w).or_default().insert(command_id.clone());

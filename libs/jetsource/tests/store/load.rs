@@ -21,9 +21,7 @@ async fn snapshot_where(env: &Env, agg: &str, accept: impl Fn(&Value) -> bool) -
     }
 }
 
-#[tokio::test]
-async fn snapshots_are_taken_every_n_events_and_loads_agree_with_a_full_replay() {
-    let env = Env::start().await;
+async fn snapshots_are_taken_every_n_events_and_loads_agree_with_a_full_replay(env: Env) {
     let repo = env.repository(RepositoryConfig { snapshot_every: 10, ..Default::default() });
     let bin = id("snap@main");
     for qty in 1..=25 {
@@ -45,11 +43,9 @@ async fn snapshots_are_taken_every_n_events_and_loads_agree_with_a_full_replay()
     assert_eq!((after_snapshot, without), (5, 25));
 }
 
-#[tokio::test]
-async fn a_snapshot_of_an_old_state_version_is_ignored_and_replaced() {
+async fn a_snapshot_of_an_old_state_version_is_ignored_and_replaced(env: Env) {
     // Arrange: 6 events, then a snapshot claiming the latest seq but with an old state version
     // and a state that is wrong on purpose.
-    let env = Env::start().await;
     let repo = env.repository(RepositoryConfig { snapshot_every: 5, ..Default::default() });
     let bin = id("legacy@main");
     let mut last = None;
@@ -77,9 +73,7 @@ async fn a_snapshot_of_an_old_state_version_is_ignored_and_replaced() {
     assert_eq!((fresh["version"].as_u64(), fresh["state"]["on_hand"].as_u64()), (Some(6), Some(6)));
 }
 
-#[tokio::test]
-async fn an_undecodable_snapshot_is_ignored() {
-    let env = Env::start().await;
+async fn an_undecodable_snapshot_is_ignored(env: Env) {
     let repo = env.repository(RepositoryConfig::default());
     let bin = id("garbled@main");
     repo.execute(&bin, BinCommand::Receive { qty: 4 }, &CommandContext::new()).await.unwrap();
@@ -89,9 +83,7 @@ async fn an_undecodable_snapshot_is_ignored() {
     assert_eq!(repo.load(&bin).await.unwrap().state.on_hand, 4);
 }
 
-#[tokio::test]
-async fn a_retry_after_a_snapshot_still_answers_the_first_outcome() {
-    let env = Env::start().await;
+async fn a_retry_after_a_snapshot_still_answers_the_first_outcome(env: Env) {
     let repo = env.repository(RepositoryConfig { snapshot_every: 3, ..Default::default() });
     let bin = id("late@main");
     let ctx = CommandContext::with_command_id("early-command");
@@ -109,9 +101,7 @@ async fn a_retry_after_a_snapshot_still_answers_the_first_outcome() {
     assert_eq!(stored(&env.store, "evt.bin.late@main").await.len(), 8);
 }
 
-#[tokio::test]
-async fn time_travel_loads_the_state_at_a_version_or_an_instant() {
-    let env = Env::start().await;
+async fn time_travel_loads_the_state_at_a_version_or_an_instant(env: Env) {
     let repo = env.repository(RepositoryConfig { snapshot_every: 2, ..Default::default() });
     let bin = id("travel@main");
     for qty in [1, 10, 100, 1000] {
@@ -134,11 +124,9 @@ async fn snapshot_keys_keep_ids_with_at_signs_apart() {
     assert_eq!(SnapshotStore::key("stock", &id("bolt@main")), "stock.bolt=main");
 }
 
-#[tokio::test]
-async fn a_snapshot_ahead_of_the_stream_is_noticed_on_conflict_and_replaced() {
+async fn a_snapshot_ahead_of_the_stream_is_noticed_on_conflict_and_replaced(env: Env) {
     // Arrange: a snapshot claiming a history the stream does not have (as after the stream was
     // recreated or restored from an older backup)
-    let env = Env::start().await;
     let repo = env.repository(RepositoryConfig::default());
     let bin = id("restored@main");
     repo.execute(&bin, BinCommand::Receive { qty: 2 }, &CommandContext::new()).await.unwrap();
@@ -163,3 +151,12 @@ async fn a_snapshot_ahead_of_the_stream_is_noticed_on_conflict_and_replaced() {
     repo.clear_cache();
     assert_eq!(repo.load(&bin).await.unwrap().state.on_hand, 5);
 }
+
+crate::support::on_r1_and_r3!(
+    snapshots_are_taken_every_n_events_and_loads_agree_with_a_full_replay,
+    a_snapshot_of_an_old_state_version_is_ignored_and_replaced,
+    an_undecodable_snapshot_is_ignored,
+    a_retry_after_a_snapshot_still_answers_the_first_outcome,
+    time_travel_loads_the_state_at_a_version_or_an_instant,
+    a_snapshot_ahead_of_the_stream_is_noticed_on_conflict_and_replaced,
+);

@@ -11,5 +11,6 @@ mod idempotency;
 mod load;
 mod projection;
 mod provision;
+#[macro_use]
 mod support;
 mod upcast;

@@ -6,7 +6,7 @@ use jetsource::{
     Aggregate, AggregateId, Decision, DomainError, DomainEvent, EventStore, Repository, RepositoryConfig, Scope, Seen,
     SnapshotStore, StoreConfig, Tag, Upcasters,
 };
-use jetsource_testkit::NatsServer;
+use jetsource_testkit::{NatsCluster, NatsServer};
 use serde::{Deserialize, Serialize};
 
 /// The project's real topology declaration.
@@ -194,9 +194,11 @@ impl Aggregate for Bin {
     }
 }
 
-/// A server with the project's topology provisioned (R1).
+/// A server with the project's topology provisioned (R1), or a 3-node cluster with every
+/// stream and bucket on three replicas (R3).
 pub struct Env {
-    pub _server: NatsServer,
+    pub _server: Option<NatsServer>,
+    pub _cluster: Option<NatsCluster>,
     pub client: Client,
     pub store: EventStore,
     pub snapshots: SnapshotStore,
@@ -206,7 +208,13 @@ impl Env {
     pub async fn start() -> Self {
         let server = NatsServer::start();
         let (client, store, snapshots) = connect_provisioned(&server.url(), 1).await;
-        Env { _server: server, client, store, snapshots }
+        Env { _server: Some(server), _cluster: None, client, store, snapshots }
+    }
+
+    pub async fn start_cluster() -> Self {
+        let cluster = NatsCluster::start();
+        let (client, store, snapshots) = connect_provisioned(&cluster.urls(), 3).await;
+        Env { _server: None, _cluster: Some(cluster), client, store, snapshots }
     }
 
     pub fn repository(&self, config: RepositoryConfig) -> Repository<Bin> {
@@ -250,3 +258,26 @@ pub async fn stream_messages(client: &Client) -> u64 {
     let mut stream = js.get_stream("EVENTS").await.expect("EVENTS");
     stream.info().await.expect("info").state.messages
 }
+
+/// Runs each named test body (`async fn name(env: Env)`) twice: on one server (R1) and on a
+/// 3-node cluster with R3 streams (`<file>::on::<name>::r1` and `::r3`).
+macro_rules! on_r1_and_r3 {
+    ($($name:ident),* $(,)?) => {
+        mod on {
+            $(
+                pub mod $name {
+                    #[tokio::test]
+                    async fn r1() {
+                        super::super::$name(crate::support::Env::start().await).await;
+                    }
+
+                    #[tokio::test]
+                    async fn r3() {
+                        super::super::$name(crate::support::Env::start_cluster().await).await;
+                    }
+                }
+            )*
+        }
+    };
+}
+pub(crate) use on_r1_and_r3;

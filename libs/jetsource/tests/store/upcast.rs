@@ -13,10 +13,8 @@ async fn publish_raw(env: &Env, subject: &str, headers: &[(&str, &str)], body: &
     js.publish_with_headers(subject.to_owned(), map, body.to_owned().into()).await.unwrap().await.unwrap();
 }
 
-#[tokio::test]
-async fn a_v1_event_published_raw_is_read_back_upcast_to_v2() {
+async fn a_v1_event_published_raw_is_read_back_upcast_to_v2(env: Env) {
     // Arrange
-    let env = Env::start().await;
     let headers = [
         ("ce-specversion", "1.0"),
         ("ce-id", "legacy-1"),
@@ -40,9 +38,7 @@ async fn a_v1_event_published_raw_is_read_back_upcast_to_v2() {
     assert_eq!((loaded.state.on_hand, loaded.version), (7, 1));
 }
 
-#[tokio::test]
-async fn unknown_types_and_undecodable_payloads_are_typed_errors_naming_subject_and_seq() {
-    let env = Env::start().await;
+async fn unknown_types_and_undecodable_payloads_are_typed_errors_naming_subject_and_seq(env: Env) {
     let repo = env.repository(RepositoryConfig::default());
     publish_raw(&env, "evt.bin.odd", &[("ce-type", "shop.bin.Teleported")], "{}").await;
     publish_raw(&env, "evt.bin.bad", &[("ce-type", "shop.bin.Taken")], r#"{"qty": "lots"}"#).await;
@@ -64,3 +60,8 @@ async fn unknown_types_and_undecodable_payloads_are_typed_errors_naming_subject_
         }
     }
 }
+
+crate::support::on_r1_and_r3!(
+    a_v1_event_published_raw_is_read_back_upcast_to_v2,
+    unknown_types_and_undecodable_payloads_are_typed_errors_naming_subject_and_seq,
+);
