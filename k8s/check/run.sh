@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Renders every overlay with kustomize and validates every object with kubernetes-validate
 # --strict, custom resources (NACK, KEDA) included. Installs what it needs into .tools/.
-# Fails on an object it cannot validate, so nothing passes by being skipped.
+# Fails on an object it cannot validate, so nothing passes by being skipped; then checks what the
+# objects mean together (k8s/check/refs.py).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 TOOLS="$PWD/.tools"
@@ -53,6 +54,11 @@ for tree in overlays/dev overlays/prod extras/keda; do
         status=1
     fi
     echo "$report" | grep -Ev "^INFO .* passed" || true
+    # Meaning, not only shape: objects at all, selectors, Service ports, Secret and ConfigMap
+    # names; prod's NATS users Secret is created by the operator (k8s/overlays/prod).
+    external=()
+    [ "$tree" = overlays/dev ] || external=(--external Secret/factory-nats-users)
+    python3 k8s/check/refs.py "${external[@]}" "$OUT/$name.yaml" || status=1
     echo "k8s/$tree: $(grep -c '^kind:' "$OUT/$name.yaml") objects rendered and validated (Kubernetes $K8S_VERSION, strict)"
 done
 # The NATS configuration the StatefulSet runs, as nats-server itself reads it (`-t`): the
