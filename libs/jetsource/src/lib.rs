@@ -11,6 +11,9 @@
 //! - **Loads** start from a KV snapshot and read the rest with Direct Get batch ([`snapshot`],
 //!   [`Repository::load`]).
 //! - **Commands** run through [`Repository::execute`]: load, handle, append, retry on conflict.
+//! - **Beyond one aggregate** ([`scope`], ADR 18): a command's [`Scope`] names other aggregates
+//!   and tags; its [`Decision`] is appended in one atomic batch, each aggregate and each tag read
+//!   expected, so a concurrent change to any of them is a conflict.
 //! - **Topology** (streams, buckets, consumers) is declared in TOML and provisioned
 //!   idempotently ([`topology`]).
 //!
