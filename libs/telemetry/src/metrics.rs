@@ -43,6 +43,9 @@ pub struct Metrics {
     pub append_seconds: Family<Labels<1>, Histogram, fn() -> Histogram>,
     /// `<app>_aggregate_load_duration_seconds{aggregate_type}`: loads from the store.
     pub load_seconds: Family<Labels<1>, Histogram, fn() -> Histogram>,
+    /// `<app>_aggregate_load_events_total{aggregate_type}`: events replayed by those loads
+    /// (after the snapshot, when one was used).
+    pub load_events: Family<Labels<1>, Counter>,
     /// `<app>_projection_events_total{view}`: events applied to a view.
     pub projection_events: Family<Labels<1>, Counter>,
     /// `<app>_projection_lag{view}`: events in the stream not yet applied.
@@ -105,6 +108,7 @@ impl Metrics {
             replays: Family::default(),
             append_seconds: Family::new_with_constructor(latency),
             load_seconds: Family::new_with_constructor(latency),
+            load_events: Family::default(),
             projection_events: Family::default(),
             projection_lag: Family::default(),
             projection_last_seq: Family::default(),
@@ -141,6 +145,11 @@ impl Metrics {
             );
             r.register("append_duration_seconds", "Event append time", metrics.append_seconds.clone());
             r.register("aggregate_load_duration_seconds", "Aggregate load time", metrics.load_seconds.clone());
+            r.register(
+                "aggregate_load_events",
+                "Events replayed by aggregate loads, after the snapshot used",
+                metrics.load_events.clone(),
+            );
             r.register("projection_events", "Events applied to views", metrics.projection_events.clone());
             r.register("projection_lag", "Events not yet applied to a view", metrics.projection_lag.clone());
             r.register(
@@ -245,8 +254,9 @@ impl jetsource::Observer for RepositoryMetrics {
         self.0.replayed(aggregate_type, "stream");
     }
 
-    fn loaded(&self, aggregate_type: &'static str, _events: u64, elapsed: Duration) {
+    fn loaded(&self, aggregate_type: &'static str, events: u64, elapsed: Duration) {
         self.0.load_seconds.get_or_create(&[("aggregate_type", label(aggregate_type))]).observe(elapsed.as_secs_f64());
+        self.0.load_events.get_or_create(&[("aggregate_type", label(aggregate_type))]).inc_by(events);
     }
 }
 

@@ -7,6 +7,7 @@ mod consistency;
 mod contract;
 mod errors;
 mod fuzz;
+mod snapshots;
 // The factory harness the command, view and saga suites share.
 #[allow(dead_code)]
 #[path = "../common/support.rs"]
