@@ -456,3 +456,46 @@ async fn an_order_completed_within_its_hold_is_not_cancelled_when_the_hold_would
     assert!(order.iter().all(|(name, _)| name != "OrderCancelled"), "{order:?}");
     assert_eq!(factory.query("saga.get.o-7", "").await.body["phase"], "completed");
 }
+
+#[tokio::test]
+async fn cancelling_a_reserved_order_gives_every_line_back() {
+    // Arrange: an order whose two lines are reserved
+    let factory = Factory::start().await;
+    catalogue(&factory, &[("bolt", 4), ("plate", 1)], 100).await;
+    start(&factory, "o-c", 5, "start-o-c").await;
+    let status = final_status(&factory, "start-o-c").await;
+    assert_eq!(status["status"], "completed", "the start reserved both lines: {status}");
+    eventually("bolt to show the reservation", || async {
+        (stock(&factory, "bolt@main").await["available"] == 80).then_some(())
+    })
+    .await;
+
+    // Act
+    let cancelled = factory.send("cmd.order.o-c.cancel", r#"{"reason": "customer withdrew"}"#).await;
+
+    // Assert: the order is cancelled, the saga releases each line, the stock is free again
+    assert!(cancelled.error_code().is_none(), "{cancelled:?}");
+    let saga = eventually("the saga to finish the cancel", || async {
+        let saga = factory.query("saga.get.o-c", "").await.body;
+        (saga["phase"] == "cancelled").then_some(saga)
+    })
+    .await;
+    assert_eq!(saga["cancel_reason"], "customer withdrew", "{saga}");
+    for (sku, free) in [("bolt", 100), ("plate", 100)] {
+        let doc = eventually("the stock to be free again", || async {
+            let doc = stock(&factory, &format!("{sku}@main")).await;
+            (doc["available"] == free && doc["reserved"] == 0).then_some(doc)
+        })
+        .await;
+        assert_eq!(doc["on_hand"], 100, "{sku}: nothing was consumed");
+        let events = history(&factory, &format!("evt.stock.{sku}@main")).await;
+        let released: Vec<_> = events.iter().filter(|(name, _)| name == "ReservationReleased").collect();
+        assert_eq!(released.len(), 1, "{sku}: one release: {events:?}");
+        assert_eq!(released[0].1["order_id"], "o-c");
+    }
+    eventually("the orders view to show the cancel", || async {
+        let order = factory.query("qry.orders.o-c", "").await;
+        (order.body["status"] == "cancelled").then_some(())
+    })
+    .await;
+}
