@@ -195,3 +195,112 @@ async fn an_unauthenticated_caller_is_answered_before_its_body_is_read() {
     assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
     assert!(answer.contains("unauthorized"), "{answer}");
 }
+
+/// `method path` with `headers` against a local port, over HTTP/1.0: the status.
+fn status_of(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> u16 {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut request = format!("{method} {path} HTTP/1.0\r\nHost: x\r\nContent-Type: application/json\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    text.split(' ').nth(1).and_then(|code| code.parse().ok()).unwrap_or(0)
+}
+
+fn es256_pem(point: &[u8]) -> String {
+    use base64::engine::general_purpose::STANDARD;
+    let prefix = "3059301306072a8648ce3d020106082a8648ce3d030107034200";
+    let mut der: Vec<u8> =
+        (0..prefix.len()).step_by(2).map(|i| u8::from_str_radix(&prefix[i..i + 2], 16).unwrap()).collect();
+    der.extend_from_slice(point);
+    format!("-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n", STANDARD.encode(der))
+}
+
+#[tokio::test]
+async fn the_binary_reads_api_keys_and_an_es256_key_with_issuer_and_audience_from_its_environment() {
+    // Arrange: key files as an operator writes them, and `factory up` reading them
+    use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+    let rng = ring::rand::SystemRandom::new();
+    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+    let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("api-keys");
+    std::fs::write(
+        &keys,
+        "# name:role:key\nwatcher:viewer:viewer-key-0123456789\nrunner:operator:operator-key-0123456789\n",
+    )
+    .unwrap();
+    let public = dir.path().join("es256.pem");
+    std::fs::write(&public, es256_pem(pair.public_key().as_ref())).unwrap();
+    let server = jetsource_testkit::NatsServer::start();
+    let port = jetsource_testkit::server::free_port().unwrap();
+    let up = |keys_file: &std::path::Path| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_factory"));
+        command
+            .args(["up", "--nats-url", &server.url(), "--http", &format!("127.0.0.1:{port}"), "--log", "error"])
+            .env("FACTORY_API_KEYS_FILE", keys_file)
+            .env("FACTORY_JWT_PUBLIC_KEY_FILE", &public)
+            .env("FACTORY_JWT_ISSUER", "https://idp.example")
+            .env("FACTORY_JWT_AUDIENCE", "factory")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        command
+    };
+    let mut factory = up(&keys).spawn().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while jetsource_testkit::server::http_status(port, "/readyz") != Some(200) {
+        assert!(std::time::Instant::now() < deadline, "factory up did not become ready");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let token = |claims: serde_json::Value| {
+        let head = format!("{}.{}", b64(br#"{"alg":"ES256","typ":"JWT"}"#), b64(claims.to_string().as_bytes()));
+        format!("Bearer {head}.{}", b64(pair.sign(&rng, head.as_bytes()).unwrap().as_ref()))
+    };
+    let claims = |iss: &str, aud: &str| serde_json::json!({"sub": "dana", "role": "operator", "exp": later(), "iss": iss, "aud": aud});
+    let command = "/v1/commands/stock/bolt@main/receive";
+    let view = "/v1/views/stock?limit=1";
+
+    // Act
+    let answers = [
+        status_of(port, "GET", view, &[("X-Api-Key", "viewer-key-0123456789")], ""),
+        status_of(port, "POST", command, &[("X-Api-Key", "viewer-key-0123456789")], r#"{"qty": 1}"#),
+        status_of(port, "POST", command, &[("X-Api-Key", "operator-key-0123456789")], r#"{"qty": 1}"#),
+        status_of(
+            port,
+            "POST",
+            command,
+            &[("Authorization", &token(claims("https://idp.example", "factory")))],
+            r#"{"qty": 1}"#,
+        ),
+        status_of(
+            port,
+            "POST",
+            command,
+            &[("Authorization", &token(claims("https://idp.example", "other")))],
+            r#"{"qty": 1}"#,
+        ),
+        status_of(
+            port,
+            "POST",
+            command,
+            &[("Authorization", &token(claims("https://elsewhere", "factory")))],
+            r#"{"qty": 1}"#,
+        ),
+        status_of(port, "GET", view, &[], ""),
+    ];
+    let _ = factory.kill();
+    let _ = factory.wait();
+    std::fs::write(&keys, "watcher:viewer:short\n").unwrap();
+    let refused = up(&keys).output().unwrap();
+
+    // Assert: the keys from the file with their roles, the ES256 key with its issuer and
+    // audience; a malformed key file stops the start naming what is wrong
+    assert_eq!(answers, [200, 403, 200, 200, 401, 401, 401]);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("API key entry must be name:role:key"), "{stderr}");
+}
