@@ -94,3 +94,96 @@ fn the_standard_nats_variables_reach_every_command() {
     let missing = status(&[("NATS_CREDS", "/nonexistent/ops.creds")]);
     assert!(String::from_utf8_lossy(&missing.stderr).contains("NATS_CREDS /nonexistent/ops.creds"));
 }
+
+/// Runs `factory <args>` against `url`; (success, stdout, stderr).
+fn run_against(url: &str, args: &[&str]) -> (bool, String, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_factory"))
+        .args(args)
+        .env("NATS_URL", url)
+        .env_remove("FACTORY_NATS_URL")
+        .output()
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into(),
+        String::from_utf8_lossy(&output.stderr).into(),
+    )
+}
+
+#[tokio::test]
+async fn the_tour_runs_as_the_readme_shows_against_the_nats_server_factory_up_manages() {
+    // Arrange: `factory up` with no --nats-url, so it starts and owns a nats-server
+    let dir = tempfile::tempdir().unwrap();
+    let free_port = || jetsource_testkit::server::free_port().unwrap();
+    let (nats, monitor, http) = (free_port(), free_port(), free_port());
+    let mut up = super::support::Process(
+        std::process::Command::new(env!("CARGO_BIN_EXE_factory"))
+            .args(["up", "--data-dir", dir.path().to_str().unwrap(), "--log", "error"])
+            .args(["--nats-port", &nats.to_string(), "--nats-monitor-port", &monitor.to_string()])
+            .args(["--http", &format!("127.0.0.1:{http}")])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while jetsource_testkit::server::http_status(http, "/readyz") != Some(200) {
+        assert!(std::time::Instant::now() < deadline, "factory up did not become ready");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let url = format!("nats://127.0.0.1:{nats}");
+    let json = |text: &str| serde_json::from_str::<serde_json::Value>(text).unwrap_or_else(|e| panic!("{e}: {text}"));
+
+    // Act / Assert, step by step as the README's tour
+    let bom = r#"{"name":"Widget","bom":[{"sku":"bolt","qty":4},{"sku":"plate","qty":1}]}"#;
+    let (ok, out, _) = run_against(&url, &["send", "product", "widget", "define", bom]);
+    assert!(ok && json(&out)["events"][0]["type"] == "ProductDefined", "{out}");
+    let (ok, out, _) = run_against(&url, &["send", "stock", "bolt@main", "receive", r#"{"qty":100}"#]);
+    assert!(ok && json(&out)["version"] == 1, "{out}");
+    let (ok, out, err) =
+        run_against(&url, &["send", "stock", "bolt@main", "reserve", r#"{"qty":500,"order_id":"o-1"}"#]);
+    assert!(!ok && json(&out)["reason"] == "insufficient_stock", "{out}");
+    assert!(err.contains("rejected: insufficient stock: 500 requested, 100 available"), "{err}");
+    let (ok, out, _) = run_against(&url, &["send", "stock", "bolt@main", "ship", r#"{"qty":"ten"}"#]);
+    assert!(!ok && json(&out)["code"] == "invalid", "{out}");
+    let queried = loop {
+        let (ok, out, _) = run_against(&url, &["query", "stock", "bolt@main"]);
+        if ok && json(&out)["on_hand"] == 100 {
+            break json(&out);
+        }
+        assert!(std::time::Instant::now() < deadline, "the stock view never showed the receipt: {out}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(queried["available"], 100);
+    let (ok, out, _) = run_against(&url, &["inspect", "stock", "bolt@main", "--events"]);
+    let inspected = json(&out);
+    assert!(
+        ok && inspected["version"] == 1 && inspected["events"][0]["type"] == "factory.stock.StockReceived",
+        "{out}"
+    );
+    let (ok, out, _) = run_against(&url, &["projections", "status"]);
+    assert!(ok && out.contains("stock") && out.contains("commands"), "{out}");
+    let (ok, out, _) = run_against(&url, &["status"]);
+    assert!(ok && json(&out)["status"] == "ok", "{out}");
+    let (ok, out, err) = run_against(&url, &["provision", "--dry-run"]);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("EVENTS") && !out.to_lowercase().contains("drift"), "{out}");
+    let (ok, out, err) = run_against(&url, &["logs", "--limit", "5"]);
+    assert!(ok, "{out}{err}");
+    let k8s = std::process::Command::new(env!("CARGO_BIN_EXE_factory"))
+        .args(["k8s", "--check", "--dir"])
+        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../k8s"))
+        .output()
+        .unwrap();
+    assert!(k8s.status.success(), "{}", String::from_utf8_lossy(&k8s.stderr));
+
+    // and Ctrl-C (SIGTERM) stops it cleanly, the nats-server it started with it
+    let term = Command::new("kill").args(["-TERM", &up.0.id().to_string()]).status().unwrap();
+    assert!(term.success());
+    let exited = up.0.wait().unwrap();
+    assert!(exited.success(), "factory up exited with {exited}");
+    let gone = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", nats)).is_ok() {
+        assert!(std::time::Instant::now() < gone, "the managed nats-server outlived factory up");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
