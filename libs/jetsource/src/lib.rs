@@ -22,7 +22,8 @@
 //! talk to JetStream; `repository` is the command pipeline; `topology` and `connect` set up.
 //!
 //! ## Example
-//! ```no_run
+//! Run as a doctest against a nats-server it starts, with the project's topology provisioned:
+//! ```
 //! # use jetsource::{Aggregate, DomainError, DomainEvent, Repository, RepositoryConfig, EventStore,
 //! #     StoreConfig, SnapshotStore, AggregateId, CommandContext};
 //! # use serde::{Deserialize, Serialize};
@@ -54,12 +55,22 @@
 //!     fn apply(&mut self, CounterEvent::Added { n }: &CounterEvent) { self.total += n; }
 //! }
 //!
-//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! let client = jetsource::connect("nats://127.0.0.1:4222", "example").await?;
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let server = jetsource_testkit::NatsServer::start();
+//! # let url = server.url();
+//! # let topology = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../nats/topology.toml"));
+//! # let topology = jetsource::topology::Topology::parse(topology)?;
+//! # let setup = jetsource::connect(&url, "setup").await?;
+//! # jetsource::topology::provision(&async_nats::jetstream::new(setup), &topology, Default::default()).await?;
+//! let client = jetsource::connect(&url, "example").await?;
 //! let store = EventStore::new(client, StoreConfig::default());
 //! let snapshots = SnapshotStore::open(store.jetstream(), "snapshots").await?;
 //! let counters = Repository::<Counter>::new(store, Some(snapshots), RepositoryConfig::default());
 //! let outcome = counters.execute(&AggregateId::new("c1")?, 5, &CommandContext::new()).await?;
+//! assert_eq!(outcome.version, 1);
+//! let again = counters.execute(&AggregateId::new("c1")?, 0, &CommandContext::new()).await;
+//! assert!(again.is_err(), "zero is refused");
 //! println!("version {} at stream seq {}", outcome.version, outcome.stream_seq);
 //! # Ok(()) }
 //! ```

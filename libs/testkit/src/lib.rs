@@ -12,9 +12,10 @@
 //!   nodes above, and of the managed server an application's `up` runs.
 //!
 //! ## Example
-//! ```no_run
+//! ```
 //! let server = jetsource_testkit::NatsServer::start();
 //! println!("connect to {}", server.url());
+//! assert!(std::net::TcpStream::connect(server.url().trim_start_matches("nats://")).is_ok());
 //! // dropped at the end of the test: process killed, store removed
 //! ```
 #![forbid(unsafe_code)]
