@@ -8,7 +8,7 @@
 //! that spans aggregates (lending needs a lendable book and an active member, looked up before
 //! `open` is decided) and the `loans` view.
 //!
-//! ```no_run
+//! ```
 //! let app = library::app();
 //! assert_eq!(app.aggregate_types(), ["book", "member", "loan"]);
 //! ```

@@ -11,13 +11,21 @@
 //! - [`k8s`]: the Kubernetes files derived from `nats/` (`factory k8s`).
 //!
 //! ## Example
-//! ```no_run
-//! # async fn run() -> anyhow::Result<()> {
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> anyhow::Result<()> {
+//! # let server = jetsource_testkit::NatsServer::start();
+//! # let nats_url = server.url();
 //! use factory::app::{App, AppConfig, all_services};
 //! let shutdown = jetsource_runtime::Shutdown::new();
-//! let config = AppConfig::new("nats://127.0.0.1:4222", all_services());
-//! let app = App::build(config).await?;
-//! app.run_until_stopped(shutdown).await;
+//! let services = all_services().into_iter().filter(|s| *s != "gateway").collect();
+//! let app = App::build(AppConfig::new(nats_url.clone(), services)).await?;
+//! let running = tokio::spawn(app.run_until_stopped(shutdown.clone()));
+//! let client = async_nats::connect(nats_url).await?;
+//! let reply = client.request("cmd.stock.bolt@main.receive", r#"{"qty": 1}"#.into()).await?;
+//! assert!(reply.headers.is_none(), "the command succeeded");
+//! shutdown.trigger();
+//! running.await?;
 //! # Ok(()) }
 //! ```
 #![forbid(unsafe_code)]

@@ -23,12 +23,13 @@
 //! aborts the process after `n` stock answers.
 //!
 //! ## Example
-//! ```no_run
+//! ```
 //! let app = jetsource_runtime::App::new("factory").process_manager(
 //!     factory_saga::ProductionSaga::new(&factory_saga::SagaConfig::default()),
 //!     "Production saga",
 //!     factory_saga::SagaConfig::default().process(),
 //! );
+//! assert_eq!(app.service_names(), ["saga"]);
 //! ```
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
