@@ -13,16 +13,24 @@
 //! - `routes`: one module per resource, built from the application's registry.
 //!
 //! ## Example
-//! ```no_run
-//! # async fn run(client: async_nats::Client) -> Result<(), Box<dyn std::error::Error>> {
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let nats = jetsource_testkit::NatsServer::start();
+//! # let client = async_nats::connect(nats.url()).await?;
 //! use std::sync::Arc;
 //! let metrics = Arc::new(jetsource_telemetry::Metrics::new("example"));
 //! let readiness = jetsource_runtime::health::Readiness::new(client.clone());
 //! let app = std::sync::Arc::new(jetsource_runtime::App::new("example"));
 //! let gateway = jetsource_http::Gateway::new(app, client, Default::default(), metrics, readiness)?;
 //! let shutdown = jetsource_runtime::Shutdown::new();
-//! let (addr, server) = gateway.serve(shutdown).await?;
+//! let (addr, server) = gateway.serve(shutdown.clone()).await?;
 //! println!("listening on http://{addr}");
+//! let serving = tokio::spawn(server);
+//! let live = tokio::task::spawn_blocking(move || jetsource_testkit::server::http_status(addr.port(), "/healthz")).await?;
+//! assert_eq!(live, Some(200));
+//! shutdown.trigger();
+//! # let _ = serving.await;
 //! # Ok(()) }
 //! ```
 #![forbid(unsafe_code)]

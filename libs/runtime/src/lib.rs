@@ -23,8 +23,11 @@
 //! - [`shutdown`]: one signal for Ctrl-C, SIGTERM and tests.
 //!
 //! ## Example
-//! ```no_run
-//! # async fn run(client: async_nats::Client) -> std::io::Result<()> {
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let server = jetsource_testkit::NatsServer::start();
+//! # let client = async_nats::connect(server.url()).await?;
 //! use std::sync::Arc;
 //! let shutdown = jetsource_runtime::Shutdown::new();
 //! shutdown.on_signals();
@@ -33,6 +36,11 @@
 //! let addr = ([127, 0, 0, 1], 0).into();
 //! let (addr, server) = jetsource_runtime::health::serve_operational(addr, readiness, metrics, shutdown.clone()).await?;
 //! println!("health on http://{addr}");
+//! let serving = tokio::spawn(server);
+//! let live = tokio::task::spawn_blocking(move || jetsource_testkit::server::http_status(addr.port(), "/healthz")).await?;
+//! assert_eq!(live, Some(200));
+//! shutdown.trigger();
+//! # let _ = serving.await;
 //! # Ok(()) }
 //! ```
 #![forbid(unsafe_code)]

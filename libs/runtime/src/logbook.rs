@@ -12,10 +12,18 @@
 //! most the last [`SCAN_LIMIT`] records of the selected subjects.
 //!
 //! ## Example
-//! ```no_run
-//! # async fn run(client: async_nats::Client) -> Result<(), Box<dyn std::error::Error>> {
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let server = jetsource_testkit::NatsServer::start();
+//! # let client = jetsource::connect(&server.url(), "example").await?;
+//! # let js = async_nats::jetstream::new(client.clone());
+//! # js.create_stream(async_nats::jetstream::stream::Config { name: "LOGS".into(), subjects: vec!["logs.>".into()], ..Default::default() }).await?;
 //! let logbook = jetsource_runtime::logbook::Logbook::start(client).await?;
-//! logbook.run_until_stopped(jetsource_runtime::Shutdown::new()).await;
+//! let shutdown = jetsource_runtime::Shutdown::new();
+//! let running = tokio::spawn(logbook.run_until_stopped(shutdown.clone()));
+//! shutdown.trigger();
+//! running.await?;
 //! # Ok(()) }
 //! ```
 

@@ -16,12 +16,21 @@
 //! once. The HTTP edge streams these as Server-Sent Events.
 //!
 //! ## Example
-//! ```no_run
-//! # async fn run(client: async_nats::Client) -> Result<(), Box<dyn std::error::Error>> {
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let server = jetsource_testkit::NatsServer::start();
+//! # let client = jetsource::connect(&server.url(), "example").await?;
+//! # let topology = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../nats/topology.toml"));
+//! # let topology = jetsource::topology::Topology::parse(topology)?;
+//! # jetsource::topology::provision(&async_nats::jetstream::new(client.clone()), &topology, Default::default()).await?;
 //! use std::sync::Arc;
 //! let metrics = Arc::new(jetsource_telemetry::Metrics::new("example"));
 //! let notifier = factory_notifier::Notifier::start(client, metrics).await?;
-//! notifier.run_until_stopped(jetsource_runtime::Shutdown::new()).await;
+//! let shutdown = jetsource_runtime::Shutdown::new();
+//! let running = tokio::spawn(notifier.run_until_stopped(shutdown.clone()));
+//! shutdown.trigger();
+//! running.await?;
 //! # Ok(()) }
 //! ```
 #![forbid(unsafe_code)]
