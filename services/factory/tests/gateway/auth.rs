@@ -294,12 +294,33 @@ async fn the_binary_reads_api_keys_and_an_es256_key_with_issuer_and_audience_fro
     ];
     let _ = factory.kill();
     let _ = factory.wait();
+    // the same through variables: keys inline, an HS256 secret
+    let mut inline = up(&dir.path().join("none"));
+    inline
+        .env_remove("FACTORY_API_KEYS_FILE")
+        .env_remove("FACTORY_JWT_PUBLIC_KEY_FILE")
+        .env("FACTORY_API_KEYS", "ci:admin:admin-key-0123456789")
+        .env("FACTORY_JWT_HS256_SECRET", SECRET);
+    let mut factory = inline.spawn().unwrap();
+    while jetsource_testkit::server::http_status(port, "/readyz") != Some(200) {
+        assert!(std::time::Instant::now() < deadline, "factory up did not become ready again");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let hs = format!("Bearer {}", hs256(claims("https://idp.example", "factory")));
+    let inline_answers = [
+        status_of(port, "POST", command, &[("X-Api-Key", "admin-key-0123456789")], r#"{"qty": 1}"#),
+        status_of(port, "POST", command, &[("Authorization", &hs)], r#"{"qty": 1}"#),
+        status_of(port, "POST", command, &[("X-Api-Key", "viewer-key-0123456789")], r#"{"qty": 1}"#),
+    ];
+    let _ = factory.kill();
+    let _ = factory.wait();
     std::fs::write(&keys, "watcher:viewer:short\n").unwrap();
     let refused = up(&keys).output().unwrap();
 
     // Assert: the keys from the file with their roles, the ES256 key with its issuer and
     // audience; a malformed key file stops the start naming what is wrong
     assert_eq!(answers, [200, 403, 200, 200, 401, 401, 401]);
+    assert_eq!(inline_answers, [200, 200, 401], "FACTORY_API_KEYS and FACTORY_JWT_HS256_SECRET");
     assert!(!refused.status.success());
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(stderr.contains("API key entry must be name:role:key"), "{stderr}");
