@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 NATS_SERVER := .tools/bin/nats-server
 
-.PHONY: up test bench lint server check-assets conformance
+.PHONY: up test bench lint server check-assets conformance browser
 
 ## up: install the pinned nats-server if missing, build, and run every service (factory up)
 up: $(NATS_SERVER)
@@ -19,10 +19,16 @@ test: $(NATS_SERVER)
 	cargo test --workspace --doc
 	$(MAKE) check-assets
 	$(MAKE) conformance
+	$(MAKE) browser
 
 ## conformance: schemathesis, driven by the served /openapi.json, against a running factory up
 conformance: $(NATS_SERVER)
 	services/factory/conformance/run.sh
+
+## browser: the web console in Debian's headless Chromium against a running factory up
+## (SHOTS=docs/img refreshes the README's screenshots)
+browser: $(NATS_SERVER)
+	services/factory/browser/run.sh
 
 ## check-assets: Kubernetes manifests (kustomize + kubernetes-validate --strict, CRDs included; the NATS config by nats-server -t),
 ## Prometheus config, rules and rule tests (promtool), Grafana dashboards (@grafana/schema + tsc)

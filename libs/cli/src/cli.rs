@@ -606,6 +606,7 @@ async fn up(ctx: &Ctx, args: UpArgs, log: Option<String>) -> anyhow::Result<()> 
     config.http = Some(args.http);
     config.gateway.auth = jetsource_http::AuthConfig::from_env(ctx.env_prefix).map_err(anyhow::Error::msg)?;
     config.gateway.cors_origins = jetsource_http::GatewayConfig::cors_from_env(ctx.env_prefix);
+    config.gateway.console_trace_url = jetsource_http::GatewayConfig::console_trace_url_from_env(ctx.env_prefix);
     let result = match Process::build(Arc::clone(&ctx.app), config).await {
         Ok(app) => {
             telemetry.ship_logs(app.client().clone(), Some(Arc::clone(app.metrics())));
@@ -630,7 +631,7 @@ async fn up(ctx: &Ctx, args: UpArgs, log: Option<String>) -> anyhow::Result<()> 
                 );
                 if let Some(http) = http {
                     println!(
-                        "  HTTP      http://{http}  (API /v1/..., /status, /openapi.json, /healthz /readyz /metrics)"
+                        "  HTTP      http://{http}  (console /console, API /v1/..., /status, /openapi.json, /healthz /readyz /metrics)"
                     );
                 }
                 println!("Ctrl-C stops everything.");
@@ -655,6 +656,7 @@ async fn run_services(ctx: &Ctx, args: RunArgs, log: Option<String>) -> anyhow::
     config.http = Some(args.http);
     config.gateway.auth = jetsource_http::AuthConfig::from_env(ctx.env_prefix).map_err(anyhow::Error::msg)?;
     config.gateway.cors_origins = jetsource_http::GatewayConfig::cors_from_env(ctx.env_prefix);
+    config.gateway.console_trace_url = jetsource_http::GatewayConfig::console_trace_url_from_env(ctx.env_prefix);
     config.provision = !args.no_provision;
     config.replicas = args.replicas;
     let result = match Process::build(Arc::clone(&ctx.app), config).await {

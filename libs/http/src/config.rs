@@ -132,9 +132,17 @@ pub struct GatewayConfig {
     /// Origins a browser may call the API from (`https://console.example.com`; `*` for any);
     /// none: no CORS headers, and browsers allow only the gateway's own origin.
     pub cors_origins: Vec<String>,
+    /// The trace UI a console links trace ids to, with `{trace_id}` in it
+    /// (`http://tempo:3200/trace/{trace_id}`); none: trace ids are shown, not linked.
+    pub console_trace_url: Option<String>,
 }
 
 impl GatewayConfig {
+    /// `<PREFIX>_CONSOLE_TRACE_URL`: the trace UI's URL template, with `{trace_id}`.
+    pub fn console_trace_url_from_env(prefix: &str) -> Option<String> {
+        std::env::var(format!("{prefix}_CONSOLE_TRACE_URL")).ok().filter(|u| u.contains("{trace_id}"))
+    }
+
     /// `<PREFIX>_CORS_ORIGINS`: comma-separated origins, or `*`.
     pub fn cors_from_env(prefix: &str) -> Vec<String> {
         std::env::var(format!("{prefix}_CORS_ORIGINS"))
@@ -157,6 +165,7 @@ impl Default for GatewayConfig {
             consistency_wait: Duration::from_secs(5),
             auth: AuthConfig::default(),
             cors_origins: Vec::new(),
+            console_trace_url: None,
         }
     }
 }

@@ -2,6 +2,7 @@
 
 mod aggregates;
 mod commands;
+mod console;
 mod logs;
 mod ops;
 mod views;
@@ -37,6 +38,8 @@ pub(crate) fn all(
         .or(ops::routes(&gw))
         .unify()
         .or(logs::routes(&gw))
+        .unify()
+        .or(console::routes(&gw))
         .unify()
         .or(method_not_allowed(methods))
         .unify()
