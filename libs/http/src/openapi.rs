@@ -91,6 +91,7 @@ pub fn document(app: &App, authenticated: bool) -> Value {
     set_enum(&mut doc, "/v1/views/{view}/{key}", "get", "view", &views);
     set_enum(&mut doc, "/v1/views/{view}", "get", "view", &listed);
     set_enum(&mut doc, "/v1/projections/{view}/{action}", "post", "view", &listed);
+    set_enum(&mut doc, "/v1/projections/{view}/parked", "get", "view", &listed);
     for aggregate in app.aggregates() {
         let kind = aggregate.aggregate_type();
         for (template, concrete) in [

@@ -108,6 +108,8 @@ try {
   await page.goto(`${base}/console#/views`);
   const retry = page.getByRole("button", { name: "Retry parked events of stock" });
   await until("the parked event to show", async () => await retry.isEnabled());
+  await page.locator(".parked-reason").first().waitFor();
+  assert.match(await page.locator(".parked-reason").first().textContent(), /invalid type: string "lots"/, "the reason names what could not be read");
   await shot("parked");
   await retry.click();
   await page.getByText(/retry of stock:/).waitFor();

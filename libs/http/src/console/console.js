@@ -298,7 +298,8 @@ async function commands(id) {
 async function views(name, prefix) {
   const root = h("section", { "aria-labelledby": "views-title" }, h("h2", { id: "views-title" }, "Views"));
   const list = h("div");
-  root.append(list);
+  const parked = h("div");
+  root.append(list, parked);
   main.replaceChildren(root);
   const message = h("p", { role: "status" });
   every(2000, async () => {
@@ -310,6 +311,14 @@ async function views(name, prefix) {
         h("span", {},
           h("button", { type: "button", class: "secondary", "aria-label": `Rebuild ${v.view}`, onclick: () => operate(v.view, "rebuild", message) }, "Rebuild"), " ",
           h("button", { type: "button", class: "secondary", "aria-label": `Retry parked events of ${v.view}`, disabled: !v.parked, onclick: () => operate(v.view, "retry", message) }, "Retry parked"))])), message);
+      const rows = [];
+      for (const v of views.filter((v) => v.parked)) {
+        for (const record of (await api(`/v1/projections/${v.view}/parked`)).parked) {
+          rows.push([v.view, h("span", { class: "mono" }, record.subject), record.seqs.join(", "), h("span", { class: "parked-reason" }, record.reason),
+            h("a", { href: `#/commands/${encodeURIComponent(record.command_id)}`, class: "mono" }, record.command_id), h("span", { class: "mono" }, record.at)]);
+        }
+      }
+      parked.replaceChildren(...(rows.length ? [h("h3", {}, "Parked events"), table(["view", "aggregate", "stream seqs", "reason", "command", "parked at"], rows)] : []));
     } catch (error) {
       list.replaceChildren(failure(error));
     }

@@ -15,7 +15,8 @@ const SCRIPT: &str = include_str!("../console/console.js");
 const STYLE: &str = include_str!("../console/console.css");
 
 /// Scripts, styles, images and connections from this origin only.
-const POLICY: &str = "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'";
+const POLICY: &str =
+    "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'";
 
 fn file(body: &'static str, content_type: &'static str) -> warp::reply::Response {
     warp::http::Response::builder()

@@ -67,6 +67,20 @@ pub(super) fn routes(
             })
             .await
         });
+    let parked = warp::path!("v1" / "projections" / String / "parked")
+        .and(warp::get())
+        .and(with(gw))
+        .and(warp::header::headers_cloned())
+        .then(|view: String, gw: Arc<Gateway>, headers: HeaderMap| async move {
+            handle(gw, "/v1/projections/{view}/parked", Role::Viewer, headers, |ctx| async move {
+                let view = segment(&view)?;
+                if view.contains(['.', '*', '>']) || view.is_empty() {
+                    return Err(Problem::new(404, "not_found", format!("no view {view:?}")));
+                }
+                admin(ctx, jetsource_runtime::wire::subject::projector("parked", &view), Bytes::new()).await
+            })
+            .await
+        });
     let forget = warp::path!("v1" / "data-subjects" / String / "forget")
         .and(warp::post())
         .and(with(gw))
@@ -82,7 +96,19 @@ pub(super) fn routes(
             })
             .await
         });
-    health.or(openapi).unify().or(status).unify().or(projections).unify().or(operate).unify().or(forget).unify()
+    health
+        .or(openapi)
+        .unify()
+        .or(status)
+        .unify()
+        .or(projections)
+        .unify()
+        .or(parked)
+        .unify()
+        .or(operate)
+        .unify()
+        .or(forget)
+        .unify()
 }
 
 async fn admin(ctx: Ctx, subject: String, body: Bytes) -> Result<warp::reply::Response, Problem> {

@@ -118,6 +118,7 @@ pub struct ViewHandle {
     index_current: Arc<std::sync::atomic::AtomicBool>,
     applied: watch::Receiver<u64>,
     parked: Arc<AtomicU64>,
+    parked_kv: kv::Store,
     lag: Arc<AtomicU64>,
     admin: mpsc::Sender<Admin>,
 }
@@ -152,6 +153,17 @@ impl ViewHandle {
     /// Events parked.
     pub fn parked(&self) -> u64 {
         self.parked.load(Ordering::Relaxed)
+    }
+
+    /// The parked records of this version, one per aggregate, oldest first.
+    ///
+    /// # Errors
+    /// When the `parked` bucket cannot be read.
+    pub async fn parked_records(&self) -> Result<Vec<ParkedRecord>, ProjectionError> {
+        let records = parked::load(&self.parked_kv, self.name, self.version).await.map_err(|e| self.unavailable(e))?;
+        let mut records: Vec<ParkedRecord> = records.into_values().collect();
+        records.sort_by_key(|r| r.seqs.first().copied().unwrap_or(0));
+        Ok(records)
     }
 
     /// The document of `key`, with its `seq`.
@@ -420,6 +432,7 @@ impl<P: Projection> ViewWorker<P> {
             index_current: Arc::new(std::sync::atomic::AtomicBool::new(true)),
             applied,
             parked: Arc::new(AtomicU64::new(parked_count)),
+            parked_kv: parked_kv.clone(),
             // A version that has the archive to read is behind by as much until it has read
             // it: nothing may take it as caught up (a rebuild's switch, /status) meanwhile.
             lag: Arc::new(AtomicU64::new(backfill.map_or(0, |end| end.event_seq.max(1)))),

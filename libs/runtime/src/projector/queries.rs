@@ -187,6 +187,13 @@ async fn admin(projector: &Projector, message: &Message) -> Result<Value, ErrorB
             let version = projector.rebuild(&view).await.map_err(unavailable)?;
             Ok(json!({ "view": view, "version": version, "state": "building" }))
         }
+        "parked" => {
+            let view = known(view)?;
+            let handle =
+                projector.view(&view).ok_or_else(|| ErrorBody::new(ErrorCode::Unavailable, "view not running"))?;
+            let records = handle.parked_records().await.map_err(unavailable)?;
+            Ok(json!({ "view": view, "version": handle.version(), "parked": records }))
+        }
         "retry" => {
             let view = known(view)?;
             let request: RetryRequest =
@@ -198,7 +205,7 @@ async fn admin(projector: &Projector, message: &Message) -> Result<Value, ErrorB
         }
         other => Err(ErrorBody::new(
             ErrorCode::NotFound,
-            format!("unknown operation {other:?}; operations: status, rebuild.<view>, retry.<view>"),
+            format!("unknown operation {other:?}; operations: status, rebuild.<view>, retry.<view>, parked.<view>"),
         )),
     }
 }

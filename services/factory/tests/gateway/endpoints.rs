@@ -313,3 +313,39 @@ async fn a_transfer_over_http_moves_stock_between_warehouses_in_one_command() {
     let stock_view = stack.call("GET", "/v1/views/stock/bolt@east", &consistent, b"").await;
     assert_eq!(stock_view.json()["on_hand"], 30, "{:?}", String::from_utf8_lossy(&stock_view.body));
 }
+
+#[tokio::test]
+async fn a_views_parked_events_are_listed_with_their_reason() {
+    // Arrange: a stock event another client wrote badly
+    let stack = seeded().await;
+    let js = async_nats::jetstream::new(stack.client.clone());
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("ce-type", "factory.stock.StockReceived");
+    headers.insert("ce-schemaversion", "2");
+    headers.insert("ce-commandid", "foreign-7");
+    js.publish_with_headers("evt.stock.odd@main", headers, r#"{"qty": "lots"}"#.into()).await.unwrap().await.unwrap();
+
+    // Act: once the view has parked it
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let listed = loop {
+        let resp = stack.get("/v1/projections/stock/parked").await;
+        assert_eq!(resp.status, 200, "{}", String::from_utf8_lossy(&resp.body));
+        let body = resp.json();
+        if body["parked"].as_array().is_some_and(|p| !p.is_empty()) {
+            break body;
+        }
+        assert!(std::time::Instant::now() < deadline, "nothing was parked: {body}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let unknown = stack.get("/v1/projections/nope/parked").await;
+
+    // Assert
+    let record = &listed["parked"][0];
+    assert_eq!(
+        (record["subject"].as_str(), record["command_id"].as_str()),
+        (Some("evt.stock.odd@main"), Some("foreign-7"))
+    );
+    assert!(record["reason"].as_str().unwrap().contains("invalid type"), "{record}");
+    assert_eq!(listed["view"], "stock");
+    assert_eq!((unknown.status, unknown.code()), (404, "not_found".to_owned()));
+}
