@@ -85,6 +85,8 @@ pub fn document(app: &App, authenticated: bool) -> Value {
     let views: Vec<Value> = app.views().iter().filter(|v| generic(v.key_pattern())).map(|v| v.name().into()).collect();
     let listed: Vec<Value> = app.view_names().into_iter().map(Value::from).collect();
     set_enum(&mut doc, COMMAND_ROUTE, "post", "type", &types);
+    let every_type: Vec<Value> = app.aggregates().iter().map(|a| a.aggregate_type().into()).collect();
+    set_enum(&mut doc, "/v1/aggregates/{type}", "get", "type", &every_type);
     for path in ["/v1/aggregates/{type}/{id}", "/v1/aggregates/{type}/{id}/events"] {
         set_enum(&mut doc, path, "get", "type", &types);
     }

@@ -76,6 +76,8 @@ try {
   await page.locator("#version").fill("1");
   await page.getByText("State at version 1").waitFor();
   await page.getByRole("cell", { name: "status", exact: true }).waitFor();
+  await until("the ids of the type to be suggested", async () =>
+    (await page.locator("#agg-ids option").evaluateAll((options) => options.map((o) => o.value))).includes("o-fail"));
   await shot("aggregate");
 
   // 4. A rebuild started from the console completes, and the view matches the store.

@@ -182,6 +182,7 @@ async function aggregates(type, id) {
   main.replaceChildren(root);
   suggestIds(typeSelect.value, ids);
   typeSelect.addEventListener("change", () => suggestIds(typeSelect.value, ids));
+  idInput.addEventListener("input", () => suggestIds(typeSelect.value, ids, idInput.value.trim()));
   if (!type || !id) return;
   try {
     const [now, history] = await Promise.all([
@@ -231,15 +232,11 @@ async function aggregates(type, id) {
   }
 }
 
-async function suggestIds(type, list) {
-  // A view keyed by this type's ids, if one lists them (`<type>s` or `<type>`).
-  for (const view of [`${type}s`, type]) {
-    try {
-      const page = await api(`/v1/views/${view}?limit=100`);
-      list.replaceChildren(...(page.items || []).map((item) => h("option", { value: item.id || item.product_id || item.order_id || (item.sku && item.warehouse ? `${item.sku}@${item.warehouse}` : "") })));
-      return;
-    } catch { /* no such view */ }
-  }
+async function suggestIds(type, list, prefix = "") {
+  try {
+    const page = await api(`/v1/aggregates/${type}?limit=200${prefix ? `&prefix=${encodeURIComponent(prefix)}` : ""}`);
+    list.replaceChildren(...page.ids.map((id) => h("option", { value: id })));
+  } catch { /* suggestions are optional */ }
 }
 
 function renderDiff(before, after) {

@@ -1,6 +1,7 @@
 //! `GET /v1/aggregates/{type}/{id}` (now, `?version=N` or `?at=RFC3339`: from the event
 //! store, not the views) and `GET /v1/aggregates/{type}/{id}/events?from=&limit=` (history as
-//! CloudEvents structured JSON, paged by stream sequence).
+//! CloudEvents structured JSON, paged by stream sequence), and `GET /v1/aggregates/{type}?prefix=&limit=`
+//! (the ids of a type that have events, from the stream's subjects).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -38,7 +39,48 @@ pub(super) fn routes(
         .then(|kind: String, id: String, gw: Arc<Gateway>, headers: HeaderMap, query: HashMap<String, String>| async move {
             handle(gw, "/v1/aggregates/{type}/{id}/events", Role::Viewer, headers, |ctx| history(ctx, kind, id, query)).await
         });
-    state.or(events).unify()
+    let ids = warp::path!("v1" / "aggregates" / String)
+        .and(warp::get())
+        .and(with(gw))
+        .and(warp::header::headers_cloned())
+        .and(warp::query::<HashMap<String, String>>())
+        .then(|kind: String, gw: Arc<Gateway>, headers: HeaderMap, query: HashMap<String, String>| async move {
+            handle(gw, "/v1/aggregates/{type}", Role::Viewer, headers, |ctx| list(ctx, kind, query)).await
+        });
+    state.or(events).unify().or(ids).unify()
+}
+
+/// The ids of type `kind` with events in the hot stream (every aggregate keeps its last event
+/// there), sorted, those starting with `prefix`, at most `limit`.
+async fn list(ctx: Ctx, kind: String, query: HashMap<String, String>) -> Result<warp::reply::Response, Problem> {
+    use futures::TryStreamExt as _;
+    only(&query, &["prefix", "limit"])?;
+    let kind = segment(&kind)?;
+    let aggregate = ctx.gw.app.aggregate_or_error(&kind).map_err(|e| Problem::new(404, "not_found", e.to_string()))?;
+    let limit = number(&query, "limit")?.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(Problem::new(400, "invalid", format!("limit {limit} is not within 1..=1000")));
+    }
+    let prefix = query.get("prefix").cloned().unwrap_or_default();
+    let config = ctx.gw.store.config();
+    let stream_prefix = format!("{}.{}.", config.subject_prefix, aggregate.aggregate_type());
+    let unavailable =
+        |e: &dyn std::fmt::Display| Problem::new(503, "unavailable", e.to_string()).with("unavailable", "nats");
+    let stream = ctx.gw.store.jetstream().get_stream(&config.stream).await.map_err(|e| unavailable(&e))?;
+    let subjects = stream.info_with_subjects(format!("{stream_prefix}*")).await.map_err(|e| unavailable(&e))?;
+    let mut ids: Vec<String> = subjects
+        .map_ok(|(subject, _)| subject)
+        .try_filter_map(|subject| {
+            let id = subject.strip_prefix(&stream_prefix).map(str::to_owned).filter(|id| id.starts_with(&prefix));
+            async move { Ok(id) }
+        })
+        .try_collect()
+        .await
+        .map_err(|e| unavailable(&e))?;
+    ids.sort();
+    let truncated = ids.len() as u64 > limit;
+    ids.truncate(limit as usize);
+    Ok(json(200, &json!({ "aggregate_type": aggregate.aggregate_type(), "ids": ids, "truncated": truncated })))
 }
 
 type Entry = std::sync::Arc<dyn jetsource_runtime::registry::AggregateEntry>;

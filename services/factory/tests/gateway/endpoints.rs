@@ -349,3 +349,23 @@ async fn a_views_parked_events_are_listed_with_their_reason() {
     assert_eq!(listed["view"], "stock");
     assert_eq!((unknown.status, unknown.code()), (404, "not_found".to_owned()));
 }
+
+#[tokio::test]
+async fn the_ids_of_an_aggregate_type_are_listed_by_prefix() {
+    let stack = seeded().await;
+    for id in ["nut@main", "nut@east", "washer@main"] {
+        stack.command(&format!("/v1/commands/stock/{id}/receive"), r#"{"qty": 1}"#).await;
+    }
+
+    let all = stack.get("/v1/aggregates/stock").await.json();
+    let nuts = stack.get("/v1/aggregates/stock?prefix=nut&limit=1").await.json();
+    let bad = stack.get("/v1/aggregates/stock?limit=0").await;
+    let unknown = stack.get("/v1/aggregates/nope").await;
+
+    assert_eq!(all["ids"], serde_json::json!(["bolt@main", "nut@east", "nut@main", "washer@main"]), "{all}");
+    assert_eq!(
+        (nuts["ids"].clone(), nuts["truncated"].clone()),
+        (serde_json::json!(["nut@east"]), serde_json::json!(true))
+    );
+    assert_eq!((bad.status, unknown.status), (400, 404));
+}

@@ -165,6 +165,8 @@ async fn real_responses_of_every_route_match_the_openapi_document() {
         ("GET", "/v1/aggregates/stock/bolt@main/events?limit=9999".into(), vec![], vec![]),
         ("GET", "/v1/projections".into(), vec![], vec![]),
         ("GET", "/v1/projections/stock/parked".into(), vec![], vec![]),
+        ("GET", "/v1/aggregates/stock?prefix=b".into(), vec![], vec![]),
+        ("GET", "/v1/aggregates/nope".into(), vec![], vec![]),
         ("GET", "/v1/projections/nope/parked".into(), vec![], vec![]),
         ("POST", "/v1/projections/stock/retry".into(), json.to_vec(), b"{}".to_vec()),
         ("POST", "/v1/projections/stock/explode".into(), json.to_vec(), b"{}".to_vec()),
