@@ -68,6 +68,18 @@ try {
   await until("a failure on the chart", async () => Number(await page.locator(".card .big").nth(4).textContent()) >= 0);
   await shot("overview");
 
+  // 2b. The live tail shows a command's event as it is stored.
+  step = "tail";
+  await page.goto(`${base}/console#/commands`);
+  await page.getByText("Waiting for events").waitFor();
+  // (the tail starts once its consumer exists, which the page cannot see: receipts keep coming until it shows one)
+  await until("the tail to show a receipt", async () => {
+    await api("/v1/commands/stock/tail@main/receive", { qty: 3 });
+    return (await page.locator(".tail-type", { hasText: "factory.stock.StockReceived" }).count()) > 0;
+  });
+  await page.getByRole("link", { name: "stock tail@main" }).waitFor();
+  await shot("tail");
+
   // 3. An aggregate's history, its state at a version, and a difference.
   step = "aggregate";
   await page.goto(`${base}/console#/aggregates/order/o-fail`);

@@ -260,6 +260,22 @@ async function commands(id) {
     h("label", { for: "command-id" }, "Command id", input), h("button", { type: "submit" }, "Look up")));
   const tail = h("ol", { class: "timeline", "aria-label": "Live tail" });
   main.replaceChildren(root);
+  if (!id) {
+    const live = h("div", { id: "tail" });
+    root.append(h("h3", {}, "Live tail: every event as it is stored"), live);
+    const rows = [];
+    const source = new EventSource(`/v1/tail${state.token ? `?access_token=${encodeURIComponent(state.token)}` : ""}`);
+    source.addEventListener("event", (m) => {
+      const e = JSON.parse(m.data);
+      const [, kind, aggregateId] = (e.subject || "").split(".");
+      rows.unshift([e.seq, h("span", { class: "tail-type" }, e.type), h("a", { href: `#/aggregates/${kind}/${encodeURIComponent(aggregateId || "")}`, class: "mono" }, `${kind} ${aggregateId || ""}`),
+        e.aggregateversion ?? "", e.commandid ? h("a", { href: `#/commands/${encodeURIComponent(e.commandid)}`, class: "mono" }, e.commandid) : "", h("span", { class: "mono" }, e.time || "")]);
+      rows.length = Math.min(rows.length, 100);
+      live.replaceChildren(table(["seq", "type", "aggregate", "version", "command", "time"], rows));
+    });
+    state.timers.push({ close: () => source.close() });
+    live.append(h("p", { class: "muted" }, "Waiting for events…"));
+  }
   if (id) {
     try {
       const doc = await api(`/v1/commands/${encodeURIComponent(id)}`);

@@ -51,7 +51,7 @@ async fn notifications(
 }
 
 /// The `access_token` of a query string (a JWT: its characters need no decoding).
-fn access_token(query: &str) -> Option<&str> {
+pub(super) fn access_token(query: &str) -> Option<&str> {
     query.split('&').find_map(|pair| pair.strip_prefix("access_token=")).filter(|t| !t.is_empty())
 }
 

@@ -5,6 +5,7 @@ mod commands;
 mod console;
 mod logs;
 mod ops;
+mod tail;
 mod views;
 
 use std::collections::BTreeSet;
@@ -40,6 +41,8 @@ pub(crate) fn all(
         .or(logs::routes(&gw))
         .unify()
         .or(console::routes(&gw))
+        .unify()
+        .or(tail::routes(&gw))
         .unify()
         .or(method_not_allowed(methods))
         .unify()

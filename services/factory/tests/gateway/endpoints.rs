@@ -369,3 +369,71 @@ async fn the_ids_of_an_aggregate_type_are_listed_by_prefix() {
     );
     assert_eq!((bad.status, unknown.status), (400, 404));
 }
+
+/// The first `count` SSE events of `path` (with `headers`), read from a raw connection.
+fn sse_events(addr: std::net::SocketAddr, path: &str, headers: &[(&str, &str)], count: usize) -> Vec<(String, String)> {
+    use std::io::{BufRead, BufReader, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(15))).unwrap();
+    let mut request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    stream.write_all(format!("{request}\r\n").as_bytes()).unwrap();
+    let mut events = Vec::new();
+    let (mut id, mut data) = (String::new(), String::new());
+    for line in BufReader::new(stream).lines() {
+        let line = line.expect("the stream goes on until the events came");
+        if let Some(value) = line.strip_prefix("id:") {
+            id = value.trim().to_owned();
+        } else if let Some(value) = line.strip_prefix("data:") {
+            data = value.trim().to_owned();
+        } else if line.is_empty() && !data.is_empty() {
+            events.push((std::mem::take(&mut id), std::mem::take(&mut data)));
+            if events.len() == count {
+                break;
+            }
+        }
+    }
+    events
+}
+
+#[tokio::test]
+async fn the_tail_streams_every_event_and_resumes_after_last_event_id() {
+    // Arrange: two events stored (the seed), then the tail from the start
+    let stack = seeded().await;
+    let addr = stack.http;
+
+    // Act
+    let from_start = tokio::task::spawn_blocking(move || sse_events(addr, "/v1/tail", &[("Last-Event-ID", "0")], 2));
+    let from_start = from_start.await.unwrap();
+    let first_id = from_start[0].0.clone();
+    let after_first =
+        tokio::task::spawn_blocking(move || sse_events(addr, "/v1/tail", &[("Last-Event-ID", first_id.as_str())], 1));
+    let after_first = after_first.await.unwrap();
+    // a tail from now on: commands keep coming until it has shown one (it starts when its
+    // consumer exists, which the client cannot see)
+    let mut live = tokio::task::spawn_blocking(move || sse_events(addr, "/v1/tail", &[], 1));
+    let live = loop {
+        stack.command("/v1/commands/stock/live@main/receive", r#"{"qty": 1}"#).await;
+        if let Ok(events) = tokio::time::timeout(std::time::Duration::from_millis(100), &mut live).await {
+            break events.unwrap();
+        }
+    };
+    let bad = stack.call("GET", "/v1/tail", &[("last-event-id", "x")], b"").await;
+
+    // Assert: ids are stream sequences, data names the event and its command
+    // (the product's tag copies sit before its event in the stream, under tag.>, not evt.>)
+    let ids: Vec<u64> = from_start.iter().map(|(id, _)| id.parse().unwrap()).collect();
+    assert!(ids[0] < ids[1], "{ids:?}");
+    let first: serde_json::Value = serde_json::from_str(&from_start[0].1).unwrap();
+    assert_eq!(
+        (first["subject"].as_str(), first["type"].as_str()),
+        (Some("evt.product.widget"), Some("factory.product.ProductDefined"))
+    );
+    assert!(first["commandid"].as_str().is_some_and(|c| !c.is_empty()), "{first}");
+    assert_eq!(after_first[0].0, ids[1].to_string(), "resumed after the first");
+    let seen: serde_json::Value = serde_json::from_str(&live[0].1).unwrap();
+    assert_eq!(seen["subject"], "evt.stock.live@main");
+    assert_eq!((bad.status, bad.code()), (400, "invalid".to_owned()));
+}
