@@ -71,7 +71,7 @@ try {
   // 2b. The live tail shows a command's event as it is stored.
   step = "tail";
   await page.goto(`${base}/console#/commands`);
-  await page.getByText("Waiting for events").waitFor();
+  await page.getByText("Live tail: every event as it is stored").waitFor();
   // (the tail starts once its consumer exists, which the page cannot see: receipts keep coming until it shows one)
   await until("the tail to show a receipt", async () => {
     await api("/v1/commands/stock/tail@main/receive", { qty: 3 });
