@@ -88,6 +88,10 @@ try {
   await page.locator("#version").fill("1");
   await page.getByText("State at version 1").waitFor();
   await page.getByRole("cell", { name: "status", exact: true }).waitFor();
+  const now = new Date(Date.now() + 1000 - new Date().getTimezoneOffset() * 60000).toISOString().slice(0, 19);
+  await page.locator("#at-time").fill(now);
+  await page.getByRole("button", { name: "Show" }).nth(1).click();
+  await page.getByText(/State at .*: version 3/).waitFor();
   await until("the ids of the type to be suggested", async () =>
     (await page.locator("#agg-ids option").evaluateAll((options) => options.map((o) => o.value))).includes("o-fail"));
   await shot("aggregate");
@@ -107,6 +111,9 @@ try {
   const doc = (await api("/v1/views/stock/bolt@main")).body;
   const aggregate = (await api("/v1/aggregates/stock/bolt@main")).body;
   assert.equal(doc.on_hand, aggregate.state.on_hand, "the rebuilt view matches the event store");
+  const documents = (await api("/v1/projections")).body.views.find((v) => v.view === "stock").documents;
+  assert.ok(documents >= 1, `the stock view counts its documents: ${documents}`);
+  await page.getByRole("columnheader", { name: "documents" }).waitFor();
   await page.getByText('"on_hand": 7').waitFor();
   await shot("views");
 

@@ -207,6 +207,16 @@ async function aggregates(type, id) {
       } catch (e) { diff.replaceChildren(failure(e)); }
     };
     slider.addEventListener("input", showAt);
+    const when = h("input", { type: "datetime-local", id: "at-time", step: "1" });
+    const showTime = async () => {
+      if (!when.value) return;
+      const at = new Date(when.value).toISOString();
+      try {
+        const then = await api(`/v1/aggregates/${type}/${encodeURIComponent(id)}?at=${encodeURIComponent(at)}`);
+        atTime.replaceChildren(h("p", {}, `State at ${at}: version ${then.version}`), pretty(then.state));
+      } catch (e) { atTime.replaceChildren(failure(e)); }
+    };
+    const atTime = h("div");
     root.append(
       h("div", { class: "cards" },
         h("div", { class: "card" }, h("h3", {}, "Version"), h("div", { class: "big" }, now.version)),
@@ -215,6 +225,9 @@ async function aggregates(type, id) {
       h("h3", {}, "Time travel"),
       h("label", { for: "version" }, "Version ", slider),
       at,
+      h("form", { class: "row", onsubmit: (e) => { e.preventDefault(); showTime(); } },
+        h("label", { for: "at-time" }, "Or as it was at (your local time)", when), h("button", { type: "submit", class: "secondary" }, "Show")),
+      atTime,
       h("h3", {}, "Difference between versions"),
       h("form", { class: "row", onsubmit: (e) => { e.preventDefault(); showDiff(); } },
         h("label", { for: "diff-from" }, "From", from), h("label", { for: "diff-to" }, "To", to), h("button", { type: "submit", class: "secondary" }, "Compare")),
@@ -300,6 +313,12 @@ async function commands(id) {
         tail.append(h("li", { class: update.status === "failed" ? "bad" : "" }, "status ", statusText(update.status || m.data),
           errors ? ` · ${errors} error${errors > 1 ? "s" : ""}` : "", " ", h("span", { class: "muted mono" }, update.at || "")));
       });
+      source.addEventListener("notification", (m) => {
+        let note = {};
+        try { note = JSON.parse(m.data); } catch { /* shown raw */ }
+        tail.append(h("li", { class: note.status === "failed" ? "bad" : "" }, "notification ", statusText(note.status || "?"), " ",
+          note.reason ? h("code", {}, note.reason) : "", " ", note.message || ""));
+      });
       source.addEventListener("end", () => source.close());
       state.timers.push({ close: () => source.close() });
     } catch (error) {
@@ -318,8 +337,8 @@ async function views(name, prefix) {
   every(2000, async () => {
     try {
       const { views } = await api("/v1/projections");
-      list.replaceChildren(table(["view", "version", "applied seq", "lag", "parked", "rebuilding", "operate"], views.map((v) => [
-        h("a", { href: `#/views/${v.view}` }, v.view), v.version, v.applied_seq, v.lag, v.parked,
+      list.replaceChildren(table(["view", "version", "documents", "applied seq", "lag", "parked", "rebuilding", "operate"], views.map((v) => [
+        h("a", { href: `#/views/${v.view}` }, v.view), v.version, v.documents ?? "–", v.applied_seq, v.lag, v.parked,
         v.rebuilding ? `v${v.rebuilding.version}: ${JSON.stringify(v.rebuilding)}` : "–",
         h("span", {},
           h("button", { type: "button", class: "secondary", "aria-label": `Rebuild ${v.view}`, onclick: () => operate(v.view, "rebuild", message) }, "Rebuild"), " ",

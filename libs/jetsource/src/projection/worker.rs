@@ -155,6 +155,14 @@ impl ViewHandle {
         self.parked.load(Ordering::Relaxed)
     }
 
+    /// How many documents this version's bucket holds (`None` when it does not answer): its
+    /// stream's messages, one per key (the bucket keeps no history), asked of the server (the
+    /// bucket's own status is the one cached when it was opened).
+    pub async fn documents(&self) -> Option<u64> {
+        let mut stream = self.bucket.stream.clone();
+        stream.info().await.ok().map(|info| info.state.messages)
+    }
+
     /// The parked records of this version, one per aggregate, oldest first.
     ///
     /// # Errors

@@ -324,7 +324,8 @@ impl Projector {
         }
     }
 
-    /// Per view: version, rebuild under way, stream sequence reflected, lag, parked events.
+    /// Per view: version, rebuild under way, stream sequence reflected, lag, parked events,
+    /// documents.
     pub async fn status(&self) -> Value {
         let js = async_nats::jetstream::new(self.inner.client.clone());
         let stream = js.get_stream(&self.inner.config.view.stream).await.ok();
@@ -347,6 +348,7 @@ impl Projector {
                 "applied_seq": active.applied(),
                 "lag": lag,
                 "parked": active.parked(),
+                "documents": active.documents().await,
                 "rebuilding": building.map(|b| json!({"version": b.version(), "applied_seq": b.applied(), "lag": b.lag()})),
             }));
         }
