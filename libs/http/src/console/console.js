@@ -55,8 +55,22 @@ function statusText(text) {
 function traceLink(traceId) {
   if (!traceId) return "";
   const template = state.config.trace_url;
-  if (!template) return h("code", {}, traceId);
-  return h("a", { href: template.replace("{trace_id}", traceId), rel: "noreferrer" }, traceId);
+  // Only a W3C trace id is put into the trace UI's URL: 32 lower-case hex digits.
+  if (!template || !/^[0-9a-f]{32}$/.test(traceId)) return h("code", {}, traceId);
+  return h("a", { href: template.replace("{trace_id}", () => encodeURIComponent(traceId)), rel: "noreferrer" }, traceId);
+}
+
+/** The query string that authenticates an EventSource (which cannot send headers). */
+function streamCredentials() {
+  if (!state.token) return "";
+  const name = state.token.split(".").length === 3 ? "access_token" : "api_key";
+  return `?${name}=${encodeURIComponent(state.token)}`;
+}
+
+/** A function that tells whether a reply is still the latest asked for. */
+function latest() {
+  let asked = 0;
+  return () => { const mine = ++asked; return () => mine === asked; };
 }
 
 function table(columns, rows) {
@@ -196,9 +210,15 @@ async function aggregates(type, id) {
     const from = h("input", { type: "number", id: "diff-from", min: 0, max: versions, value: Math.max(0, versions - 1) });
     const to = h("input", { type: "number", id: "diff-to", min: 0, max: versions, value: versions });
     const diff = h("div");
+    const newest = latest();
     const showAt = async () => {
-      slider.setAttribute("aria-valuetext", `version ${slider.value}`);
-      try { at.replaceChildren(h("p", {}, `State at version ${slider.value}`), pretty((await api(`/v1/aggregates/${type}/${encodeURIComponent(id)}?version=${slider.value}`)).state)); } catch (e) { at.replaceChildren(failure(e)); }
+      const current = newest();
+      const version = slider.value;
+      slider.setAttribute("aria-valuetext", `version ${version}`);
+      try {
+        const then = await api(`/v1/aggregates/${type}/${encodeURIComponent(id)}?version=${version}`);
+        if (current()) at.replaceChildren(h("p", {}, `State at version ${version}`), pretty(then.state));
+      } catch (e) { if (current()) at.replaceChildren(failure(e)); }
     };
     const showDiff = async () => {
       try {
@@ -245,11 +265,17 @@ async function aggregates(type, id) {
   }
 }
 
-async function suggestIds(type, list, prefix = "") {
-  try {
-    const page = await api(`/v1/aggregates/${type}?limit=200${prefix ? `&prefix=${encodeURIComponent(prefix)}` : ""}`);
-    list.replaceChildren(...page.ids.map((id) => h("option", { value: id })));
-  } catch { /* suggestions are optional */ }
+const suggestion = latest();
+let suggestTimer = null;
+function suggestIds(type, list, prefix = "") {
+  clearTimeout(suggestTimer);
+  const current = suggestion();
+  suggestTimer = setTimeout(async () => {
+    try {
+      const page = await api(`/v1/aggregates/${type}?limit=200${prefix ? `&prefix=${encodeURIComponent(prefix)}` : ""}`);
+      if (current()) list.replaceChildren(...page.ids.map((id) => h("option", { value: id })));
+    } catch { /* suggestions are optional */ }
+  }, 250);
 }
 
 function renderDiff(before, after) {
@@ -267,6 +293,7 @@ function renderDiff(before, after) {
 }
 
 async function commands(id) {
+  const generation = state.generation;
   const root = h("section", { "aria-labelledby": "cmd-title" }, h("h2", { id: "cmd-title" }, "Commands"));
   const input = h("input", { id: "command-id", value: id || "", required: true, size: 40, placeholder: "command id" });
   root.append(h("form", { class: "row", onsubmit: (e) => { e.preventDefault(); location.hash = `#/commands/${encodeURIComponent(input.value.trim())}`; } },
@@ -277,11 +304,15 @@ async function commands(id) {
     const live = h("div", { id: "tail" });
     root.append(h("h3", {}, "Live tail: every event as it is stored"), live);
     const rows = [];
-    const source = new EventSource(`/v1/tail${state.token ? `?access_token=${encodeURIComponent(state.token)}` : ""}`);
+    const source = new EventSource(`/v1/tail${streamCredentials()}`);
+    source.onerror = () => live.replaceChildren(failure(new Error("the live tail is not streaming (reconnecting; check the credentials)")), ...(rows.length ? [table(["seq", "type", "aggregate", "version", "command", "time"], rows)] : []));
     source.addEventListener("event", (m) => {
       const e = JSON.parse(m.data);
       const [, kind, aggregateId] = (e.subject || "").split(".");
-      rows.unshift([e.seq, h("span", { class: "tail-type" }, e.type), h("a", { href: `#/aggregates/${kind}/${encodeURIComponent(aggregateId || "")}`, class: "mono" }, `${kind} ${aggregateId || ""}`),
+      const where = kind === "view"
+        ? h("a", { href: `#/views/${encodeURIComponent(aggregateId || "")}` }, `view ${aggregateId || ""}`)
+        : h("a", { href: `#/aggregates/${kind}/${encodeURIComponent(aggregateId || "")}`, class: "mono" }, `${kind} ${aggregateId || ""}`);
+      rows.unshift([e.seq, h("span", { class: "tail-type" }, e.type), where,
         e.aggregateversion ?? "", e.commandid ? h("a", { href: `#/commands/${encodeURIComponent(e.commandid)}`, class: "mono" }, e.commandid) : "", h("span", { class: "mono" }, e.time || "")]);
       rows.length = Math.min(rows.length, 100);
       live.replaceChildren(table(["seq", "type", "aggregate", "version", "command", "time"], rows));
@@ -304,7 +335,8 @@ async function commands(id) {
         h("h3", {}, "Events"), table(["seq", "type", "version", "aggregate"], (doc.events || []).map((e) => [e.seq, e.type, e.version, e.aggregate || `${doc.aggregate_type}/${doc.aggregate_id}`])),
         ...((doc.errors || []).length ? [h("h3", {}, "Errors"), table(["service", "code", "reason", "message", "trace"], doc.errors.map((e) => [e.service, e.code, h("code", { class: "reason" }, e.reason || ""), e.message, traceLink(e.trace_id)]))] : []),
         h("h3", {}, "Notifications (live)"), tail);
-      const source = new EventSource(`/v1/commands/${encodeURIComponent(id)}/events${state.token ? `?access_token=${encodeURIComponent(state.token)}` : ""}`);
+      if (generation !== state.generation) return; // the user went elsewhere meanwhile
+      const source = new EventSource(`/v1/commands/${encodeURIComponent(id)}/events${streamCredentials()}`);
       source.onmessage = (m) => tail.append(h("li", {}, h("span", { class: "mono" }, m.data)));
       source.addEventListener("status", (m) => {
         let update = {};
@@ -335,6 +367,8 @@ async function views(name, prefix) {
   main.replaceChildren(root);
   const message = h("p", { role: "status" });
   every(2000, async () => {
+    // A keyboard user's focus stays where it is: no refresh while it is inside the table.
+    if (list.contains(document.activeElement) && document.activeElement !== document.body) return;
     try {
       const { views } = await api("/v1/projections");
       list.replaceChildren(table(["view", "version", "documents", "applied seq", "lag", "parked", "rebuilding", "operate"], views.map((v) => [
@@ -347,7 +381,7 @@ async function views(name, prefix) {
       for (const v of views.filter((v) => v.parked)) {
         for (const record of (await api(`/v1/projections/${v.view}/parked`)).parked) {
           rows.push([v.view, h("span", { class: "mono" }, record.subject), record.seqs.join(", "), h("span", { class: "parked-reason" }, record.reason),
-            h("a", { href: `#/commands/${encodeURIComponent(record.command_id)}`, class: "mono" }, record.command_id), h("span", { class: "mono" }, record.at)]);
+            record.command_id ? h("a", { href: `#/commands/${encodeURIComponent(record.command_id)}`, class: "mono" }, record.command_id) : "–", h("span", { class: "mono" }, record.at)]);
         }
       }
       parked.replaceChildren(...(rows.length ? [h("h3", {}, "Parked events"), table(["view", "aggregate", "stream seqs", "reason", "command", "parked at"], rows)] : []));
@@ -407,7 +441,14 @@ async function logs() {
 async function render() {
   for (const timer of state.timers) typeof timer === "object" && timer.close ? timer.close() : clearInterval(timer);
   state.timers = [];
-  const [page = "overview", ...rest] = location.hash.replace(/^#\/?/, "").split("/").map(decodeURIComponent);
+  state.generation = (state.generation || 0) + 1;
+  let parts;
+  try {
+    parts = location.hash.replace(/^#\/?/, "").split("/").map(decodeURIComponent);
+  } catch {
+    parts = ["overview"];
+  }
+  const [page = "overview", ...rest] = parts;
   for (const link of document.querySelectorAll("nav a")) {
     if (link.getAttribute("href") === `#/${page}`) link.setAttribute("aria-current", "page");
     else link.removeAttribute("aria-current");

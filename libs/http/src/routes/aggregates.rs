@@ -68,18 +68,21 @@ async fn list(ctx: Ctx, kind: String, query: HashMap<String, String>) -> Result<
         |e: &dyn std::fmt::Display| Problem::new(503, "unavailable", e.to_string()).with("unavailable", "nats");
     let stream = ctx.gw.store.jetstream().get_stream(&config.stream).await.map_err(|e| unavailable(&e))?;
     let subjects = stream.info_with_subjects(format!("{stream_prefix}*")).await.map_err(|e| unavailable(&e))?;
-    let mut ids: Vec<String> = subjects
-        .map_ok(|(subject, _)| subject)
-        .try_filter_map(|subject| {
-            let id = subject.strip_prefix(&stream_prefix).map(str::to_owned).filter(|id| id.starts_with(&prefix));
-            async move { Ok(id) }
-        })
-        .try_collect()
-        .await
-        .map_err(|e| unavailable(&e))?;
-    ids.sort();
-    let truncated = ids.len() as u64 > limit;
-    ids.truncate(limit as usize);
+    // Only the `limit` + 1 smallest ids are kept, whatever the stream holds.
+    let keep = limit as usize + 1;
+    let mut smallest: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+    let mut subjects = std::pin::pin!(subjects);
+    while let Some((subject, _)) = subjects.try_next().await.map_err(|e| unavailable(&e))? {
+        let Some(id) = subject.strip_prefix(&stream_prefix).filter(|id| id.starts_with(&prefix)) else { continue };
+        if smallest.len() < keep || smallest.last().is_some_and(|last| id < last.as_str()) {
+            smallest.insert(id.to_owned());
+            if smallest.len() > keep {
+                smallest.pop_last();
+            }
+        }
+    }
+    let truncated = smallest.len() > limit as usize;
+    let ids: Vec<String> = smallest.into_iter().take(limit as usize).collect();
     Ok(json(200, &json!({ "aggregate_type": aggregate.aggregate_type(), "ids": ids, "truncated": truncated })))
 }
 

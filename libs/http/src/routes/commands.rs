@@ -51,8 +51,28 @@ async fn notifications(
 }
 
 /// The `access_token` of a query string (a JWT: its characters need no decoding).
-pub(super) fn access_token(query: &str) -> Option<&str> {
+fn access_token(query: &str) -> Option<&str> {
     query.split('&').find_map(|pair| pair.strip_prefix("access_token=")).filter(|t| !t.is_empty())
+}
+
+/// EventSource cannot set headers: a stream may carry its bearer token as `?access_token=` or
+/// its API key as `?api_key=`, each taken only when the header itself is absent.
+pub(super) fn stream_credentials(query: &str, headers: &mut HeaderMap) {
+    if let Some(token) = access_token(query)
+        && !headers.contains_key("authorization")
+        && let Ok(value) = warp::http::HeaderValue::from_str(&format!("Bearer {token}"))
+    {
+        headers.insert("authorization", value);
+    }
+    let key = query.split('&').find_map(|pair| pair.strip_prefix("api_key=")).filter(|k| !k.is_empty());
+    if let Some(key) = key
+        && !headers.contains_key("x-api-key")
+    {
+        let key = percent_encoding::percent_decode_str(key).decode_utf8_lossy();
+        if let Ok(value) = warp::http::HeaderValue::from_str(&key) {
+            headers.insert("x-api-key", value);
+        }
+    }
 }
 
 /// Where an event stream of a command stands: the revision of the last status sent and the
@@ -116,13 +136,7 @@ pub(super) fn routes(
         .and(warp::header::headers_cloned())
         .and(warp::query::raw().or(warp::any().map(String::new)).unify())
         .then(|id: String, gw: Arc<Gateway>, mut headers: HeaderMap, query: String| async move {
-            // EventSource cannot set headers: it may send its bearer token as `access_token`.
-            if let Some(token) = access_token(&query)
-                && !headers.contains_key("authorization")
-                && let Ok(value) = warp::http::HeaderValue::from_str(&format!("Bearer {token}"))
-            {
-                headers.insert("authorization", value);
-            }
+            stream_credentials(&query, &mut headers);
             handle(gw, "/v1/commands/{command_id}/events", Role::Viewer, headers, |ctx| command_events(ctx, id)).await
         });
     send.or(status).unify().or(events).unify()

@@ -14,7 +14,7 @@ use warp::Filter;
 use warp::http::{HeaderMap, StatusCode};
 use warp::sse::Event;
 
-use super::commands::access_token;
+use super::commands::stream_credentials;
 use super::with;
 use crate::Gateway;
 use crate::auth::Role;
@@ -23,6 +23,11 @@ use crate::problem::Problem;
 
 /// How long one connection streams before EventSource reconnects (with its last id).
 const TAIL_FOR: Duration = Duration::from_secs(600);
+
+/// Tails streaming at once per gateway: each holds an ordered consumer on the server.
+const MAX_TAILS: usize = 32;
+
+static TAILS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_TAILS);
 
 pub(super) fn routes(
     gw: &Arc<Gateway>,
@@ -33,12 +38,7 @@ pub(super) fn routes(
         .and(warp::header::headers_cloned())
         .and(warp::query::raw().or(warp::any().map(String::new)).unify())
         .then(|gw: Arc<Gateway>, mut headers: HeaderMap, query: String| async move {
-            if let Some(token) = access_token(&query)
-                && !headers.contains_key("authorization")
-                && let Ok(value) = warp::http::HeaderValue::from_str(&format!("Bearer {token}"))
-            {
-                headers.insert("authorization", value);
-            }
+            stream_credentials(&query, &mut headers);
             handle(gw, "/v1/tail", Role::Viewer, headers, tail).await
         })
 }
@@ -46,18 +46,26 @@ pub(super) fn routes(
 async fn tail(ctx: Ctx) -> Result<warp::reply::Response, Problem> {
     let unavailable =
         |e: &dyn std::fmt::Display| Problem::new(503, "unavailable", e.to_string()).with("unavailable", "nats");
-    let after = match ctx.header("last-event-id") {
-        Some(id) => Some(
-            id.trim()
-                .parse::<u64>()
-                .map_err(|_| Problem::new(400, "invalid", format!("Last-Event-ID {id:?} is not a stream sequence")))?,
-        ),
-        None => None,
+    let after =
+        match ctx.header("last-event-id") {
+            Some(id) => Some(id.trim().parse::<u64>().ok().and_then(|seq| seq.checked_add(1)).ok_or_else(|| {
+                Problem::new(400, "invalid", format!("Last-Event-ID {id:?} is not a stream sequence"))
+            })?),
+            None => None,
+        };
+    let Ok(permit) = TAILS.try_acquire() else {
+        return Err(Problem::new(
+            503,
+            "unavailable",
+            format!("{MAX_TAILS} tails are streaming already; try again later"),
+        )
+        .header("retry-after", "5".to_owned())
+        .with("unavailable", "gateway"));
     };
     let config = ctx.gw.store.config();
     let stream = ctx.gw.store.jetstream().get_stream(&config.stream).await.map_err(|e| unavailable(&e))?;
     let deliver_policy = match after {
-        Some(seq) => DeliverPolicy::ByStartSequence { start_sequence: seq + 1 },
+        Some(start_sequence) => DeliverPolicy::ByStartSequence { start_sequence },
         None => DeliverPolicy::New,
     };
     let consumer = stream
@@ -72,11 +80,13 @@ async fn tail(ctx: Ctx) -> Result<warp::reply::Response, Problem> {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Event>(64);
     let stop = ctx.gw.shutdown.clone();
     tokio::spawn(async move {
+        let _permit = permit; // held while this tail streams
         let deadline = tokio::time::Instant::now() + TAIL_FOR;
         loop {
             let message = tokio::select! {
                 () = stop.wait() => break,
                 () = tokio::time::sleep_until(deadline) => break,
+                () = tx.closed() => break, // the client went away
                 message = messages.next() => message,
             };
             let Some(Ok(message)) = message else { break };

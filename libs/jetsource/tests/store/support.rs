@@ -227,12 +227,16 @@ pub async fn connect_provisioned(url: &str, replicas: usize) -> (Client, EventSt
     let js = async_nats::jetstream::new(client.clone());
     let topology = Topology::parse(TOPOLOGY).expect("topology parses");
     let options = ProvisionOptions { replicas: Some(replicas), ..Default::default() };
-    // On a cluster just started, a peer may still be joining ("no suitable peers", 10005).
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    // On a cluster just started, a peer may still be joining ("no suitable peers", 10005), or
+    // the meta leader still being elected (a request times out); provisioning is idempotent.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
         match provision(&js, &topology, options).await {
             Ok(_) => break,
-            Err(e) if e.to_string().contains("10005") && std::time::Instant::now() < deadline => {
+            Err(e)
+                if (e.to_string().contains("10005") || e.to_string().contains("timed out"))
+                    && std::time::Instant::now() < deadline =>
+            {
                 tokio::time::sleep(std::time::Duration::from_millis(250)).await;
             }
             Err(e) => panic!("provision: {e:?}"),

@@ -191,8 +191,11 @@ async fn admin(projector: &Projector, message: &Message) -> Result<Value, ErrorB
             let view = known(view)?;
             let handle =
                 projector.view(&view).ok_or_else(|| ErrorBody::new(ErrorCode::Unavailable, "view not running"))?;
-            let records = handle.parked_records().await.map_err(unavailable)?;
-            Ok(json!({ "view": view, "version": handle.version(), "parked": records }))
+            // The oldest 500: a reply stays well within the server's max_payload.
+            let mut records = handle.parked_records().await.map_err(unavailable)?;
+            let total = records.len();
+            records.truncate(500);
+            Ok(json!({ "view": view, "version": handle.version(), "parked": records, "total": total }))
         }
         "retry" => {
             let view = known(view)?;

@@ -421,6 +421,7 @@ async fn the_tail_streams_every_event_and_resumes_after_last_event_id() {
         }
     };
     let bad = stack.call("GET", "/v1/tail", &[("last-event-id", "x")], b"").await;
+    let beyond = stack.call("GET", "/v1/tail", &[("last-event-id", "18446744073709551615")], b"").await;
 
     // Assert: ids are stream sequences, data names the event and its command
     // (the product's tag copies sit before its event in the stream, under tag.>, not evt.>)
@@ -436,4 +437,5 @@ async fn the_tail_streams_every_event_and_resumes_after_last_event_id() {
     let seen: serde_json::Value = serde_json::from_str(&live[0].1).unwrap();
     assert_eq!(seen["subject"], "evt.stock.live@main");
     assert_eq!((bad.status, bad.code()), (400, "invalid".to_owned()));
+    assert_eq!(beyond.status, 400, "no sequence follows the last one");
 }
