@@ -19,29 +19,16 @@ if [ ! -f "$STAMP" ]; then
   touch "$STAMP"
 fi
 st() { PYTHONPATH="$PYLIB" python3 -c 'import sys; from schemathesis.cli import schemathesis; sys.argv[0] = "st"; sys.exit(schemathesis())' "$@"; }
-cargo build -q -p factory
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-nats=$(free_port); monitor=$(free_port); http=$(free_port)
-data=$(mktemp -d)
-log="$data/factory.log"
-target/debug/factory up --data-dir "$data" --nats-port "$nats" --nats-monitor-port "$monitor" \
-  --http "127.0.0.1:$http" --log warn >"$log" 2>&1 &
-pid=$!
-cleanup() { kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -rf "$data"; }
-trap cleanup EXIT
-for _ in $(seq 1 150); do
-  if curl -sf "http://127.0.0.1:$http/readyz" >/dev/null; then break; fi
-  sleep 0.2
-done
-curl -sf "http://127.0.0.1:$http/readyz" >/dev/null || { echo "conformance: factory up did not become ready"; cat "$log"; exit 1; }
+. services/factory/scripts/factory-up.sh
+start_factory_up conformance
 # Some state for the examples to find.
-post() { curl -s -o /dev/null -X POST "http://127.0.0.1:$http$1" -H 'content-type: application/json' -d "$2"; }
+post() { curl -s -o /dev/null -X POST "$FACTORY_HTTP$1" -H 'content-type: application/json' -d "$2"; }
 post /v1/commands/product/widget/define '{"name": "Widget", "bom": [{"sku": "bolt", "qty": 4}]}'
 post /v1/commands/stock/bolt@main/receive '{"qty": 100}'
 # One worker: Python 3.11's ast module is not thread-safe ("AST constructor recursion depth
 # mismatch" seen in a run with two), which hypothesis reaches from schemathesis's worker threads.
-echo "conformance: schemathesis against http://127.0.0.1:$http/openapi.json ($EXAMPLES examples per operation)"
-st --config-file services/factory/conformance/schemathesis.toml run "http://127.0.0.1:$http/openapi.json" \
+echo "conformance: schemathesis against $FACTORY_HTTP/openapi.json ($EXAMPLES examples per operation)"
+st --config-file services/factory/conformance/schemathesis.toml run "$FACTORY_HTTP/openapi.json" \
   --max-examples "$EXAMPLES" --seed 1 --workers 1 --request-timeout 15 \
   --exclude-path /v1/commands/{command_id}/events \
   --exclude-path /v1/tail \

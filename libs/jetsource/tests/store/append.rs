@@ -79,7 +79,9 @@ async fn writers_with_stale_caches_meet_conflicts_reload_and_lose_nothing(env: E
     for repo in &repos {
         repo.execute(&bin, BinCommand::Receive { qty: 1 }, &CommandContext::new()).await.unwrap();
     }
-    assert_eq!(conflicts.0.load(std::sync::atomic::Ordering::Relaxed), 0, "the warm-up is sequential");
+    // (sequential, so conflict-free on one server; on R3 a fresh load may be answered by a
+    // follower that has not applied the last write yet, and meet a conflict: counted apart)
+    conflicts.0.store(0, std::sync::atomic::Ordering::Relaxed);
 
     // Act: each writes again from its cache
     let tasks: Vec<_> = repos

@@ -9,23 +9,9 @@ use jetsource::{Aggregate, AggregateId, SnapshotStore};
 
 use crate::support::Factory;
 
-/// `GET path` on the process's HTTP port: the body.
-async fn get(port: u16, path: &'static str) -> String {
-    tokio::task::spawn_blocking(move || {
-        use std::io::{Read, Write};
-        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-        stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes()).unwrap();
-        let mut text = String::new();
-        stream.read_to_string(&mut text).unwrap();
-        text.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default()
-    })
-    .await
-    .unwrap()
-}
-
 /// Events stock loads replayed, from `/metrics`.
 async fn replayed(port: u16) -> u64 {
-    let metrics = get(port, "/metrics").await;
+    let metrics = crate::support::http_get(port, "/metrics").await;
     metrics
         .lines()
         .find(|l| l.starts_with("factory_aggregate_load_events_total{aggregate_type=\"stock\"}"))

@@ -221,3 +221,17 @@ impl Drop for Factory {
         }
     }
 }
+
+/// `GET path` on a local port over HTTP/1.0: the body (what a scraper or `curl` sees).
+pub async fn http_get(port: u16, path: &'static str) -> String {
+    tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes()).unwrap();
+        let mut text = String::new();
+        stream.read_to_string(&mut text).unwrap();
+        text.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default()
+    })
+    .await
+    .unwrap()
+}

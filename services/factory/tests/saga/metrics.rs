@@ -205,18 +205,7 @@ async fn every_metric_a_dashboard_or_rule_names_exists() {
     js.publish_with_headers("evt.product.gizmo", headers, bom.into()).await.unwrap().await.unwrap();
     let changed = client.request("cmd.product.gizmo.change-bom", r#"{"bom": [{"sku": "nut", "qty": 4}]}"#.into());
     assert!(changed.await.unwrap().headers.is_none(), "the change succeeds after the retry");
-    let get = |port: u16, path: &'static str| async move {
-        tokio::task::spawn_blocking(move || {
-            use std::io::{Read, Write};
-            let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-            stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes()).unwrap();
-            let mut text = String::new();
-            stream.read_to_string(&mut text).unwrap();
-            text.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default()
-        })
-        .await
-        .unwrap()
-    };
+    let get = crate::support::http_get;
     get(http.port(), "/v1/views/stock/bolt@main").await;
     let varz: Value = serde_json::from_str(&get(server.monitor_port(), "/varz").await).unwrap();
     let referenced = referenced();
