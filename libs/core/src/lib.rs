@@ -66,14 +66,14 @@ pub mod metadata;
 pub mod personal;
 pub mod scope;
 
-pub use aggregate::{Aggregate, DomainError};
+pub use aggregate::{Aggregate, DomainError, Seen};
 pub use command::{Command, CommandParseError, CommandSpec, parse_body};
 pub use event::{DomainEvent, Upcasters};
 pub use id::{AggregateId, IdError};
 pub use jetsource_derive::{Command, DomainEvent};
 pub use metadata::{CommandContext, Metadata, TraceContext};
 pub use personal::Personal;
-pub use scope::{Decision, Scope, Seen, Tag, Tagged};
+pub use scope::{Decision, Scope, Tag, Tagged};
 
 /// What the derives expand to; not part of the API.
 #[doc(hidden)]

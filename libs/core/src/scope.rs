@@ -4,15 +4,13 @@
 //!
 //! A command's [`Scope`] names what it needs besides its own aggregate. The framework loads
 //! those aggregates, reads the events under each [`Tag`], and hands them to
-//! [`Aggregate::decide`](crate::Aggregate::decide) as [`Seen`]. The [`Decision`] may record
+//! [`Aggregate::decide`](crate::Aggregate::decide) as [`Seen`](crate::Seen). The [`Decision`] may record
 //! events on several aggregates; all of them are appended in one atomic batch, with an
 //! expectation on every aggregate and every tag that was read, so a concurrent change to any
 //! of them is a conflict: the framework reloads and decides again.
 
-use std::collections::HashMap;
 use std::fmt;
 
-use crate::aggregate::Aggregate;
 use crate::id::AggregateId;
 
 /// A tag: a name and a value, both subject tokens, that groups events across aggregates
@@ -116,74 +114,6 @@ pub struct Tagged<E> {
     pub event: E,
 }
 
-/// What a decision sees: its own aggregate's id, the states of the other aggregates in its
-/// [`Scope`] and the events under its tags, all as of one read. Asking for anything the scope
-/// did not name is recorded: the framework refuses such a decision (nothing would check it).
-#[derive(Debug)]
-pub struct Seen<A: Aggregate> {
-    id: AggregateId,
-    aggregates: HashMap<AggregateId, A>,
-    tags: HashMap<Tag, Vec<Tagged<A::Event>>>,
-    outside: std::sync::Mutex<Vec<String>>,
-}
-
-impl<A: Aggregate> Seen<A> {
-    /// What a decision over aggregate `id` saw: the states of the other aggregates and the
-    /// events under each tag. The framework builds it; tests of a domain may too.
-    pub fn new(
-        id: AggregateId,
-        aggregates: HashMap<AggregateId, A>,
-        tags: HashMap<Tag, Vec<Tagged<A::Event>>>,
-    ) -> Self {
-        Self { id, aggregates, tags, outside: std::sync::Mutex::new(Vec::new()) }
-    }
-
-    /// A decision that saw nothing besides its own aggregate.
-    pub fn alone(id: AggregateId) -> Self {
-        Self::new(id, HashMap::new(), HashMap::new())
-    }
-
-    /// The id of the aggregate the command was sent to.
-    pub fn id(&self) -> &AggregateId {
-        &self.id
-    }
-
-    /// The state of another aggregate of the scope (a new, empty one when it has no events).
-    /// One the scope did not name reads as new, and makes the decision refused.
-    pub fn aggregate(&self, id: &AggregateId) -> std::borrow::Cow<'_, A> {
-        match self.aggregates.get(id) {
-            Some(state) => std::borrow::Cow::Borrowed(state),
-            None => {
-                self.outside(format!("aggregate {id}"));
-                std::borrow::Cow::Owned(A::default())
-            }
-        }
-    }
-
-    /// The events under `tag`, oldest first. A tag the scope did not name reads as empty, and
-    /// makes the decision refused.
-    pub fn tagged(&self, tag: &Tag) -> &[Tagged<A::Event>] {
-        match self.tags.get(tag) {
-            Some(events) => events,
-            None => {
-                self.outside(format!("tag {tag}"));
-                &[]
-            }
-        }
-    }
-
-    /// What the decision asked for that its scope did not name (empty when it kept to it).
-    pub fn outside_scope(&self) -> Vec<String> {
-        self.outside.lock().map(|o| o.clone()).unwrap_or_default()
-    }
-
-    fn outside(&self, what: String) {
-        if let Ok(mut outside) = self.outside.lock() {
-            outside.push(what);
-        }
-    }
-}
-
 /// What a decision records: events on the aggregate the command was sent to, and on others of
 /// its scope. An empty decision records nothing and answers success.
 #[derive(Debug, Clone, PartialEq)]
@@ -231,53 +161,6 @@ mod tests {
         assert_eq!(Tag::of_text("product-name", " Widget "), Tag::of_text("product-name", "wIDGET"));
         assert_ne!(Tag::of_text("product-name", "Widget"), Tag::of_text("product-name", "Widgets"));
         assert_eq!(Tag::of_text("product-name", "Widget").value().len(), 16);
-    }
-
-    #[test]
-    fn reading_outside_the_scope_is_recorded() {
-        #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
-        struct Nothing;
-        #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-        enum NoEvent {}
-        impl crate::DomainEvent for NoEvent {
-            const SCHEMAS: &'static [(&'static str, u32)] = &[];
-            fn event_type(&self) -> &'static str {
-                match *self {}
-            }
-        }
-        #[derive(Debug, thiserror::Error)]
-        #[error("never")]
-        struct Never;
-        impl crate::DomainError for Never {
-            fn reason(&self) -> &'static str {
-                "never"
-            }
-        }
-        impl Aggregate for Nothing {
-            const TYPE: &'static str = "nothing";
-            type Command = ();
-            type Event = NoEvent;
-            type Error = Never;
-            fn handle(&self, (): ()) -> Result<Vec<NoEvent>, Never> {
-                Ok(Vec::new())
-            }
-            fn apply(&mut self, event: &NoEvent) {
-                match *event {}
-            }
-        }
-        let a = AggregateId::new("a").unwrap();
-        let named = Tag::new("t", &a);
-        let seen = Seen::<Nothing>::new(
-            a.clone(),
-            HashMap::from([(a.clone(), Nothing)]),
-            HashMap::from([(named.clone(), Vec::new())]),
-        );
-        seen.aggregate(&a);
-        seen.tagged(&named);
-        assert!(seen.outside_scope().is_empty());
-        seen.aggregate(&AggregateId::new("b").unwrap());
-        seen.tagged(&Tag::new("t", &AggregateId::new("z").unwrap()));
-        assert_eq!(seen.outside_scope(), ["aggregate b", "tag t=z"]);
     }
 
     #[test]

@@ -67,13 +67,13 @@ impl Keyring {
     async fn stored(&self, data_subject: &str) -> Result<Key, StoreError> {
         let request = serde_json::json!({ "last_by_subj": self.subject_of(data_subject) });
         let found =
-            crate::store::direct_get(&self.js.client(), &self.stream, &request, std::time::Duration::from_secs(5))
+            crate::store::read::direct_get(&self.js.client(), &self.stream, &request, std::time::Duration::from_secs(5))
                 .await
                 .map_err(unavailable)?;
         let reply = match found {
-            crate::store::Got::Message(reply) => reply,
-            crate::store::Got::Missing => return Ok(Key::None),
-            crate::store::Got::NoStream => {
+            crate::store::read::Got::Message(reply) => reply,
+            crate::store::read::Got::Missing => return Ok(Key::None),
+            crate::store::read::Got::NoStream => {
                 return Err(unavailable(format!(
                     "stream {} does not answer; is the topology provisioned?",
                     self.stream

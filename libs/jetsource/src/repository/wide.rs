@@ -5,11 +5,12 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::aggregate::Aggregate;
+use crate::aggregate::Seen;
 use crate::cloudevents;
 use crate::error::{CommandError, StoreError};
 use crate::id::AggregateId;
 use crate::metadata::CommandContext;
-use crate::scope::{Decision, Scope, Seen, Tag, Tagged};
+use crate::scope::{Decision, Scope, Tag, Tagged};
 use crate::store::{Expect, NewEvent, Write};
 
 use super::{Loaded, Repository};

@@ -5,7 +5,7 @@
 //! in one atomic batch, across aggregates and tag subjects (`tag.<name>.<value>`) if need be. Reads use Direct Get batch (`next_by_subj`), which needs no consumer.
 
 mod append;
-mod read;
+pub(crate) mod read;
 
 use std::sync::Arc;
 use std::time::Duration;
