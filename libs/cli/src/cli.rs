@@ -256,9 +256,10 @@ struct UpArgs {
     /// Monitoring port of the managed server.
     #[arg(long, env = "APP_NATS_MONITOR_PORT", default_value_t = 8222)]
     nats_monitor_port: u16,
-    /// HTTP address of the gateway (API, /status, /healthz, /readyz, /metrics). Beyond
-    /// loopback it needs authentication: APP_JWT_HS256_SECRET, APP_JWT_PUBLIC_KEY_FILE
-    /// or APP_API_KEYS (name:role:key,...).
+    /// HTTP address of the gateway (the web console at /console, API, /status, /healthz,
+    /// /readyz, /metrics). Beyond loopback it needs authentication: APP_JWT_HS256_SECRET,
+    /// APP_JWT_PUBLIC_KEY_FILE or APP_API_KEYS (name:role:key,...); APP_CONSOLE_TRACE_URL
+    /// (with {trace_id}) links the console's trace ids to a trace UI.
     #[arg(long, env = "APP_HTTP_ADDR", default_value = "127.0.0.1:8080")]
     http: SocketAddr,
 }

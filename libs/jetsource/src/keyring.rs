@@ -66,10 +66,14 @@ impl Keyring {
     /// The key of `data_subject`, or its tombstone.
     async fn stored(&self, data_subject: &str) -> Result<Key, StoreError> {
         let request = serde_json::json!({ "last_by_subj": self.subject_of(data_subject) });
-        let found =
-            crate::store::read::direct_get(&self.js.client(), &self.stream, &request, std::time::Duration::from_secs(5))
-                .await
-                .map_err(unavailable)?;
+        let found = crate::store::read::direct_get(
+            &self.js.client(),
+            &self.stream,
+            &request,
+            std::time::Duration::from_secs(5),
+        )
+        .await
+        .map_err(unavailable)?;
         let reply = match found {
             crate::store::read::Got::Message(reply) => reply,
             crate::store::read::Got::Missing => return Ok(Key::None),
