@@ -47,7 +47,21 @@ pub(super) fn routes(
         .then(|kind: String, gw: Arc<Gateway>, headers: HeaderMap, query: HashMap<String, String>| async move {
             handle(gw, "/v1/aggregates/{type}", Role::Viewer, headers, |ctx| list(ctx, kind, query)).await
         });
-    state.or(events).unify().or(ids).unify()
+    let live = warp::path!("v1" / "aggregates" / String / String / "stream")
+        .and(warp::get())
+        .and(with(gw))
+        .and(warp::header::headers_cloned())
+        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
+        .then(|kind: String, id: String, gw: Arc<Gateway>, mut headers: HeaderMap, query: String| async move {
+            super::commands::stream_credentials(&query, &mut headers);
+            handle(gw, "/v1/aggregates/{type}/{id}/stream", Role::Viewer, headers, |ctx| async move {
+                let (kind, id) = target(&ctx, &kind, &id)?;
+                let subject = ctx.gw.store.subject(kind.aggregate_type(), &id);
+                super::tail::stream(ctx, subject, super::tail::Start::History, super::tail::Render::CloudEvent).await
+            })
+            .await
+        });
+    state.or(events).unify().or(ids).unify().or(live).unify()
 }
 
 /// The ids of type `kind` with events in the hot stream (every aggregate keeps its last event

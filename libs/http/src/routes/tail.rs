@@ -1,7 +1,9 @@
-//! `GET /v1/tail`: every event as it is stored, as Server-Sent Events (`event: event`, `id:` its
-//! stream sequence), for a live view of what the system does. An ordered consumer on the event
-//! stream, starting at new events (or after `Last-Event-ID`), for at most ten minutes; the
-//! browser's EventSource reconnects with the last id and misses nothing.
+//! Live event streams as Server-Sent Events (`event: event`, `id:` the stream sequence): an
+//! ordered consumer on the event stream, for at most ten minutes a connection; EventSource
+//! reconnects with the last id and misses nothing.
+//! - `GET /v1/tail`: every event as it is stored (a summary of each), from now on.
+//! - `GET /v1/aggregates/{type}/{id}/stream`: one aggregate's events as CloudEvents, its history
+//!   first (through the archive where it was compacted), then each new one.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -24,6 +26,10 @@ use crate::problem::Problem;
 /// How long one connection streams before EventSource reconnects (with its last id).
 const TAIL_FOR: Duration = Duration::from_secs(600);
 
+/// History events sent before the live ones, per connection (a reconnect goes on from the
+/// last id).
+const HISTORY: usize = 10_000;
+
 /// Tails streaming at once per gateway: each holds an ordered consumer on the server.
 const MAX_TAILS: usize = 32;
 
@@ -44,11 +50,37 @@ pub(super) fn routes(
 }
 
 async fn tail(ctx: Ctx) -> Result<warp::reply::Response, Problem> {
+    let filter = format!("{}.>", ctx.gw.store.config().subject_prefix);
+    stream(ctx, filter, Start::New, Render::Summary).await
+}
+
+/// Where a stream starts when the client did not say (`Last-Event-ID`).
+pub(super) enum Start {
+    /// At the next event stored.
+    New,
+    /// With the subject's history, read first (archive included), then live.
+    History,
+}
+
+/// What each event becomes.
+pub(super) enum Render {
+    /// `{"seq","subject","type","id","aggregateversion","commandid","time"}`.
+    Summary,
+    /// The CloudEvent, structured, its personal values opened.
+    CloudEvent,
+}
+
+pub(super) async fn stream(
+    ctx: Ctx,
+    filter: String,
+    start: Start,
+    render: Render,
+) -> Result<warp::reply::Response, Problem> {
     let unavailable =
         |e: &dyn std::fmt::Display| Problem::new(503, "unavailable", e.to_string()).with("unavailable", "nats");
     let after =
         match ctx.header("last-event-id") {
-            Some(id) => Some(id.trim().parse::<u64>().ok().and_then(|seq| seq.checked_add(1)).ok_or_else(|| {
+            Some(id) => Some(id.trim().parse::<u64>().ok().filter(|seq| *seq < u64::MAX).ok_or_else(|| {
                 Problem::new(400, "invalid", format!("Last-Event-ID {id:?} is not a stream sequence"))
             })?),
             None => None,
@@ -57,20 +89,30 @@ async fn tail(ctx: Ctx) -> Result<warp::reply::Response, Problem> {
         return Err(Problem::new(
             503,
             "unavailable",
-            format!("{MAX_TAILS} tails are streaming already; try again later"),
+            format!("{MAX_TAILS} live streams are open already; try again later"),
         )
         .header("retry-after", "5".to_owned())
         .with("unavailable", "gateway"));
     };
-    let config = ctx.gw.store.config();
-    let stream = ctx.gw.store.jetstream().get_stream(&config.stream).await.map_err(|e| unavailable(&e))?;
-    let deliver_policy = match after {
+    let store = ctx.gw.store.clone();
+    // The history first, where the client starts from it: read through the archive.
+    let mut history = Vec::new();
+    let mut next_seq = after.map(|seq| seq + 1);
+    if matches!(start, Start::History) {
+        let from = next_seq.unwrap_or(1);
+        history = store.read(&filter, from, HISTORY).await.map_err(super::aggregates::store_problem)?;
+        // Live from right after the last event read: nothing appended meanwhile is missed.
+        next_seq = Some(history.last().map_or(from, |e| e.seq + 1));
+    }
+    let config = store.config();
+    let js_stream = store.jetstream().get_stream(&config.stream).await.map_err(|e| unavailable(&e))?;
+    let deliver_policy = match next_seq {
         Some(start_sequence) => DeliverPolicy::ByStartSequence { start_sequence },
         None => DeliverPolicy::New,
     };
-    let consumer = stream
+    let consumer = js_stream
         .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
-            filter_subject: format!("{}.>", config.subject_prefix),
+            filter_subject: filter,
             deliver_policy,
             ..Default::default()
         })
@@ -80,8 +122,15 @@ async fn tail(ctx: Ctx) -> Result<warp::reply::Response, Problem> {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Event>(64);
     let stop = ctx.gw.shutdown.clone();
     tokio::spawn(async move {
-        let _permit = permit; // held while this tail streams
+        let _permit = permit; // held while this stream is open
         let deadline = tokio::time::Instant::now() + TAIL_FOR;
+        for stored in history {
+            if let Some(event) = event(&store, &render, stored).await
+                && tx.send(event).await.is_err()
+            {
+                return;
+            }
+        }
         loop {
             let message = tokio::select! {
                 () = stop.wait() => break,
@@ -91,21 +140,9 @@ async fn tail(ctx: Ctx) -> Result<warp::reply::Response, Problem> {
             };
             let Some(Ok(message)) = message else { break };
             let Ok(stored) = jetsource::StoredEvent::from_delivery(&message) else { continue };
-            let attributes = stored.attributes().ok();
-            let header = |name: &str| stored.headers.get(name).map(|v| v.as_str().to_owned());
-            let summary = json!({
-                "seq": stored.seq,
-                "subject": stored.subject,
-                "type": attributes.as_ref().map(|a| a.event_type.clone()),
-                "id": attributes.as_ref().map(|a| a.id.clone()),
-                "aggregateversion": attributes.as_ref().and_then(|a| a.aggregate_version),
-                "commandid": header("ce-commandid"),
-                "time": attributes.as_ref().map(|a| a.time.clone()),
-            });
-            let Ok(event) = Event::default().event("event").id(stored.seq.to_string()).json_data(&summary) else {
-                continue;
-            };
-            if tx.send(event).await.is_err() {
+            if let Some(event) = event(&store, &render, stored).await
+                && tx.send(event).await.is_err()
+            {
                 break;
             }
         }
@@ -115,4 +152,29 @@ async fn tail(ctx: Ctx) -> Result<warp::reply::Response, Problem> {
     let mut response = warp::Reply::into_response(reply);
     *response.status_mut() = StatusCode::OK;
     Ok(response)
+}
+
+/// One stored event as a Server-Sent Event (none for a message that is not an event).
+async fn event(store: &jetsource::EventStore, render: &Render, stored: jetsource::StoredEvent) -> Option<Event> {
+    let data = match render {
+        Render::Summary => {
+            let attributes = stored.attributes().ok();
+            let header = |name: &str| stored.headers.get(name).map(|v| v.as_str().to_owned());
+            json!({
+                "seq": stored.seq,
+                "subject": stored.subject,
+                "type": attributes.as_ref().map(|a| a.event_type.clone()),
+                "id": attributes.as_ref().map(|a| a.id.clone()),
+                "aggregateversion": attributes.as_ref().and_then(|a| a.aggregate_version),
+                "commandid": header("ce-commandid"),
+                "time": attributes.as_ref().map(|a| a.time.clone()),
+            })
+        }
+        Render::CloudEvent => {
+            let mut value = jetsource_runtime::inspect::structured(&stored).ok()?;
+            store.reveal(&mut value).await.ok()?;
+            value
+        }
+    };
+    Event::default().event("event").id(stored.seq.to_string()).json_data(&data).ok()
 }

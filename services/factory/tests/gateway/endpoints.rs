@@ -439,3 +439,39 @@ async fn the_tail_streams_every_event_and_resumes_after_last_event_id() {
     assert_eq!((bad.status, bad.code()), (400, "invalid".to_owned()));
     assert_eq!(beyond.status, 400, "no sequence follows the last one");
 }
+
+#[tokio::test]
+async fn an_aggregate_stream_sends_its_history_then_each_new_event() {
+    // Arrange: one receipt before the stream opens
+    let stack = seeded().await;
+    let addr = stack.http;
+
+    // Act: its history (1 event), then new events, until three have come
+    let mut streamed =
+        tokio::task::spawn_blocking(move || sse_events(addr, "/v1/aggregates/stock/bolt@main/stream", &[], 3));
+    let events = loop {
+        stack.command("/v1/commands/stock/bolt@main/receive", r#"{"qty": 2}"#).await;
+        if let Ok(events) = tokio::time::timeout(std::time::Duration::from_millis(100), &mut streamed).await {
+            break events.unwrap();
+        }
+    };
+    let resumed = {
+        let last = events[0].0.clone();
+        tokio::task::spawn_blocking(move || {
+            sse_events(addr, "/v1/aggregates/stock/bolt@main/stream", &[("Last-Event-ID", last.as_str())], 1)
+        })
+        .await
+        .unwrap()
+    };
+    let unknown = stack.call("GET", "/v1/aggregates/nope/x/stream", &[], b"").await;
+
+    // Assert: CloudEvents in order with dense versions; a resume goes on after the id
+    let parsed: Vec<serde_json::Value> = events.iter().map(|(_, data)| serde_json::from_str(data).unwrap()).collect();
+    let versions: Vec<u64> = parsed.iter().map(|e| e["aggregateversion"].as_u64().unwrap()).collect();
+    assert_eq!(&versions[..3], [1, 2, 3]);
+    assert_eq!(parsed[0]["type"], "factory.stock.StockReceived");
+    assert_eq!(parsed[0]["data"]["qty"], 100);
+    let second: serde_json::Value = serde_json::from_str(&resumed[0].1).unwrap();
+    assert_eq!(second["aggregateversion"], 2);
+    assert_eq!(unknown.status, 404);
+}
