@@ -14,7 +14,7 @@ use jetsource::topology::{ProvisionOptions, Topology, provision};
 use jetsource_runtime::Shutdown;
 use jetsource_testkit::NatsServer;
 
-use crate::measure::{Rate, header, run_workers};
+use crate::measure::{Rate, header, raw_occ_publish, run_workers};
 
 const CONCURRENCY: [usize; 4] = [1, 16, 64, 128];
 
@@ -70,7 +70,7 @@ pub async fn run(window: Duration) -> anyhow::Result<()> {
     }
     for concurrency in CONCURRENCY {
         fresh(&js, &topology).await?;
-        let raw = raw_publish(&js, concurrency, window).await?;
+        let raw = raw_occ_publish(&js, concurrency, window).await?;
         fresh(&js, &topology).await?;
         let floor = requests(&client, "min", concurrency, window).await?;
         fresh(&js, &topology).await?;
@@ -104,27 +104,6 @@ async fn fresh(js: &async_nats::jetstream::Context, topology: &Topology) -> anyh
     js.delete_key_value("idempotency").await?;
     provision(js, topology, ProvisionOptions::default()).await?;
     Ok(())
-}
-
-async fn raw_publish(
-    js: &async_nats::jetstream::Context,
-    concurrency: usize,
-    window: Duration,
-) -> anyhow::Result<Rate> {
-    let last: Arc<Vec<tokio::sync::Mutex<u64>>> =
-        Arc::new((0..concurrency).map(|_| tokio::sync::Mutex::new(0)).collect());
-    let js = js.clone();
-    run_workers(concurrency, window, move |worker, _| {
-        let (js, last) = (js.clone(), Arc::clone(&last));
-        async move {
-            let mut expected = last[worker].lock().await;
-            let publish =
-                PublishMessage::build().payload(r#"{"qty":1}"#.into()).expected_last_subject_sequence(*expected);
-            *expected = js.send_publish(format!("evt.raw.w{worker}"), publish).await?.await?.sequence;
-            Ok(())
-        }
-    })
-    .await
 }
 
 /// Each worker sends `<prefix>.stock.w<n>@main.receive` and waits for the reply. The factory and

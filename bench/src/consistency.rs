@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use async_nats::jetstream::message::PublishMessage;
 use factory_domain::product::Product;
 use factory_domain::product::ProductCommand;
 use factory_domain::stock::Stock;
@@ -22,7 +21,7 @@ use jetsource::{
 use jetsource_testkit::NatsServer;
 use tokio::sync::Mutex;
 
-use crate::measure::{Rate, header, run_workers};
+use crate::measure::{Rate, header, raw_occ_publish, run_workers};
 
 const TOPOLOGY: &str = include_str!("../../nats/topology.toml");
 const WAREHOUSES: [&str; 4] = ["north", "south", "east", "west"];
@@ -89,7 +88,7 @@ async fn suite(url: &str, replicas: usize, window: Duration) -> anyhow::Result<(
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for concurrency in [1_usize, 16, 64] {
         fresh_stream(&js, options).await?;
-        let raw = raw_publish(&js, concurrency, window).await?;
+        let raw = raw_occ_publish(&js, concurrency, window).await?;
         fresh_stream(&js, options).await?;
         let (receive, _) = commands(&store, concurrency, window, Workload::Receive).await?;
         fresh_stream(&js, options).await?;
@@ -121,7 +120,7 @@ async fn suite(url: &str, replicas: usize, window: Duration) -> anyhow::Result<(
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
     for concurrency in [1_usize, 16, 64] {
         fresh_stream(&js, options).await?;
-        let raw = raw_publish(&js, concurrency, window).await?;
+        let raw = raw_occ_publish(&js, concurrency, window).await?;
         fresh_stream(&js, options).await?;
         let plain = appends(&store, concurrency, window, false).await?;
         fresh_stream(&js, options).await?;
@@ -161,37 +160,6 @@ async fn provision_retrying(js: &async_nats::jetstream::Context, options: Provis
             Err(e) => return Err(e.into()),
         }
     }
-}
-
-/// The baseline: each worker publishes to its own subject with the OCC header.
-async fn raw_publish(
-    js: &async_nats::jetstream::Context,
-    concurrency: usize,
-    window: Duration,
-) -> anyhow::Result<Rate> {
-    let last: Arc<Vec<Mutex<u64>>> = Arc::new((0..concurrency).map(|_| Mutex::new(0)).collect());
-    let js = js.clone();
-    run_workers(concurrency, window, move |worker, _| {
-        let (js, last) = (js.clone(), Arc::clone(&last));
-        async move {
-            let mut expected = last[worker].lock().await;
-            loop {
-                let publish =
-                    PublishMessage::build().payload(r#"{"qty":1}"#.into()).expected_last_subject_sequence(*expected);
-                match js.send_publish(format!("evt.raw.w{worker}"), publish).await?.await {
-                    Ok(ack) => {
-                        *expected = ack.sequence;
-                        return Ok(());
-                    }
-                    // An R3 leader may not have applied the previous acknowledged write yet
-                    // (10164); the baseline sends again, as the framework does after a conflict.
-                    Err(e) if e.to_string().contains("10164") => tokio::task::yield_now().await,
-                    Err(e) => return Err(e.into()),
-                }
-            }
-        }
-    })
-    .await
 }
 
 #[derive(Debug, Clone, Copy)]

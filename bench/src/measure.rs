@@ -62,3 +62,37 @@ pub fn median_ms(mut samples: Vec<Duration>) -> f64 {
 pub fn header(title: &str) {
     println!("\n## {title}\n");
 }
+
+/// The raw JetStream baseline: each worker publishes `{"qty":1}` to its own subject
+/// (`evt.raw.w<n>`) with the OCC header and waits for the acknowledgement.
+pub async fn raw_occ_publish(
+    js: &async_nats::jetstream::Context,
+    concurrency: usize,
+    window: Duration,
+) -> anyhow::Result<Rate> {
+    let last: Arc<Vec<tokio::sync::Mutex<u64>>> =
+        Arc::new((0..concurrency).map(|_| tokio::sync::Mutex::new(0)).collect());
+    let js = js.clone();
+    run_workers(concurrency, window, move |worker, _| {
+        let (js, last) = (js.clone(), Arc::clone(&last));
+        async move {
+            let mut expected = last[worker].lock().await;
+            loop {
+                let publish = async_nats::jetstream::message::PublishMessage::build()
+                    .payload(r#"{"qty":1}"#.into())
+                    .expected_last_subject_sequence(*expected);
+                match js.send_publish(format!("evt.raw.w{worker}"), publish).await?.await {
+                    Ok(ack) => {
+                        *expected = ack.sequence;
+                        return Ok(());
+                    }
+                    // An R3 leader may not have applied the previous acknowledged write yet
+                    // (10164); the baseline sends again, as the framework does after a conflict.
+                    Err(e) if e.to_string().contains("10164") => tokio::task::yield_now().await,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+    })
+    .await
+}

@@ -25,7 +25,8 @@ pub trait Aggregate: Default + Clone + Debug + Serialize + DeserializeOwned + Se
     const STATE_VERSION: u32 = 1;
 
     /// The names of the tags its events are recorded under (see [`Aggregate::tags`]): its
-    /// service may write `tag.<name>.>` and nothing else under `tag`.
+    /// service may write `tag.<name>.>` and nothing else under `tag`. A type that declares
+    /// none records no tags ([`Aggregate::tags`] is not asked).
     const TAGS: &'static [&'static str] = &[];
 
     /// What the aggregate can be asked to do. Cloned when a conflict makes the framework retry.

@@ -50,10 +50,8 @@ pub(super) fn routes(
     let live = warp::path!("v1" / "aggregates" / String / String / "stream")
         .and(warp::get())
         .and(with(gw))
-        .and(warp::header::headers_cloned())
-        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
-        .then(|kind: String, id: String, gw: Arc<Gateway>, mut headers: HeaderMap, query: String| async move {
-            super::commands::stream_credentials(&query, &mut headers);
+        .and(super::commands::stream_headers())
+        .then(|kind: String, id: String, gw: Arc<Gateway>, headers: HeaderMap| async move {
             handle(gw, "/v1/aggregates/{type}/{id}/stream", Role::Viewer, headers, |ctx| async move {
                 let (kind, id) = target(&ctx, &kind, &id)?;
                 let subject = ctx.gw.store.subject(kind.aggregate_type(), &id);

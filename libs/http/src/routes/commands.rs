@@ -55,24 +55,39 @@ fn access_token(query: &str) -> Option<&str> {
     query.split('&').find_map(|pair| pair.strip_prefix("access_token=")).filter(|t| !t.is_empty())
 }
 
-/// EventSource cannot set headers: a stream may carry its bearer token as `?access_token=` or
-/// its API key as `?api_key=`, each taken only when the header itself is absent.
-pub(super) fn stream_credentials(query: &str, headers: &mut HeaderMap) {
-    if let Some(token) = access_token(query)
-        && !headers.contains_key("authorization")
-        && let Ok(value) = warp::http::HeaderValue::from_str(&format!("Bearer {token}"))
-    {
-        headers.insert("authorization", value);
-    }
-    let key = query.split('&').find_map(|pair| pair.strip_prefix("api_key=")).filter(|k| !k.is_empty());
-    if let Some(key) = key
-        && !headers.contains_key("x-api-key")
-    {
-        let key = percent_encoding::percent_decode_str(key).decode_utf8_lossy();
-        if let Ok(value) = warp::http::HeaderValue::from_str(&key) {
-            headers.insert("x-api-key", value);
-        }
-    }
+/// The headers of a request for a Server-Sent Events stream. EventSource cannot set headers: a
+/// stream may carry its bearer token as `?access_token=` or its API key as `?api_key=`, each
+/// taken only when the header itself is absent.
+pub(super) fn stream_headers() -> impl Filter<Extract = (HeaderMap,), Error = Infallible> + Clone {
+    warp::header::headers_cloned().and(warp::query::raw().or(warp::any().map(String::new)).unify()).map(
+        |mut headers: HeaderMap, query: String| {
+            if let Some(token) = access_token(&query)
+                && !headers.contains_key("authorization")
+                && let Ok(value) = warp::http::HeaderValue::from_str(&format!("Bearer {token}"))
+            {
+                headers.insert("authorization", value);
+            }
+            let key = query.split('&').find_map(|pair| pair.strip_prefix("api_key=")).filter(|k| !k.is_empty());
+            if let Some(key) = key
+                && !headers.contains_key("x-api-key")
+            {
+                let key = percent_encoding::percent_decode_str(key).decode_utf8_lossy();
+                if let Ok(value) = warp::http::HeaderValue::from_str(&key) {
+                    headers.insert("x-api-key", value);
+                }
+            }
+            headers
+        },
+    )
+}
+
+/// The Server-Sent Events `rx` receives, as a 200 response with a keep-alive every 15 s.
+pub(super) fn sse(mut rx: tokio::sync::mpsc::Receiver<Event>) -> warp::reply::Response {
+    let events = futures::stream::poll_fn(move |cx| rx.poll_recv(cx).map(|e| e.map(Ok::<Event, Infallible>)));
+    let reply = warp::sse::reply(warp::sse::keep_alive().interval(Duration::from_secs(15)).stream(events));
+    let mut response = warp::Reply::into_response(reply);
+    *response.status_mut() = StatusCode::OK;
+    response
 }
 
 /// Where an event stream of a command stands: the revision of the last status sent and the
@@ -133,10 +148,8 @@ pub(super) fn routes(
     let events = warp::path!("v1" / "commands" / String / "events")
         .and(warp::get())
         .and(with(gw))
-        .and(warp::header::headers_cloned())
-        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
-        .then(|id: String, gw: Arc<Gateway>, mut headers: HeaderMap, query: String| async move {
-            stream_credentials(&query, &mut headers);
+        .and(stream_headers())
+        .then(|id: String, gw: Arc<Gateway>, headers: HeaderMap| async move {
             handle(gw, "/v1/commands/{command_id}/events", Role::Viewer, headers, |ctx| command_events(ctx, id)).await
         });
     send.or(status).unify().or(events).unify()
@@ -299,7 +312,7 @@ async fn command_events(ctx: Ctx, id: String) -> Result<warp::reply::Response, P
         // Everything was sent and the command is finished: 204 tells EventSource to stop.
         return Ok(warp::Reply::into_response(StatusCode::NO_CONTENT));
     }
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Event>(16);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Event>(16);
     let stop = gw.shutdown.clone();
     tokio::spawn(async move {
         let mut deadline = tokio::time::Instant::now() + STREAM_FOR;
@@ -386,9 +399,5 @@ async fn command_events(ctx: Ctx, id: String) -> Result<warp::reply::Response, P
             let _ = tx.send(end).await;
         }
     });
-    let events = futures::stream::poll_fn(move |cx| rx.poll_recv(cx).map(|e| e.map(Ok::<Event, Infallible>)));
-    let reply = warp::sse::reply(warp::sse::keep_alive().interval(Duration::from_secs(15)).stream(events));
-    let mut response = warp::Reply::into_response(reply);
-    *response.status_mut() = StatusCode::OK;
-    Ok(response)
+    Ok(sse(rx))
 }

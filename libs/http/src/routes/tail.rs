@@ -5,7 +5,6 @@
 //! - `GET /v1/aggregates/{type}/{id}/stream`: one aggregate's events as CloudEvents, its history
 //!   first (through the archive where it was compacted), then each new one.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,10 +12,10 @@ use async_nats::jetstream::consumer::DeliverPolicy;
 use futures::StreamExt;
 use serde_json::json;
 use warp::Filter;
-use warp::http::{HeaderMap, StatusCode};
+use warp::http::HeaderMap;
 use warp::sse::Event;
 
-use super::commands::stream_credentials;
+use super::commands::{sse, stream_headers};
 use super::with;
 use crate::Gateway;
 use crate::auth::Role;
@@ -38,15 +37,9 @@ static TAILS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_TAI
 pub(super) fn routes(
     gw: &Arc<Gateway>,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = warp::Rejection> + Clone + use<> {
-    warp::path!("v1" / "tail")
-        .and(warp::get())
-        .and(with(gw))
-        .and(warp::header::headers_cloned())
-        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
-        .then(|gw: Arc<Gateway>, mut headers: HeaderMap, query: String| async move {
-            stream_credentials(&query, &mut headers);
-            handle(gw, "/v1/tail", Role::Viewer, headers, tail).await
-        })
+    warp::path!("v1" / "tail").and(warp::get()).and(with(gw)).and(stream_headers()).then(
+        |gw: Arc<Gateway>, headers: HeaderMap| async move { handle(gw, "/v1/tail", Role::Viewer, headers, tail).await },
+    )
 }
 
 async fn tail(ctx: Ctx) -> Result<warp::reply::Response, Problem> {
@@ -119,7 +112,7 @@ pub(super) async fn stream(
         .await
         .map_err(|e| unavailable(&e))?;
     let mut messages = consumer.messages().await.map_err(|e| unavailable(&e))?;
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Event>(64);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Event>(64);
     let stop = ctx.gw.shutdown.clone();
     tokio::spawn(async move {
         let _permit = permit; // held while this stream is open
@@ -147,11 +140,7 @@ pub(super) async fn stream(
             }
         }
     });
-    let events = futures::stream::poll_fn(move |cx| rx.poll_recv(cx).map(|e| e.map(Ok::<Event, Infallible>)));
-    let reply = warp::sse::reply(warp::sse::keep_alive().interval(Duration::from_secs(15)).stream(events));
-    let mut response = warp::Reply::into_response(reply);
-    *response.status_mut() = StatusCode::OK;
-    Ok(response)
+    Ok(sse(rx))
 }
 
 /// One stored event as a Server-Sent Event (none for a message that is not an event).

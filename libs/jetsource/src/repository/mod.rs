@@ -287,18 +287,17 @@ impl<A: Aggregate> Repository<A> {
     }
 
     /// One event of aggregate `id` at dense `version`, the `index`-th of its command's batch.
-    pub(crate) fn encode_one(
+    fn encode_one(
         &self,
         id: &AggregateId,
         version: u64,
         event: &A::Event,
-        ctx: &CommandContext,
-        time: &str,
+        stamp: &wide::Stamp<'_>,
         index: usize,
     ) -> Result<NewEvent, CommandError<A::Error>> {
         let data = encode_data(event).map_err(CommandError::Internal)?;
         let attributes = Attributes {
-            id: format!("{}:{index}", ctx.command_id),
+            id: format!("{}:{index}", stamp.command_id),
             source: self.store.source().to_owned(),
             event_type: self
                 .event_types
@@ -306,10 +305,10 @@ impl<A: Aggregate> Repository<A> {
                 .cloned()
                 .unwrap_or_else(|| self.store.event_type(A::TYPE, event.event_type())),
             subject: id.to_string(),
-            time: time.to_owned(),
+            time: stamp.time.clone(),
             schema_version: event.schema_version(),
             aggregate_version: Some(version),
-            metadata: ctx.metadata(),
+            metadata: stamp.metadata.clone(),
         };
         Ok(NewEvent::new(attributes, data.into()))
     }

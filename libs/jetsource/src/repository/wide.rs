@@ -9,7 +9,7 @@ use crate::aggregate::Seen;
 use crate::cloudevents;
 use crate::error::{CommandError, StoreError};
 use crate::id::AggregateId;
-use crate::metadata::CommandContext;
+use crate::metadata::{CommandContext, Metadata};
 use crate::scope::{Decision, Scope, Tag, Tagged};
 use crate::store::{Expect, NewEvent, Write};
 
@@ -53,6 +53,14 @@ impl<A: Aggregate> Wide<A> {
         let tags = self.tags.iter().map(|read| (read.tag.clone(), read.events.clone())).collect();
         Seen::new(id.clone(), aggregates, tags)
     }
+}
+
+/// What every event of one command carries, built once per command: its command id (the
+/// prefix of the event ids), its time and its metadata.
+pub(super) struct Stamp<'a> {
+    pub(super) command_id: &'a str,
+    pub(super) time: String,
+    pub(super) metadata: Metadata,
 }
 
 /// The batch a decision came to, and where each aggregate's events sit in it.
@@ -170,7 +178,7 @@ impl<A: Aggregate> Repository<A> {
                     .into(),
             ));
         }
-        let time = cloudevents::now_rfc3339();
+        let stamp = Stamp { command_id: &ctx.command_id, time: cloudevents::now_rfc3339(), metadata: ctx.metadata() };
         let mut tag_writes = Vec::new();
         let mut blocks: Vec<(AggregateId, Vec<NewEvent>)> = Vec::new();
         let mut written_others = Vec::new();
@@ -187,12 +195,11 @@ impl<A: Aggregate> Repository<A> {
                     )));
                 }
             };
-            let encoded =
-                self.encode_tagged(&other, &loaded, &other_events, ctx, &time, &mut index, &mut tag_writes)?;
+            let encoded = self.encode_tagged(&other, &loaded, &other_events, &stamp, &mut index, &mut tag_writes)?;
             blocks.push((other.clone(), encoded));
             written_others.push((other, loaded, other_events));
         }
-        let own = self.encode_tagged(id, current, &events, ctx, &time, &mut index, &mut tag_writes)?;
+        let own = self.encode_tagged(id, current, &events, &stamp, &mut index, &mut tag_writes)?;
         blocks.push((id.clone(), own));
 
         let mut writes = tag_writes;
@@ -252,37 +259,38 @@ impl<A: Aggregate> Repository<A> {
     }
 
     /// Encodes the events of aggregate `id` (at `loaded`) with dense versions, the batch-wide
-    /// `index` in their ids, and pushes a copy of each tagged one to `tag_writes`.
-    #[allow(clippy::too_many_arguments)]
+    /// `index` in their ids, and pushes a copy of each tagged one to `tag_writes`. A type that
+    /// declares no tags records none: its state is not folded a second time for them.
     fn encode_tagged(
         &self,
         id: &AggregateId,
         loaded: &Loaded<A>,
         events: &[A::Event],
-        ctx: &CommandContext,
-        time: &str,
+        stamp: &Stamp<'_>,
         index: &mut usize,
         tag_writes: &mut Vec<Write>,
     ) -> Result<Vec<NewEvent>, CommandError<A::Error>> {
-        let mut state = loaded.state.clone();
+        let mut state = (!A::TAGS.is_empty()).then(|| loaded.state.clone());
         let mut encoded = Vec::with_capacity(events.len());
         for (n, event) in events.iter().enumerate() {
-            let new = self.encode_one(id, loaded.version + 1 + n as u64, event, ctx, time, *index)?;
+            let new = self.encode_one(id, loaded.version + 1 + n as u64, event, stamp, *index)?;
             *index += 1;
-            let tags: std::collections::BTreeSet<Tag> = state.tags(id, event).into_iter().collect();
-            for tag in tags {
-                if !A::TAGS.contains(&tag.name()) {
-                    return Err(CommandError::Internal(format!(
-                        "{} tags an event {tag}, but its TAGS do not declare {:?}",
-                        A::TYPE,
-                        tag.name()
-                    )));
+            if let Some(state) = state.as_mut() {
+                let tags: std::collections::BTreeSet<Tag> = state.tags(id, event).into_iter().collect();
+                for tag in tags {
+                    if !A::TAGS.contains(&tag.name()) {
+                        return Err(CommandError::Internal(format!(
+                            "{} tags an event {tag}, but its TAGS do not declare {:?}",
+                            A::TYPE,
+                            tag.name()
+                        )));
+                    }
+                    let mut copy = new.clone();
+                    copy.msg_id = format!("{}#{tag}", new.msg_id);
+                    tag_writes.push(Write::new(self.store.tag_subject(&tag), copy));
                 }
-                let mut copy = new.clone();
-                copy.msg_id = format!("{}#{tag}", new.msg_id);
-                tag_writes.push(Write::new(self.store.tag_subject(&tag), copy));
+                state.apply(event);
             }
-            state.apply(event);
             encoded.push(new);
         }
         Ok(encoded)

@@ -5,34 +5,21 @@
 use std::sync::Arc;
 
 use jetsource::store::{Expect, Write};
-use jetsource::{CommandContext, CommandError, EventStore, Repository, RepositoryConfig, StoreError, Tag};
-use jetsource_testkit::{NatsCluster, NatsServer};
+use jetsource::{CommandContext, CommandError, Repository, RepositoryConfig, StoreError, Tag};
 
 use crate::batch::new_event;
-use crate::support::{Bin, BinCommand, connect_provisioned, id, stored, stream_messages};
+use crate::support::{Bin, BinCommand, Env, id, stored, stream_messages};
 
-/// A provisioned store on R1 or R3, kept alive with its servers.
+/// A provisioned store on R1 or R3, with one repository over it.
 struct Nats {
-    _server: Option<NatsServer>,
-    _cluster: Option<NatsCluster>,
-    client: async_nats::Client,
-    store: EventStore,
+    env: Env,
     repo: Arc<Repository<Bin>>,
 }
 
 async fn nats(replicas: usize) -> Nats {
-    let (server, cluster, url) = if replicas == 1 {
-        let server = NatsServer::start();
-        let url = server.url();
-        (Some(server), None, url)
-    } else {
-        let cluster = NatsCluster::start();
-        let url = cluster.urls();
-        (None, Some(cluster), url)
-    };
-    let (client, store, snapshots) = connect_provisioned(&url, replicas).await;
-    let repo = Arc::new(Repository::new(store.clone(), Some(snapshots), RepositoryConfig::default()));
-    Nats { _server: server, _cluster: cluster, client, store, repo }
+    let env = if replicas == 1 { Env::start().await } else { Env::start_cluster().await };
+    let repo = Arc::new(env.repository(RepositoryConfig::default()));
+    Nats { env, repo }
 }
 
 async fn on_hand(nats: &Nats, bin: &str) -> u64 {
@@ -46,7 +33,7 @@ async fn moves_conserve_the_total(replicas: usize) {
     for bin in bins {
         nats.repo.execute(&id(bin), BinCommand::Receive { qty: 50 }, &CommandContext::new()).await.unwrap();
     }
-    let other = Arc::new(Repository::<Bin>::new(nats.store.clone(), None, RepositoryConfig::default()));
+    let other = Arc::new(Repository::<Bin>::new(nats.env.store.clone(), None, RepositoryConfig::default()));
 
     // Act: 60 concurrent moves of 1..=20 between random bins
     let tasks: Vec<_> = (0..60u64)
@@ -83,7 +70,7 @@ async fn moves_conserve_the_total(replicas: usize) {
     let mut taken = 0;
     let mut arrived = 0;
     for bin in bins {
-        let events = stored(&nats.store, &format!("evt.bin.{bin}")).await;
+        let events = stored(&nats.env.store, &format!("evt.bin.{bin}")).await;
         let versions: Vec<_> = events.iter().map(|e| e.attributes().unwrap().aggregate_version.unwrap()).collect();
         assert_eq!(versions, (1..=events.len() as u64).collect::<Vec<_>>(), "{bin}: versions stay dense");
         for event in events {
@@ -134,7 +121,7 @@ async fn one_label_one_holder(replicas: usize) {
 
     // Assert: one holder, one tagged copy, and the holder may label itself again
     assert_eq!(holders.len(), 1, "holders: {holders:?}");
-    let tagged = stored(&nats.store, &nats.store.tag_subject(&Tag::new("label", &label))).await;
+    let tagged = stored(&nats.env.store, &nats.env.store.tag_subject(&Tag::new("label", &label))).await;
     assert_eq!(tagged.len(), 1);
     let holder = id(&format!("bin-{}", holders[0]));
     assert_eq!(tagged[0].attributes().unwrap().subject, holder.as_str());
@@ -155,10 +142,10 @@ async fn of_twenty_racing_claims_of_one_label_exactly_one_lands_on_r3() {
 async fn a_batch_whose_condition_fails_writes_nothing() {
     // Arrange: a tag subject holding one event, read at that position
     let nats = nats(1).await;
-    let tag = nats.store.tag_subject(&Tag::new("label", &id("red")));
-    let first = nats.store.append_all(vec![Write::new(&tag, new_event("c1", 0, 1, 1))]).await.unwrap();
+    let tag = nats.env.store.tag_subject(&Tag::new("label", &id("red")));
+    let first = nats.env.store.append_all(vec![Write::new(&tag, new_event("c1", 0, 1, 1))]).await.unwrap();
     let stale = Expect { filter: Some(tag.clone()), last_seq: 0 };
-    let before = stream_messages(&nats.client).await;
+    let before = stream_messages(&nats.env.client).await;
 
     // Act: two aggregates' events, conditioned on the tag as it was before its first event
     let batch = |expect: Expect| {
@@ -168,18 +155,18 @@ async fn a_batch_whose_condition_fails_writes_nothing() {
             Write::new(&tag, new_event("c2", 2, 1, 5)).expecting(expect),
         ]
     };
-    let result = nats.store.append_all(batch(stale)).await;
+    let result = nats.env.store.append_all(batch(stale)).await;
 
     // Assert: a conflict, and no message of the batch stored
     assert!(matches!(result, Err(StoreError::Conflict { .. })), "{result:?}");
-    assert_eq!(stream_messages(&nats.client).await, before);
-    assert!(stored(&nats.store, "evt.bin.x").await.is_empty());
+    assert_eq!(stream_messages(&nats.env.client).await, before);
+    assert!(stored(&nats.env.store, "evt.bin.x").await.is_empty());
 
     // and with the position read right, it lands whole
     let fresh = Expect { filter: Some(tag.clone()), last_seq: first.last_seq };
-    let landed = nats.store.append_all(batch(fresh)).await.unwrap();
+    let landed = nats.env.store.append_all(batch(fresh)).await.unwrap();
     assert_eq!(landed.last_seq - landed.first_seq, 2);
-    assert_eq!(stream_messages(&nats.client).await, before + 3);
+    assert_eq!(stream_messages(&nats.env.client).await, before + 3);
 }
 
 #[tokio::test]
@@ -192,18 +179,18 @@ async fn a_retried_multi_aggregate_command_writes_once() {
 
     // Act: the command, then the same command id again on another instance (no shared cache)
     let first = nats.repo.execute(&id("src"), command.clone(), &ctx).await.unwrap();
-    let other = Repository::<Bin>::new(nats.store.clone(), None, RepositoryConfig::default());
+    let other = Repository::<Bin>::new(nats.env.store.clone(), None, RepositoryConfig::default());
     let again = other.execute(&id("src"), command, &ctx).await.unwrap();
 
     // Assert: one outcome, one event on each side
     assert!(!first.duplicate);
     assert!(again.duplicate);
     assert_eq!((again.version, again.stream_seq), (first.version, first.stream_seq));
-    assert_eq!(stored(&nats.store, "evt.bin.dst").await.len(), 1);
-    assert_eq!(stored(&nats.store, "evt.bin.src").await.len(), 2);
+    assert_eq!(stored(&nats.env.store, "evt.bin.dst").await.len(), 1);
+    assert_eq!(stored(&nats.env.store, "evt.bin.src").await.len(), 2);
     assert_eq!((on_hand(&nats, "src").await, on_hand(&nats, "dst").await), (6, 4));
     // The destination's version is dense, and its event names the command
-    let dst = stored(&nats.store, "evt.bin.dst").await;
+    let dst = stored(&nats.env.store, "evt.bin.dst").await;
     let attributes = dst[0].attributes().unwrap();
     assert_eq!((attributes.aggregate_version, attributes.metadata.command_id.as_str()), (Some(1), "move-1"));
 }
@@ -223,7 +210,7 @@ async fn a_move_back_finds_the_destination_cached_as_the_move_there_left_it() {
     // Arrange
     let nats = nats(1).await;
     let conflicts = Arc::new(Conflicts::default());
-    let repo = Repository::<Bin>::new(nats.store.clone(), None, RepositoryConfig::default())
+    let repo = Repository::<Bin>::new(nats.env.store.clone(), None, RepositoryConfig::default())
         .with_observer(Arc::clone(&conflicts) as Arc<dyn jetsource::Observer>);
     repo.execute(&id("a"), BinCommand::Receive { qty: 10 }, &CommandContext::new()).await.unwrap();
     repo.execute(&id("b"), BinCommand::Receive { qty: 10 }, &CommandContext::new()).await.unwrap();
@@ -237,7 +224,7 @@ async fn a_move_back_finds_the_destination_cached_as_the_move_there_left_it() {
     // Assert: no move met a stale cache, and both sides are where they should be
     assert_eq!(conflicts.0.load(std::sync::atomic::Ordering::Relaxed), 0);
     assert_eq!((on_hand(&nats, "a").await, on_hand(&nats, "b").await), (10, 10));
-    assert_eq!(stored(&nats.store, "evt.bin.a").await.len(), 7);
+    assert_eq!(stored(&nats.env.store, "evt.bin.a").await.len(), 7);
 }
 
 #[tokio::test]
@@ -247,7 +234,7 @@ async fn conditions_ride_before_the_batch_writes_their_subject() {
     for label in ["t1", "t2"] {
         nats.repo.execute(&id(label), BinCommand::Label { label: id(label) }, &CommandContext::new()).await.unwrap();
     }
-    let before = stream_messages(&nats.client).await;
+    let before = stream_messages(&nats.env.client).await;
 
     // Act: read t1 and t2, write under t2 and t3 (a condition on t2 placed after t2's copy
     // would be refused by the server, whatever the stream held)
@@ -257,7 +244,7 @@ async fn conditions_ride_before_the_batch_writes_their_subject() {
     // Assert: it lands at once, the event and its two copies
     let marked = marked.unwrap();
     assert_eq!(marked.version, 1);
-    assert_eq!(stream_messages(&nats.client).await, before + 3);
+    assert_eq!(stream_messages(&nats.env.client).await, before + 3);
 }
 
 #[tokio::test]
@@ -268,5 +255,5 @@ async fn a_decision_that_reads_outside_its_scope_is_refused_and_writes_nothing()
 
     let error = result.unwrap_err();
     assert!(matches!(&error, CommandError::Internal(m) if m.contains("tag label=x")), "{error:?}");
-    assert_eq!(stream_messages(&nats.client).await, 0);
+    assert_eq!(stream_messages(&nats.env.client).await, 0);
 }
