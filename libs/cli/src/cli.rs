@@ -237,6 +237,13 @@ struct NatsArgs {
     creds: Option<PathBuf>,
 }
 
+/// The OpenTelemetry variables a process honours, shown under `up --help` and `run --help`.
+const TELEMETRY_HELP: &str = "Telemetry, as the OpenTelemetry SDKs read it: OTEL_EXPORTER_OTLP_ENDPOINT \
+(http:// or https://), OTEL_EXPORTER_OTLP_PROTOCOL=grpc|http/protobuf|http/json, \
+OTEL_EXPORTER_OTLP_CERTIFICATE (a CA file), OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE/_CLIENT_KEY, \
+OTEL_EXPORTER_OTLP_HEADERS, OTEL_RESOURCE_ATTRIBUTES, OTEL_SERVICE_NAME, OTEL_TRACES_EXPORTER=otlp|none, \
+OTEL_LOGS_EXPORTER=otlp|none (log records over OTLP too). Unset: nothing is exported.";
+
 /// `NATS_URL`, as NATS tooling reads it, else the local default.
 fn default_nats_url() -> String {
     std::env::var("NATS_URL").ok().filter(|u| !u.trim().is_empty()).unwrap_or_else(|| "nats://127.0.0.1:4222".into())
@@ -379,6 +386,8 @@ fn command(settings: &Settings) -> clap::Command {
         .bin_name(name)
         .about(settings.about)
         .after_help(format!("Start with `{name} up`; every command has --help."))
+        .mut_subcommand("up", |c| c.after_help(TELEMETRY_HELP))
+        .mut_subcommand("run", |c| c.after_help(TELEMETRY_HELP))
         .mut_subcommand("run", |run| {
             run.mut_arg("services", |arg| arg.value_parser(clap::builder::PossibleValuesParser::new(values)))
         })

@@ -1,10 +1,12 @@
 //! Setting up tracing once per process: JSON logs to stdout, OpenTelemetry spans with W3C
-//! propagation, and OTLP export when the standard `OTEL_EXPORTER_OTLP_*` variables ask for it.
+//! propagation, and OTLP export of spans (and, if asked, logs) when the standard
+//! `OTEL_EXPORTER_OTLP_*` variables ask for it (see [`crate::otlp`]).
 
 use opentelemetry::KeyValue;
 use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_otlp::{Protocol, WithExportConfig as _};
 use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::logs::SdkLoggerProvider;
+use opentelemetry_sdk::logs::log_processor_with_async_runtime::BatchLogProcessor;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::runtime;
 use opentelemetry_sdk::trace::SdkTracerProvider;
@@ -21,6 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::mpsc;
 
 use crate::json::{JsonLines, ServiceFields};
+use crate::otlp::{self, Signal};
 use crate::ship::{self, ShipLayer, Shipped, parse_level};
 
 /// What to set up.
@@ -58,51 +61,18 @@ pub enum TelemetryError {
 #[derive(Debug)]
 pub struct Telemetry {
     provider: SdkTracerProvider,
+    loggers: Option<SdkLoggerProvider>,
     exporting: bool,
     shipping: std::sync::Mutex<Option<mpsc::Receiver<Shipped>>>,
     dropped: Arc<AtomicU64>,
 }
 
-/// An environment variable that is set and not blank.
-fn env(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
-}
-
-fn env_set(name: &str) -> bool {
-    env(name).is_some()
-}
-
-/// The OTLP protocol the environment asks for, or why this build cannot honour it: a setting it
-/// cannot carry out is an error at start, never spans silently dropped.
-fn export_protocol(protocol: Option<&str>, endpoint: Option<&str>) -> Result<Protocol, TelemetryError> {
-    if let Some(endpoint) = endpoint
-        && endpoint.trim().to_ascii_lowercase().starts_with("https://")
-    {
-        return Err(TelemetryError::Exporter(format!(
-            "endpoint {endpoint:?}: this build exports over plain HTTP only (no TLS client); \
-             use an http:// endpoint (a collector sidecar or an in-cluster service)"
-        )));
-    }
-    match protocol.map(str::trim) {
-        None | Some("http/protobuf") => Ok(Protocol::HttpBinary),
-        Some("http/json") => Ok(Protocol::HttpJson),
-        Some("grpc") => Err(TelemetryError::Exporter(
-            "OTEL_EXPORTER_OTLP_PROTOCOL=grpc: this build exports over OTLP/HTTP only; set \
-             OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf and point the endpoint at the collector's \
-             OTLP/HTTP port (4318)"
-                .into(),
-        )),
-        Some(other) => Err(TelemetryError::Exporter(format!(
-            "OTEL_EXPORTER_OTLP_PROTOCOL={other:?} is not a protocol; use http/protobuf or http/json"
-        ))),
-    }
-}
-
 impl Telemetry {
-    /// True when OTLP export is configured by the environment (`OTEL_EXPORTER_OTLP_ENDPOINT` or
-    /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`).
+    /// True when the environment asks for spans to be exported over OTLP (an
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, or
+    /// `OTEL_TRACES_EXPORTER=otlp`; `OTEL_TRACES_EXPORTER=none` turns it off).
     pub fn export_configured() -> bool {
-        env_set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") || env_set("OTEL_EXPORTER_OTLP_ENDPOINT")
+        otlp::plan(&otlp::process_env, Signal::Traces).is_ok_and(|plan| plan.is_some())
     }
 
     /// Installs the global subscriber. Must run inside a multi-threaded Tokio runtime (the span
@@ -121,21 +91,26 @@ impl Telemetry {
             .with_service_name(service_name)
             .with_attribute(KeyValue::new("service.instance.id", config.instance.clone()))
             .build();
-        let mut builder = SdkTracerProvider::builder().with_resource(resource);
-        let exporting = Self::export_configured();
-        if exporting {
-            let protocol = export_protocol(
-                env("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL").or_else(|| env("OTEL_EXPORTER_OTLP_PROTOCOL")).as_deref(),
-                env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").or_else(|| env("OTEL_EXPORTER_OTLP_ENDPOINT")).as_deref(),
-            )?;
-            let exporter = opentelemetry_otlp::SpanExporter::builder()
-                .with_http()
-                .with_protocol(protocol)
-                .build()
-                .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
+        let mut builder = SdkTracerProvider::builder().with_resource(resource.clone());
+        let traces = otlp::plan(&otlp::process_env, Signal::Traces)?;
+        let exporting = traces.is_some();
+        if let Some(export) = traces {
+            let exporter = export.spans()?;
             builder = builder.with_span_processor(BatchSpanProcessor::builder(exporter, runtime::Tokio).build());
         }
         let provider = builder.build();
+        let loggers = match otlp::plan(&otlp::process_env, Signal::Logs)? {
+            None => None,
+            Some(export) => {
+                let exporter = export.logs()?;
+                Some(
+                    SdkLoggerProvider::builder()
+                        .with_resource(resource)
+                        .with_log_processor(BatchLogProcessor::builder(exporter, runtime::Tokio).build())
+                        .build(),
+                )
+            }
+        };
 
         let filter = config
             .filter
@@ -145,8 +120,22 @@ impl Telemetry {
             .unwrap_or_else(|| "info".to_owned());
         // The log filter governs the JSON lines only; spans (which carry the trace ids into
         // replies, events and logs) are kept at INFO and above whatever the log level.
-        let filter = EnvFilter::try_new(format!("{filter},async_nats=warn,hyper=warn,warp=warn"))
-            .map_err(|e| TelemetryError::Filter(e.to_string()))?;
+        let directives = format!("{filter},async_nats=warn,hyper=warn,warp=warn");
+        let filter = EnvFilter::try_new(&directives).map_err(|e| TelemetryError::Filter(e.to_string()))?;
+        // Log records over OTLP: what the log filter lets through, but never the exporter's own
+        // machinery (its records would feed themselves).
+        let otlp_logs = match &loggers {
+            None => None,
+            Some(loggers) => {
+                let filter = EnvFilter::try_new(format!(
+                    "{directives},opentelemetry=off,opentelemetry_sdk=off,opentelemetry_otlp=off,tonic=off,h2=off,tower=off,hyper_util=off,rustls=off"
+                ))
+                .map_err(|e| TelemetryError::Filter(e.to_string()))?;
+                Some(
+                    opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge::new(loggers).with_filter(filter),
+                )
+            }
+        };
         // The OTel layer sees spans and warnings/errors only (these mark the span as failed);
         // turning every debug event into a span event would cost more than it tells.
         let otel = tracing_opentelemetry::layer()
@@ -204,10 +193,11 @@ impl Telemetry {
             .with(otel)
             .with(stdout)
             .with(shipper)
+            .with(otlp_logs)
             .try_init()
             .map_err(|_| TelemetryError::AlreadyInitialised)?;
         let shipping = std::sync::Mutex::new(ship_level.map(|_| rx));
-        Ok(Self { provider, exporting, shipping, dropped })
+        Ok(Self { provider, loggers, exporting, shipping, dropped })
     }
 
     /// Starts shipping log records (those queued since [`Telemetry::init`] first) to
@@ -230,28 +220,15 @@ impl Telemetry {
         self.exporting
     }
 
-    /// Flushes and stops span export.
+    /// Flushes and stops span (and log) export.
     pub async fn shutdown(self) {
-        let provider = self.provider;
-        let _ = tokio::task::spawn_blocking(move || provider.shutdown()).await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn export_settings_this_build_cannot_honour_are_errors_naming_them() {
-        assert_eq!(export_protocol(None, Some("http://collector:4318")).unwrap(), Protocol::HttpBinary);
-        assert_eq!(export_protocol(Some("http/json"), None).unwrap(), Protocol::HttpJson);
-        for (protocol, endpoint, needle) in [
-            (Some("grpc"), Some("http://collector:4317"), "grpc"),
-            (Some("thrift"), None, "thrift"),
-            (None, Some("HTTPS://collector:4318"), "HTTPS://collector:4318"),
-        ] {
-            let err = export_protocol(protocol, endpoint).unwrap_err().to_string();
-            assert!(err.contains(needle), "{err}");
-        }
+        let (provider, loggers) = (self.provider, self.loggers);
+        let _ = tokio::task::spawn_blocking(move || {
+            let _ = provider.shutdown();
+            if let Some(loggers) = loggers {
+                let _ = loggers.shutdown();
+            }
+        })
+        .await;
     }
 }

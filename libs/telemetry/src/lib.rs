@@ -30,9 +30,11 @@
 #![warn(clippy::unwrap_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod https;
 mod init;
 mod json;
 pub mod metrics;
+mod otlp;
 pub mod propagation;
 mod ship;
 

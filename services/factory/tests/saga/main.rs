@@ -5,6 +5,7 @@
 mod flows;
 mod metrics;
 mod otel;
+mod otlp;
 mod permissions;
 // The factory harness the command, view and saga suites share.
 #[allow(dead_code)]

@@ -85,7 +85,7 @@ async fn call(
     tokio::time::timeout(Duration::from_secs(20), exchange).await.unwrap_or_else(|_| panic!("{method} {path} hung"))
 }
 
-async fn post(http: SocketAddr, path: &str, headers: &[(&str, &str)], body: &str) -> Value {
+pub(crate) async fn post(http: SocketAddr, path: &str, headers: &[(&str, &str)], body: &str) -> Value {
     let mut all = vec![("content-type", "application/json")];
     all.extend_from_slice(headers);
     let (status, json, text) = call(http, "POST", path, &all, body).await;
