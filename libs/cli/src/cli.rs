@@ -614,9 +614,7 @@ async fn up(ctx: &Ctx, args: UpArgs, log: Option<String>) -> anyhow::Result<()> 
     shutdown.on_signals();
     let mut config = ProcessConfig::new(&url, ctx.app.service_names(), ctx.topology.clone());
     config.http = Some(args.http);
-    config.gateway.auth = jetsource_http::AuthConfig::from_env(ctx.env_prefix).map_err(anyhow::Error::msg)?;
-    config.gateway.cors_origins = jetsource_http::GatewayConfig::cors_from_env(ctx.env_prefix);
-    config.gateway.console_trace_url = jetsource_http::GatewayConfig::console_trace_url_from_env(ctx.env_prefix);
+    config.gateway.apply_env(ctx.env_prefix).map_err(anyhow::Error::msg)?;
     let result = match Process::build(Arc::clone(&ctx.app), config).await {
         Ok(app) => {
             telemetry.ship_logs(app.client().clone(), Some(Arc::clone(app.metrics())));
@@ -664,9 +662,7 @@ async fn run_services(ctx: &Ctx, args: RunArgs, log: Option<String>) -> anyhow::
     shutdown.on_signals();
     let mut config = ProcessConfig::new(&args.nats.nats_url, names.clone(), ctx.topology.clone());
     config.http = Some(args.http);
-    config.gateway.auth = jetsource_http::AuthConfig::from_env(ctx.env_prefix).map_err(anyhow::Error::msg)?;
-    config.gateway.cors_origins = jetsource_http::GatewayConfig::cors_from_env(ctx.env_prefix);
-    config.gateway.console_trace_url = jetsource_http::GatewayConfig::console_trace_url_from_env(ctx.env_prefix);
+    config.gateway.apply_env(ctx.env_prefix).map_err(anyhow::Error::msg)?;
     config.provision = !args.no_provision;
     config.replicas = args.replicas;
     let result = match Process::build(Arc::clone(&ctx.app), config).await {

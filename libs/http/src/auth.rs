@@ -1,14 +1,20 @@
-//! Who is calling and what they may do: bearer JWTs (HS256 with a shared secret, RS256 or
-//! ES256 with a public key) and static API keys, with roles `viewer` (reads), `operator`
-//! (commands) and `admin` (rebuilds and other operations). Verified with `ring`.
+//! Who is calling and what they may do: bearer JWTs (HS256 with a shared secret, a PEM public
+//! key, or an OpenID Connect provider's key set chosen by `kid`) and static API keys, with roles
+//! `viewer` (reads), `operator` (commands) and `admin` (rebuilds and other operations).
+//! Signatures, algorithms, issuer and audience are checked by `jsonwebtoken`; what it does not
+//! do as RFC 7519 asks (fractional NumericDates, `crit`) and the role claim are checked here.
+
+use std::sync::Arc;
 
 use base64::Engine as _;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use ring::{hmac, signature};
-use serde::Deserialize;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde_json::Value;
 use thiserror::Error;
 
 use crate::config::{AuthConfig, JwtConfig, JwtKey};
+use crate::jwks::{Key, KeySet};
 
 /// What a caller may do; each role includes the ones before it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -72,37 +78,18 @@ pub enum AuthError {
     },
 }
 
-enum Verifier {
-    Hs256(hmac::Key),
-    Rs256(Vec<u8>),
-    Es256(Vec<u8>),
+/// Where verification keys come from.
+enum Keys {
+    /// The one key of the configuration, for these algorithms.
+    Static(DecodingKey, Vec<Algorithm>),
+    /// The identity provider's key set.
+    Provider(Arc<KeySet>),
 }
 
 /// Checks credentials against the configuration.
 pub struct Authenticator {
-    verifier: Option<(Verifier, JwtConfig)>,
+    keys: Option<(Keys, JwtConfig)>,
     config: AuthConfig,
-}
-
-#[derive(Debug, Deserialize)]
-struct Header {
-    alg: String,
-    /// Extensions the issuer says must be understood (RFC 7515 §4.1.11); this verifier knows none.
-    crit: Option<serde_json::Value>,
-}
-
-#[derive(Debug, Deserialize)]
-struct Claims {
-    sub: Option<String>,
-    /// NumericDate: seconds, fractions allowed (RFC 7519 §2).
-    exp: Option<f64>,
-    nbf: Option<f64>,
-    iss: Option<String>,
-    #[serde(default)]
-    aud: Option<serde_json::Value>,
-    role: Option<String>,
-    #[serde(default)]
-    roles: Vec<String>,
 }
 
 /// Clock skew tolerated on `exp` and `nbf`.
@@ -110,12 +97,12 @@ const LEEWAY_SECONDS: f64 = 30.0;
 
 impl Authenticator {
     /// Builds the checker; a public key that cannot be used is an error at start, not per
-    /// request.
+    /// request. A provider's key set is fetched by [`Authenticator::start`].
     ///
     /// # Errors
     /// A message saying what is wrong with the key.
     pub fn new(config: AuthConfig) -> Result<Self, String> {
-        let verifier = match &config.jwt {
+        let keys = match &config.jwt {
             None => None,
             Some(jwt) => Some((
                 match &jwt.key {
@@ -123,14 +110,43 @@ impl Authenticator {
                         if secret.expose().len() < 32 {
                             return Err("the HS256 secret must be at least 32 characters".into());
                         }
-                        Verifier::Hs256(hmac::Key::new(hmac::HMAC_SHA256, secret.expose().as_bytes()))
+                        Keys::Static(DecodingKey::from_secret(secret.expose().as_bytes()), vec![Algorithm::HS256])
                     }
                     JwtKey::PublicPem(pem) => public_key(pem)?,
+                    JwtKey::Jwks(jwks) => Keys::Provider(Arc::new(KeySet::new(jwks.clone())?)),
                 },
                 jwt.clone(),
             )),
         };
-        Ok(Self { verifier, config })
+        Ok(Self { keys, config })
+    }
+
+    /// Fetches the identity provider's keys (if they come from one) and keeps them fresh
+    /// until `shutdown`.
+    ///
+    /// # Errors
+    /// The first fetch failed: a message naming the URL and why.
+    pub async fn start(&self, shutdown: jetsource_runtime::Shutdown) -> Result<(), String> {
+        let Some((Keys::Provider(set), _)) = &self.keys else { return Ok(()) };
+        let count = set.refresh().await?;
+        tracing::info!(service = "gateway", keys = count, "loaded the identity provider's signing keys");
+        let set = Arc::clone(set);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(set.interval());
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {
+                        if let Err(error) = set.refresh().await {
+                            tracing::warn!(service = "gateway", %error, "could not refresh the identity provider's keys; the last ones stay in use");
+                        }
+                    }
+                    () = shutdown.wait() => return,
+                }
+            }
+        });
+        Ok(())
     }
 
     /// True when some credential is configured.
@@ -142,13 +158,13 @@ impl Authenticator {
     ///
     /// # Errors
     /// [`AuthError`].
-    pub fn check(
+    pub async fn check(
         &self,
         authorization: Option<&str>,
         api_key: Option<&str>,
         needs: Role,
     ) -> Result<Principal, AuthError> {
-        let principal = self.identify(authorization, api_key)?;
+        let principal = self.identify(authorization, api_key).await?;
         if principal.role < needs {
             return Err(AuthError::Forbidden {
                 actor: principal.actor,
@@ -159,7 +175,7 @@ impl Authenticator {
         Ok(principal)
     }
 
-    fn identify(&self, authorization: Option<&str>, api_key: Option<&str>) -> Result<Principal, AuthError> {
+    async fn identify(&self, authorization: Option<&str>, api_key: Option<&str>) -> Result<Principal, AuthError> {
         if !self.enabled() {
             return Ok(Principal { actor: "anonymous".into(), role: Role::Admin });
         }
@@ -176,13 +192,37 @@ impl Authenticator {
             None => return Err(AuthError::Missing),
             // The scheme is case-insensitive (RFC 9110 §11.1).
             Some(value) => match value.split_once(' ') {
-                Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token,
+                Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
                 _ => return Err(AuthError::Invalid("Authorization must be `Bearer <jwt>`".into())),
             },
         };
-        let (verifier, jwt) =
-            self.verifier.as_ref().ok_or_else(|| AuthError::Invalid("bearer tokens are not accepted here".into()))?;
-        verify(token.trim(), verifier, jwt)
+        let (keys, jwt) =
+            self.keys.as_ref().ok_or_else(|| AuthError::Invalid("bearer tokens are not accepted here".into()))?;
+        let header = header(token)?;
+        let (key, algorithms) = match keys {
+            Keys::Static(key, algorithms) => (key.clone(), algorithms.clone()),
+            Keys::Provider(set) => {
+                let kid = header.get("kid").and_then(Value::as_str);
+                let found = match set.find(kid) {
+                    Some(found) => found,
+                    None => {
+                        // A key the provider rotated in since the last fetch.
+                        if let Err(error) = set.refetch_for_unknown_key().await {
+                            tracing::warn!(service = "gateway", %error, "could not fetch the identity provider's keys");
+                        }
+                        set.find(kid).ok_or_else(|| {
+                            AuthError::Invalid(match kid {
+                                Some(kid) => format!("no signing key {kid:?} in the identity provider's key set"),
+                                None => "the token names no key (kid) and the provider has several".into(),
+                            })
+                        })?
+                    }
+                };
+                let Key { key, algorithm } = found;
+                (key, vec![algorithm])
+            }
+        };
+        verify(token, &header, &key, algorithms, jwt)
     }
 }
 
@@ -190,71 +230,85 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0_u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn verify(token: &str, verifier: &Verifier, jwt: &JwtConfig) -> Result<Principal, AuthError> {
-    let invalid = |m: &str| AuthError::Invalid(m.to_owned());
-    let mut parts = token.split('.');
-    let (Some(header), Some(payload), Some(sig), None) = (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
+fn invalid(message: &str) -> AuthError {
+    AuthError::Invalid(message.to_owned())
+}
+
+/// The token's JOSE header, refused when it has no three parts or names `crit` extensions.
+fn header(token: &str) -> Result<serde_json::Map<String, Value>, AuthError> {
+    if token.split('.').count() != 3 {
         return Err(invalid("a JWT has three dot-separated parts"));
-    };
-    let decode = |part: &str| URL_SAFE_NO_PAD.decode(part).map_err(|_| invalid("not base64url"));
-    let header: Header = serde_json::from_slice(&decode(header)?).map_err(|_| invalid("unreadable JWT header"))?;
-    if header.crit.is_some() {
+    }
+    let encoded = token.split('.').next().unwrap_or_default();
+    let bytes = URL_SAFE_NO_PAD.decode(encoded).map_err(|_| invalid("not base64url"))?;
+    let header: serde_json::Map<String, Value> =
+        serde_json::from_slice(&bytes).map_err(|_| invalid("unreadable JWT header"))?;
+    // Extensions the issuer says must be understood (RFC 7515 §4.1.11); this gateway knows none.
+    if header.contains_key("crit") {
         return Err(invalid("the JWT header names crit extensions this gateway does not understand"));
     }
-    let signature = decode(sig)?;
-    let signed = &token.as_bytes()[..token.len() - sig.len() - 1];
-    let verified = match (verifier, header.alg.as_str()) {
-        (Verifier::Hs256(key), "HS256") => hmac::verify(key, signed, &signature).is_ok(),
-        (Verifier::Rs256(der), "RS256") => {
-            signature::UnparsedPublicKey::new(&signature::RSA_PKCS1_2048_8192_SHA256, der)
-                .verify(signed, &signature)
-                .is_ok()
-        }
-        (Verifier::Es256(point), "ES256") => {
-            signature::UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, point)
-                .verify(signed, &signature)
-                .is_ok()
-        }
-        (_, alg) => return Err(AuthError::Invalid(format!("algorithm {alg:?} is not the one configured"))),
-    };
-    if !verified {
-        return Err(invalid("bad signature"));
+    Ok(header)
+}
+
+fn verify(
+    token: &str,
+    header: &serde_json::Map<String, Value>,
+    key: &DecodingKey,
+    algorithms: Vec<Algorithm>,
+    jwt: &JwtConfig,
+) -> Result<Principal, AuthError> {
+    let alg = header.get("alg").and_then(Value::as_str).unwrap_or_default().to_owned();
+    let mut validation = Validation::new(algorithms[0]);
+    validation.algorithms = algorithms;
+    // NumericDates are checked below: RFC 7519 allows fractions, which the crate refuses.
+    validation.validate_exp = false;
+    validation.validate_nbf = false;
+    validation.required_spec_claims.clear();
+    if let Some(issuer) = &jwt.issuer {
+        validation.set_issuer(&[issuer]);
     }
-    let claims: Claims = serde_json::from_slice(&decode(payload)?).map_err(|_| invalid("unreadable JWT claims"))?;
+    match &jwt.audience {
+        Some(audience) => validation.set_audience(&[audience]),
+        None => validation.validate_aud = false,
+    }
+    let claims = jsonwebtoken::decode::<serde_json::Map<String, Value>>(token, key, &validation)
+        .map_err(|e| match e.kind() {
+            ErrorKind::InvalidSignature => invalid("bad signature"),
+            ErrorKind::InvalidAlgorithm => AuthError::Invalid(format!("algorithm {alg:?} is not the one configured")),
+            ErrorKind::InvalidIssuer => invalid("wrong issuer"),
+            ErrorKind::InvalidAudience => invalid("wrong audience"),
+            ErrorKind::InvalidToken => invalid("a JWT has three dot-separated parts"),
+            ErrorKind::Base64(_) => invalid("not base64url"),
+            ErrorKind::Json(_) | ErrorKind::Utf8(_) => invalid("unreadable JWT claims"),
+            _ => AuthError::Invalid(format!("the token cannot be verified: {e}")),
+        })?
+        .claims;
+    let date = |name: &str| -> Result<Option<f64>, AuthError> {
+        match claims.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(value) => {
+                value.as_f64().map(Some).ok_or_else(|| AuthError::Invalid(format!("{name} is not a NumericDate")))
+            }
+        }
+    };
     // Float arithmetic on NumericDates cannot overflow: a huge `exp` is merely far away.
     let now = time::OffsetDateTime::now_utc().unix_timestamp() as f64;
-    match claims.exp {
+    match date("exp")? {
         None => return Err(invalid("the token has no exp")),
         Some(exp) if exp + LEEWAY_SECONDS < now => return Err(invalid("the token has expired")),
         _ => {}
     }
-    if claims.nbf.is_some_and(|nbf| nbf - LEEWAY_SECONDS > now) {
+    if date("nbf")?.is_some_and(|nbf| nbf - LEEWAY_SECONDS > now) {
         return Err(invalid("the token is not valid yet"));
     }
-    if let Some(issuer) = &jwt.issuer
-        && claims.iss.as_deref() != Some(issuer.as_str())
-    {
-        return Err(invalid("wrong issuer"));
-    }
-    if let Some(audience) = &jwt.audience {
-        let ok = match &claims.aud {
-            Some(serde_json::Value::String(a)) => a == audience,
-            Some(serde_json::Value::Array(list)) => list.iter().any(|a| a.as_str() == Some(audience.as_str())),
-            _ => false,
-        };
-        if !ok {
-            return Err(invalid("wrong audience"));
-        }
-    }
-    let role = claims
-        .role
-        .iter()
-        .chain(&claims.roles)
-        .filter_map(|r| Role::parse(r))
-        .max()
-        .ok_or_else(|| invalid("no role claim (viewer, operator or admin)"))?;
-    let actor = claims.sub.filter(|s| !s.is_empty()).unwrap_or_else(|| "jwt".into());
+    let role =
+        roles(&claims, jwt.role_claim.as_deref()).filter_map(Role::parse).max().ok_or_else(|| {
+            match &jwt.role_claim {
+                None => invalid("no role claim (viewer, operator or admin)"),
+                Some(path) => AuthError::Invalid(format!("no role (viewer, operator or admin) in claim {path:?}")),
+            }
+        })?;
+    let actor = claims.get("sub").and_then(Value::as_str).filter(|s| !s.is_empty()).unwrap_or("jwt").to_owned();
     // The actor travels in a NATS header, which cannot carry control characters.
     if actor.chars().any(char::is_control) || actor.len() > 256 {
         return Err(invalid("sub must be at most 256 characters without control characters"));
@@ -262,47 +316,50 @@ fn verify(token: &str, verifier: &Verifier, jwt: &JwtConfig) -> Result<Principal
     Ok(Principal { actor, role })
 }
 
-/// Reads a PEM `PUBLIC KEY` (SubjectPublicKeyInfo) and picks RS256 or ES256 by its algorithm.
-fn public_key(pem: &str) -> Result<Verifier, String> {
-    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
-    let der = STANDARD.decode(body.trim()).map_err(|_| "the public key is not PEM (base64)".to_owned())?;
-    let (spki, _) = der_item(&der, 0x30).ok_or("the public key is not a SubjectPublicKeyInfo")?;
-    let (algorithm, rest) = der_item(spki, 0x30).ok_or("no algorithm in the public key")?;
-    let (bits, _) = der_item(rest, 0x03).ok_or("no key bits in the public key")?;
-    let key = bits.get(1..).ok_or("empty key bits")?.to_vec();
-    const RSA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01];
-    const EC: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01];
-    const P256: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
-    let (oid, params) = der_item(algorithm, 0x06).ok_or("no algorithm id in the public key")?;
-    match oid {
-        RSA => Ok(Verifier::Rs256(key)),
-        EC if der_item(params, 0x06).is_some_and(|(curve, _)| curve == P256) => Ok(Verifier::Es256(key)),
-        EC => Err("only P-256 elliptic-curve keys (ES256) are supported".into()),
-        _ => Err("the public key is neither RSA (RS256) nor P-256 (ES256)".into()),
-    }
+/// The role names in the claims: at `path` (a claim of that name, else a dot-separated path),
+/// or in `role` and `roles`.
+fn roles<'a>(claims: &'a serde_json::Map<String, Value>, path: Option<&str>) -> impl Iterator<Item = &'a str> {
+    let found: Vec<&Value> = match path {
+        None => ["role", "roles"].iter().filter_map(|name| claims.get(*name)).collect(),
+        Some(path) => claims
+            .get(path)
+            .or_else(|| {
+                let mut parts = path.split('.');
+                let first = claims.get(parts.next()?)?;
+                parts.try_fold(first, |value, part| value.get(part))
+            })
+            .into_iter()
+            .collect(),
+    };
+    found.into_iter().flat_map(|value| match value {
+        Value::String(one) => vec![one.as_str()],
+        Value::Array(many) => many.iter().filter_map(Value::as_str).collect(),
+        _ => Vec::new(),
+    })
 }
 
-/// One DER item with tag `tag` at the start of `data`: (its contents, what follows).
-fn der_item(data: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
-    if *data.first()? != tag {
-        return None;
+/// A PEM `PUBLIC KEY`: RSA (RS256 and the other RSA algorithms) or an elliptic curve (ES256,
+/// ES384).
+fn public_key(pem: &str) -> Result<Keys, String> {
+    if let Ok(key) = DecodingKey::from_rsa_pem(pem.as_bytes()) {
+        use Algorithm::{PS256, PS384, PS512, RS256, RS384, RS512};
+        return Ok(Keys::Static(key, vec![RS256, RS384, RS512, PS256, PS384, PS512]));
     }
-    let first = *data.get(1)?;
-    let (len, header) = if first < 0x80 {
-        (usize::from(first), 2)
-    } else {
-        let n = usize::from(first & 0x7f);
-        let bytes = data.get(2..2 + n)?;
-        (bytes.iter().fold(0_usize, |acc, b| (acc << 8) | usize::from(*b)), 2 + n)
-    };
-    let contents = data.get(header..header + len)?;
-    Some((contents, &data[header + len..]))
+    if let Ok(key) = DecodingKey::from_ec_pem(pem.as_bytes()) {
+        return Ok(Keys::Static(key, vec![Algorithm::ES256, Algorithm::ES384]));
+    }
+    if !pem.contains("-----BEGIN") {
+        return Err("the public key is not PEM".into());
+    }
+    Err("the public key is neither RSA (RS256) nor an elliptic curve (ES256, ES384)".into())
 }
 
 #[cfg(test)]
 mod tests {
+    use base64::engine::general_purpose::STANDARD;
     use ring::rand::SystemRandom;
     use ring::signature::{EcdsaKeyPair, KeyPair};
+    use ring::{hmac, signature};
 
     use super::*;
     use crate::config::{ApiKey, Secret};
@@ -324,13 +381,18 @@ mod tests {
     }
 
     fn hs_auth() -> Authenticator {
-        let jwt = JwtConfig { key: JwtKey::Hs256(Secret::new(SECRET)), issuer: Some("factory".into()), audience: None };
+        let jwt = JwtConfig {
+            key: JwtKey::Hs256(Secret::new(SECRET)),
+            issuer: Some("factory".into()),
+            audience: None,
+            role_claim: None,
+        };
         let keys = vec![ApiKey { name: "ci".into(), role: Role::Viewer, key: Secret::new("ci-key-0123456789") }];
         Authenticator::new(AuthConfig { jwt: Some(jwt), api_keys: keys }).unwrap()
     }
 
-    #[test]
-    fn numeric_dates_may_be_fractional_or_huge_and_the_scheme_any_case() {
+    #[tokio::test]
+    async fn numeric_dates_may_be_fractional_or_huge_and_the_scheme_any_case() {
         let auth = hs_auth();
         let far =
             hs256(serde_json::json!({"sub": "a", "role": "admin", "exp": i64::MAX, "nbf": i64::MIN, "iss": "factory"}));
@@ -338,29 +400,33 @@ mod tests {
             hs256(serde_json::json!({"sub": "a", "role": "admin", "exp": later() as f64 + 0.5, "iss": "factory"}));
         for scheme in ["Bearer", "bearer", "BEARER", "BeArEr"] {
             for token in [&far, &fractional] {
-                let principal = auth.check(Some(&format!("{scheme} {token}")), None, Role::Viewer);
+                let principal = auth.check(Some(&format!("{scheme} {token}")), None, Role::Viewer).await;
                 assert_eq!(principal.map(|p| p.actor), Ok("a".to_owned()), "{scheme}");
             }
         }
         assert!(
-            auth.check(Some(&format!("Basic {far}")), None, Role::Viewer).unwrap_err().to_string().contains("Bearer")
+            auth.check(Some(&format!("Basic {far}")), None, Role::Viewer)
+                .await
+                .unwrap_err()
+                .to_string()
+                .contains("Bearer")
         );
     }
 
-    #[test]
-    fn hs256_tokens_carry_actor_and_role() {
+    #[tokio::test]
+    async fn hs256_tokens_carry_actor_and_role() {
         let auth = hs_auth();
         let token = hs256(serde_json::json!({"sub": "alice", "role": "operator", "exp": later(), "iss": "factory"}));
-        let alice = auth.check(Some(&format!("Bearer {token}")), None, Role::Operator).unwrap();
+        let alice = auth.check(Some(&format!("Bearer {token}")), None, Role::Operator).await.unwrap();
         assert_eq!(alice, Principal { actor: "alice".into(), role: Role::Operator });
         assert!(matches!(
-            auth.check(Some(&format!("Bearer {token}")), None, Role::Admin),
+            auth.check(Some(&format!("Bearer {token}")), None, Role::Admin).await,
             Err(AuthError::Forbidden { .. })
         ));
     }
 
-    #[test]
-    fn bad_tokens_are_refused_with_a_reason() {
+    #[tokio::test]
+    async fn bad_tokens_are_refused_with_a_reason() {
         let auth = hs_auth();
         let expired = hs256(serde_json::json!({"sub": "a", "role": "admin", "exp": 1000, "iss": "factory"}));
         let wrong_iss = hs256(serde_json::json!({"sub": "a", "role": "admin", "exp": later(), "iss": "other"}));
@@ -374,7 +440,7 @@ mod tests {
             (tampered, "signature"),
             ("a.b".into(), "three"),
         ] {
-            let err = auth.check(Some(&format!("Bearer {token}")), None, Role::Viewer).unwrap_err();
+            let err = auth.check(Some(&format!("Bearer {token}")), None, Role::Viewer).await.unwrap_err();
             assert!(err.to_string().contains(why), "{why}: {err}");
         }
         let crlf_sub =
@@ -389,33 +455,38 @@ mod tests {
         let early =
             hs256(serde_json::json!({"sub": "a", "role": "admin", "exp": later(), "nbf": f64::MAX, "iss": "factory"}));
         for (token, why) in [(crlf_sub, "control characters"), (crit, "crit"), (early, "not valid yet")] {
-            let err = auth.check(Some(&format!("Bearer {token}")), None, Role::Viewer).unwrap_err();
+            let err = auth.check(Some(&format!("Bearer {token}")), None, Role::Viewer).await.unwrap_err();
             assert!(err.to_string().contains(why), "{why}: {err}");
         }
-        assert_eq!(auth.check(None, None, Role::Viewer), Err(AuthError::Missing));
+        assert_eq!(auth.check(None, None, Role::Viewer).await, Err(AuthError::Missing));
         let none_alg = format!("{}.{}.", b64(br#"{"alg":"none"}"#), b64(br#"{"role":"admin"}"#));
-        assert!(auth.check(Some(&format!("Bearer {none_alg}")), None, Role::Viewer).is_err());
+        assert!(auth.check(Some(&format!("Bearer {none_alg}")), None, Role::Viewer).await.is_err());
     }
 
-    #[test]
-    fn api_keys_identify_their_owner() {
+    #[tokio::test]
+    async fn api_keys_identify_their_owner() {
         let auth = hs_auth();
-        assert_eq!(auth.check(None, Some("ci-key-0123456789"), Role::Viewer).unwrap().actor, "ci");
+        assert_eq!(auth.check(None, Some("ci-key-0123456789"), Role::Viewer).await.unwrap().actor, "ci");
         assert!(matches!(
-            auth.check(None, Some("ci-key-0123456789"), Role::Operator),
+            auth.check(None, Some("ci-key-0123456789"), Role::Operator).await,
             Err(AuthError::Forbidden { .. })
         ));
-        assert!(matches!(auth.check(None, Some("nope"), Role::Viewer), Err(AuthError::Invalid(_))));
+        assert!(matches!(auth.check(None, Some("nope"), Role::Viewer).await, Err(AuthError::Invalid(_))));
     }
 
-    #[test]
-    fn es256_tokens_verify_against_a_pem_public_key() {
+    #[tokio::test]
+    async fn es256_tokens_verify_against_a_pem_public_key() {
         let rng = SystemRandom::new();
         let pkcs8 = EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
         let pair = EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng).unwrap();
         let pem = es256_pem(pair.public_key().as_ref());
         let auth = Authenticator::new(AuthConfig {
-            jwt: Some(JwtConfig { key: JwtKey::PublicPem(pem), issuer: None, audience: Some("factory".into()) }),
+            jwt: Some(JwtConfig {
+                key: JwtKey::PublicPem(pem),
+                issuer: None,
+                audience: Some("factory".into()),
+                role_claim: None,
+            }),
             api_keys: vec![],
         })
         .unwrap();
@@ -427,10 +498,11 @@ mod tests {
                 .as_bytes())
         );
         let token = format!("{head}.{}", b64(pair.sign(&rng, head.as_bytes()).unwrap().as_ref()));
-        assert_eq!(auth.check(Some(&format!("Bearer {token}")), None, Role::Admin).unwrap().role, Role::Admin);
+        assert_eq!(auth.check(Some(&format!("Bearer {token}")), None, Role::Admin).await.unwrap().role, Role::Admin);
         let hs = hs256(serde_json::json!({"sub": "x", "role": "admin", "exp": later()}));
         assert!(
             auth.check(Some(&format!("Bearer {hs}")), None, Role::Viewer)
+                .await
                 .unwrap_err()
                 .to_string()
                 .contains("algorithm")
@@ -448,15 +520,25 @@ mod tests {
         (0..text.len()).step_by(2).map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap()).collect()
     }
 
-    #[test]
-    fn unusable_keys_are_refused_at_start() {
+    #[tokio::test]
+    async fn unusable_keys_are_refused_at_start() {
         let short = AuthConfig {
-            jwt: Some(JwtConfig { key: JwtKey::Hs256(Secret::new("short")), issuer: None, audience: None }),
+            jwt: Some(JwtConfig {
+                key: JwtKey::Hs256(Secret::new("short")),
+                issuer: None,
+                audience: None,
+                role_claim: None,
+            }),
             api_keys: vec![],
         };
         assert!(Authenticator::new(short).is_err());
         let junk = AuthConfig {
-            jwt: Some(JwtConfig { key: JwtKey::PublicPem("not a key".into()), issuer: None, audience: None }),
+            jwt: Some(JwtConfig {
+                key: JwtKey::PublicPem("not a key".into()),
+                issuer: None,
+                audience: None,
+                role_claim: None,
+            }),
             api_keys: vec![],
         };
         assert!(Authenticator::new(junk).is_err());

@@ -1,4 +1,5 @@
-//! What every route runs in: authentication and roles, load shedding (429), a deadline (504),
+//! What every route runs in: load shedding (503), authentication and roles, per-caller rate
+//! limits (429), a deadline (504),
 //! a span continuing the caller's trace, metrics; and the helpers routes share (NATS requests
 //! with the error contract, path decoding, capped JSON bodies).
 
@@ -56,7 +57,7 @@ where
     );
     set_parent(&span, &headers);
     let trace_id = propagation::trace_id(&span);
-    let response = match admit(&gw, &headers, needs) {
+    let response = match admit(&gw, &headers, needs).await {
         Err(problem) => problem.trace(trace_id.clone()).into_response(),
         Ok((principal, _permit)) => {
             span.record("actor", principal.actor.as_str());
@@ -89,20 +90,34 @@ where
     response
 }
 
-/// Authentication, role, and a place among the requests in flight.
-fn admit(
+/// A place among the requests in flight (taken first: shedding must cost next to nothing),
+/// then authentication, role, and the caller's rate.
+async fn admit(
     gw: &Gateway,
     headers: &HeaderMap,
     needs: Role,
 ) -> Result<(Principal, Option<tokio::sync::OwnedSemaphorePermit>), Problem> {
+    let permit = Arc::clone(&gw.in_flight).try_acquire_owned().map_err(|_| {
+        Problem::new(503, "overloaded", "the gateway is at its limit of requests in flight; retry shortly")
+            .retry_after(1)
+    })?;
     let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let principal = gw.auth.check(text("authorization"), text("x-api-key"), needs).map_err(|e| match e {
+    let principal = gw.auth.check(text("authorization"), text("x-api-key"), needs).await.map_err(|e| match e {
         AuthError::Forbidden { .. } => Problem::new(403, "forbidden", e.to_string()),
         other => Problem::new(401, "unauthorized", other.to_string()).header("www-authenticate", "Bearer".into()),
     })?;
-    let permit = Arc::clone(&gw.in_flight)
-        .try_acquire_owned()
-        .map_err(|_| Problem::new(429, "overloaded", "too many requests in flight; retry shortly").retry_after(1))?;
+    if let Some(limiter) = &gw.rate_limiter
+        && let Err(not_until) = limiter.check_key(&principal.actor)
+    {
+        let wait = not_until.wait_time_from(governor::clock::Clock::now(&governor::clock::DefaultClock::default()));
+        let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
+        return Err(Problem::new(
+            429,
+            "rate_limited",
+            format!("{} is over its limit of requests per second; retry in {seconds} s", principal.actor),
+        )
+        .retry_after(seconds));
+    }
     Ok((principal, Some(permit)))
 }
 

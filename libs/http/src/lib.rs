@@ -43,6 +43,7 @@
 pub mod auth;
 pub mod config;
 mod edge;
+mod jwks;
 pub mod openapi;
 pub mod problem;
 mod routes;
@@ -76,6 +77,8 @@ pub struct Gateway {
     pub(crate) config: GatewayConfig,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) in_flight: Arc<Semaphore>,
+    /// Each caller's rate, when limited.
+    pub(crate) rate_limiter: Option<governor::DefaultKeyedRateLimiter<String>>,
     pub(crate) readiness: Readiness,
     pub(crate) shutdown: Shutdown,
     /// The OpenAPI document served at `/openapi.json`, generated from the registry.
@@ -128,6 +131,9 @@ impl Gateway {
             openapi,
             app,
             in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
+            rate_limiter: config.rate_limit.map(|limit| {
+                governor::RateLimiter::keyed(governor::Quota::per_second(limit.per_second).allow_burst(limit.burst))
+            }),
             client,
             store,
             auth,
@@ -147,6 +153,25 @@ impl Gateway {
         self: Arc<Self>,
         shutdown: Shutdown,
     ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), GatewayError> {
+        self.auth.start(shutdown.clone()).await.map_err(GatewayError::Auth)?;
+        if self.rate_limiter.is_some() {
+            // Callers whose cells are back to full are forgotten, so the limiter holds only the
+            // recently active.
+            let gw = Arc::clone(&self);
+            let stop = shutdown.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        () = tokio::time::sleep(std::time::Duration::from_secs(60)) => {}
+                        () = stop.wait() => return,
+                    }
+                    if let Some(limiter) = &gw.rate_limiter {
+                        limiter.retain_recent();
+                        limiter.shrink_to_fit();
+                    }
+                }
+            });
+        }
         let addr = self.config.addr;
         let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| GatewayError::Bind(addr, e))?;
         let bound = listener.local_addr().map_err(|e| GatewayError::Bind(addr, e))?;

@@ -36,7 +36,12 @@ pub(crate) fn hs256(claims: serde_json::Value) -> String {
 async fn secured() -> Stack {
     Stack::start_with(|c| {
         c.gateway.auth = AuthConfig {
-            jwt: Some(JwtConfig { key: JwtKey::Hs256(Secret::new(SECRET)), issuer: None, audience: None }),
+            jwt: Some(JwtConfig {
+                key: JwtKey::Hs256(Secret::new(SECRET)),
+                issuer: None,
+                audience: None,
+                role_claim: None,
+            }),
             api_keys: keys(),
         };
     })
@@ -142,7 +147,12 @@ async fn rs256_tokens_are_checked_against_the_public_key() {
     let private = include_bytes!("../../../../libs/http/tests/fixtures/rs256-private.pk8");
     let stack = Stack::start_with(|c| {
         c.gateway.auth = AuthConfig {
-            jwt: Some(JwtConfig { key: JwtKey::PublicPem(public), issuer: Some("idp".into()), audience: None }),
+            jwt: Some(JwtConfig {
+                key: JwtKey::PublicPem(public),
+                issuer: Some("idp".into()),
+                audience: None,
+                role_claim: None,
+            }),
             api_keys: vec![],
         };
     })
@@ -324,4 +334,186 @@ async fn the_binary_reads_api_keys_and_an_es256_key_with_issuer_and_audience_fro
     assert!(!refused.status.success());
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(stderr.contains("API key entry must be name:role:key"), "{stderr}");
+}
+
+/// An OpenID provider as the test runs it: discovery under its issuer URL, and a key set the
+/// test changes; it counts the key set's fetches.
+struct Provider {
+    issuer: String,
+    keys: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+    fetches: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Provider {
+    async fn start() -> Self {
+        use warp::Filter;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let issuer = format!("http://{}/realms/factory", listener.local_addr().unwrap());
+        let keys = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let fetches = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let doc = serde_json::json!({"issuer": issuer, "jwks_uri": format!("{issuer}/protocol/openid-connect/certs")});
+        let discovery = warp::path!("realms" / "factory" / ".well-known" / "openid-configuration")
+            .map(move || warp::reply::json(&doc));
+        let (served, counted) = (keys.clone(), fetches.clone());
+        let certs = warp::path!("realms" / "factory" / "protocol" / "openid-connect" / "certs").map(move || {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            // An encryption key beside the signing keys, as Keycloak serves it.
+            let mut keys = served.lock().unwrap().clone();
+            keys.push(serde_json::json!({"kty": "RSA", "use": "enc", "alg": "RSA-OAEP", "kid": "enc", "n": "AQAB", "e": "AQAB"}));
+            warp::reply::json(&serde_json::json!({ "keys": keys }))
+        });
+        tokio::spawn(warp::serve(warp::get().and(discovery.or(certs))).incoming(listener).run());
+        Self { issuer, keys, fetches }
+    }
+
+    fn serve(&self, keys: &[&SigningKey]) {
+        *self.keys.lock().unwrap() = keys.iter().map(|k| k.jwk()).collect();
+    }
+
+    fn fetches(&self) -> usize {
+        self.fetches.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// A P-256 key the provider signs with, by key id.
+struct SigningKey {
+    kid: &'static str,
+    pair: ring::signature::EcdsaKeyPair,
+}
+
+impl SigningKey {
+    fn new(kid: &'static str) -> Self {
+        use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
+        let rng = ring::rand::SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng).unwrap();
+        Self { kid, pair }
+    }
+
+    fn jwk(&self) -> serde_json::Value {
+        use ring::signature::KeyPair;
+        let point = self.pair.public_key().as_ref();
+        serde_json::json!({"kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256", "kid": self.kid,
+                           "x": b64(&point[1..33]), "y": b64(&point[33..65])})
+    }
+
+    fn bearer(&self, kid: &str, claims: serde_json::Value) -> String {
+        let header = serde_json::json!({"alg": "ES256", "typ": "JWT", "kid": kid});
+        let head = format!("{}.{}", b64(header.to_string().as_bytes()), b64(claims.to_string().as_bytes()));
+        let sig = self.pair.sign(&ring::rand::SystemRandom::new(), head.as_bytes()).unwrap();
+        format!("Bearer {head}.{}", b64(sig.as_ref()))
+    }
+}
+
+// Multi-threaded: the requests below block their thread while the provider must answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oidc_provider_is_found_by_discovery_and_its_key_rotation_followed() {
+    // Arrange: a provider with key "a", and `factory up` configured as for Keycloak
+    let provider = Provider::start().await;
+    let (a, b) = (SigningKey::new("a"), SigningKey::new("b"));
+    provider.serve(&[&a]);
+    let server = jetsource_testkit::NatsServer::start();
+    let port = jetsource_testkit::server::free_port().unwrap();
+    let mut factory = std::process::Command::new(env!("CARGO_BIN_EXE_factory"))
+        .args(["up", "--nats-url", &server.url(), "--http", &format!("127.0.0.1:{port}"), "--log", "error"])
+        .env("FACTORY_OIDC_ISSUER", &provider.issuer)
+        .env("FACTORY_JWT_AUDIENCE", "factory")
+        .env("FACTORY_JWT_ROLE_CLAIM", "realm_access.roles")
+        .env("FACTORY_JWT_JWKS_REFRESH", "2")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while jetsource_testkit::server::http_status(port, "/readyz") != Some(200) {
+        assert!(std::time::Instant::now() < deadline, "factory up did not become ready");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let claims = |roles: serde_json::Value| {
+        serde_json::json!({"iss": provider.issuer, "aud": ["factory", "account"], "sub": "erin", "exp": later(),
+                           "realm_access": {"roles": roles}})
+    };
+    let operator = claims(serde_json::json!(["offline_access", "operator"]));
+    let command = "/v1/commands/stock/bolt@main/receive";
+    let send = |bearer: String| status_of(port, "POST", command, &[("Authorization", &bearer)], r#"{"qty": 1}"#);
+
+    // Act + Assert: key "a" with the role at the configured path
+    let with_a = send(a.bearer("a", operator.clone()));
+    let role_elsewhere = send(
+        a.bearer("a", serde_json::json!({"iss": provider.issuer, "aud": "factory", "role": "admin", "exp": later()})),
+    );
+    let other_issuer = send(a.bearer("a", {
+        let mut c = operator.clone();
+        c["iss"] = "https://elsewhere".into();
+        c
+    }));
+    assert_eq!((with_a, role_elsewhere, other_issuer), (200, 401, 401));
+
+    // The provider rotates: "b" joins; a token signed with it is let in at once (the unknown
+    // key id fetches the set again), while "a" still works
+    provider.serve(&[&a, &b]);
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert_eq!(send(b.bearer("b", operator.clone())), 200, "a token of the new key");
+    assert_eq!(send(a.bearer("a", operator.clone())), 200, "the old key during the overlap");
+
+    // Unknown key ids cannot make the gateway hammer the provider: a burst of them costs a fetch
+    let before = provider.fetches();
+    let burst: Vec<u16> = (0..20).map(|i| send(b.bearer(&format!("forged-{i}"), operator.clone()))).collect();
+    assert!(burst.iter().all(|s| *s == 401), "{burst:?}");
+    assert!(provider.fetches() - before <= 3, "{} fetches for 20 unknown key ids", provider.fetches() - before);
+
+    // "a" is retired: after the next refresh its tokens are refused, "b" goes on
+    provider.serve(&[&b]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while send(a.bearer("a", operator.clone())) != 401 {
+        assert!(std::time::Instant::now() < deadline, "the retired key was still accepted");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(send(b.bearer("b", operator.clone())), 200);
+    let _ = factory.kill();
+    let _ = factory.wait();
+
+    // A provider that cannot be reached stops the start, naming its URL
+    let unreachable = std::process::Command::new(env!("CARGO_BIN_EXE_factory"))
+        .args(["up", "--nats-url", &server.url(), "--http", &format!("127.0.0.1:{port}"), "--log", "error"])
+        .env("FACTORY_OIDC_ISSUER", "http://127.0.0.1:1/realms/none")
+        .output()
+        .unwrap();
+    assert!(!unreachable.status.success());
+    let stderr = String::from_utf8_lossy(&unreachable.stderr);
+    assert!(stderr.contains("http://127.0.0.1:1/realms/none/.well-known/openid-configuration"), "{stderr}");
+}
+
+#[tokio::test]
+async fn each_caller_has_its_own_rate_and_global_overload_is_503() {
+    let stack = Stack::start_with(|c| {
+        c.gateway.auth = AuthConfig { jwt: None, api_keys: keys() };
+        c.gateway.rate_limit = Some(jetsource_http::config::RateLimit {
+            per_second: std::num::NonZeroU32::new(1).unwrap(),
+            burst: std::num::NonZeroU32::new(3).unwrap(),
+        });
+    })
+    .await;
+    let read = |key: &'static str| {
+        let stack = &stack;
+        async move { stack.call("GET", "/v1/views/stock?limit=1", &[("x-api-key", key)], b"").await }
+    };
+
+    // Act: one caller reads until it is limited (its burst of 3, then about one a second)
+    let mut passed = 0;
+    let limited = loop {
+        let resp = read("viewer-key-0123456789").await;
+        if resp.status != 200 {
+            break resp;
+        }
+        passed += 1;
+        assert!(passed < 20, "never limited");
+    };
+    let other = read("admin-key-0123456789").await;
+
+    // Assert
+    assert!(passed >= 3, "the burst is let through: {passed}");
+    assert_eq!((limited.status, limited.code().as_str()), (429, "rate_limited"), "{}", limited.json());
+    assert!(limited.header("retry-after").and_then(|s| s.parse::<u64>().ok()).is_some_and(|s| s >= 1));
+    assert!(limited.json()["detail"].as_str().unwrap().contains("viewer-bot"), "{}", limited.json());
+    assert_eq!(other.status, 200, "another caller is not limited by the first");
 }

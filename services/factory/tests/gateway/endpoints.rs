@@ -237,6 +237,7 @@ async fn an_event_stream_takes_its_token_in_the_query_and_cors_lets_a_named_orig
                 key: jetsource_http::config::JwtKey::Hs256(jetsource_http::config::Secret::new(secret)),
                 issuer: None,
                 audience: None,
+                role_claim: None,
             }),
             api_keys: Vec::new(),
         };
