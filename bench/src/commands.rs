@@ -208,44 +208,10 @@ async fn client_barrier(url: &str) -> anyhow::Result<()> {
 /// and reads its resident memory.
 async fn idle_memory() -> anyhow::Result<()> {
     header("Idle memory of `factory up` (all services in one process)");
-    let exe = std::env::current_exe()?.with_file_name("factory");
-    if !exe.exists() {
-        println!("skipped: {} not built (`cargo build --release -p factory`)", exe.display());
-        return Ok(());
-    }
-    let dir = tempfile::tempdir()?;
-    let port = |_: u8| jetsource_testkit::server::free_port();
-    let (nats, monitor, http) = (port(0)?, port(1)?, port(2)?);
-    let mut child = std::process::Command::new(&exe)
-        .args(["up", "--data-dir"])
-        .arg(dir.path())
-        .args([
-            "--nats-port",
-            &nats.to_string(),
-            "--nats-monitor-port",
-            &monitor.to_string(),
-            "--http",
-            &format!("127.0.0.1:{http}"),
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()?;
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while jetsource_testkit::server::http_status(http, "/readyz") != Some(200) {
-        anyhow::ensure!(std::time::Instant::now() < deadline, "factory up did not become ready");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let Some(up) = crate::measure::FactoryUp::start().await? else { return Ok(()) };
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let rss = |pid: u32| -> anyhow::Result<f64> {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-        let kb: f64 = status
-            .lines()
-            .find(|l| l.starts_with("VmRSS:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0);
-        Ok(kb / 1024.0)
-    };
+    let child = &up.child;
+    let rss = crate::measure::rss_mib;
     let factory_rss = rss(child.id())?;
     let server_rss = std::fs::read_dir("/proc")?
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
@@ -258,8 +224,7 @@ async fn idle_memory() -> anyhow::Result<()> {
     println!("| process | RSS MiB |\n|---|---:|");
     println!("| factory (every service and the gateway) | {factory_rss:.1} |");
     println!("| its managed nats-server (a separate process) | {server_rss:.1} |");
-    let _ = std::process::Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
-    let _ = child.wait();
+    drop(up);
     Ok(())
 }
 

@@ -20,8 +20,9 @@ pub async fn run(window: Duration) -> anyhow::Result<()> {
     let server = NatsServer::try_start()?;
     let url = server.url();
     let mut config = AppConfig::new(&url, factory::app::all_services());
+    // The gateway's defaults: at most 1024 in flight, the limit learned from latency, a wait of
+    // up to 1 s for a place.
     config.http = Some("127.0.0.1:0".parse()?);
-    config.gateway.max_in_flight = 4096;
     let app = App::build(config).await?;
     let shutdown = Shutdown::new();
     let (tx, rx) = tokio::sync::oneshot::channel();
@@ -57,7 +58,108 @@ pub async fn run(window: Duration) -> anyhow::Result<()> {
         );
     }
     shutdown.trigger();
+    overload(window).await?;
     Ok(())
+}
+
+/// Goodput under overload: connections that send commands as fast as they are answered (no
+/// backoff, as wrk does) at `factory up` in its own process, at the peak's concurrency and at
+/// 10× and ~30× it; each figure beside the peak from the same run.
+async fn overload(window: Duration) -> anyhow::Result<()> {
+    header("Goodput under overload: HTTP commands at `factory up` (its own process), connections without backoff");
+    let Some(up) = crate::measure::FactoryUp::start().await? else { return Ok(()) };
+    let http: std::net::SocketAddr = format!("127.0.0.1:{}", up.http).parse()?;
+    println!(
+        "| connections | successful/s | ÷ at 64 (unloaded) | ÷ best | refused (503)/s | p50/p99 µs of successes | admission limit | RSS MiB |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    flood(http, 64, Duration::from_secs(1)).await?; // warm-up, not shown
+    let mut rows = Vec::new();
+    for connections in [64_usize, 640, 2000] {
+        let load = flood(http, connections, window).await?;
+        rows.push((connections, load, crate::measure::rss_mib(up.child.id())?));
+    }
+    let unloaded = rows[0].1.ok_per_second;
+    let best = rows.iter().map(|r| r.1.ok_per_second).fold(0.0, f64::max);
+    for (connections, load, rss) in rows {
+        println!(
+            "| {connections} | {:.0} | {:.2} | {:.2} | {:.0} | {}/{} | {} | {rss:.0} |",
+            load.ok_per_second,
+            load.ok_per_second / unloaded,
+            load.ok_per_second / best,
+            load.refused_per_second,
+            load.p50_us,
+            load.p99_us,
+            load.limit,
+        );
+    }
+    Ok(())
+}
+
+struct Flood {
+    ok_per_second: f64,
+    refused_per_second: f64,
+    p50_us: u64,
+    p99_us: u64,
+    limit: String,
+}
+
+/// `connections` keep-alive connections, each sending the next command as soon as the last is
+/// answered, whatever the answer.
+async fn flood(addr: std::net::SocketAddr, connections: usize, window: Duration) -> anyhow::Result<Flood> {
+    let start = std::time::Instant::now();
+    let deadline = start + window;
+    let tasks: Vec<_> = (0..connections)
+        .map(|worker| {
+            tokio::spawn(async move {
+                let mut histogram = hdrhistogram::Histogram::<u64>::new(3)?;
+                let mut refused = 0_u64;
+                let mut connection = KeepAlive::connect(addr).await?;
+                let request = format!(
+                    "POST /v1/commands/stock/o{worker}@main/receive HTTP/1.1\r\nhost: bench\r\ncontent-type: application/json\r\ncontent-length: 9\r\n\r\n{{\"qty\":1}}"
+                );
+                while std::time::Instant::now() < deadline {
+                    let sent = std::time::Instant::now();
+                    match connection.exchange(request.as_bytes()).await? {
+                        200 => histogram.record(sent.elapsed().as_micros() as u64)?,
+                        503 => refused += 1,
+                        other => anyhow::bail!("status {other}"),
+                    }
+                }
+                anyhow::Ok((histogram, refused))
+            })
+        })
+        .collect();
+    let limit = scrape_limit(addr).await.unwrap_or_else(|| "?".into());
+    let mut total = hdrhistogram::Histogram::<u64>::new(3)?;
+    let mut refused = 0;
+    for task in tasks {
+        let (histogram, shed) = task.await??;
+        total.add(histogram)?;
+        refused += shed;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    Ok(Flood {
+        ok_per_second: total.len() as f64 / elapsed,
+        refused_per_second: refused as f64 / elapsed,
+        p50_us: total.value_at_quantile(0.5),
+        p99_us: total.value_at_quantile(0.99),
+        limit,
+    })
+}
+
+/// The admission limit the gateway reports on `/metrics`, read half-way through a load.
+async fn scrape_limit(addr: std::net::SocketAddr) -> Option<String> {
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut connection = tokio::net::TcpStream::connect(addr).await.ok()?;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    connection.write_all(b"GET /metrics HTTP/1.0\r\nhost: bench\r\n\r\n").await.ok()?;
+    let mut text = String::new();
+    connection.read_to_string(&mut text).await.ok()?;
+    text.lines()
+        .find(|l| !l.starts_with('#') && l.contains("http_concurrency_limit "))
+        .and_then(|l| l.split(' ').nth(1))
+        .map(str::to_owned)
 }
 
 async fn fresh(js: &async_nats::jetstream::Context, topology: &Topology) -> anyhow::Result<()> {

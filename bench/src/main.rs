@@ -47,7 +47,8 @@ enum Suite {
     /// Projection throughput into KV vs a raw consumer of the same events; read-your-writes
     /// wait at 1k commands/s.
     Projection,
-    /// HTTP commands through the gateway vs the NATS request/reply path at 16/64/128.
+    /// HTTP commands through the gateway vs the NATS request/reply path at 16/64/128; goodput
+    /// under overload (640 and 2000 connections without backoff) beside the peak at 64.
     Http,
     /// Async errors: failure → status and notification latency at 1k commands/s beside raw
     /// JetStream delivery; command throughput with tracing on vs off.

@@ -96,3 +96,65 @@ pub async fn raw_occ_publish(
     })
     .await
 }
+
+/// The release `factory up` as a user runs it (its managed nats-server on free ports, its own
+/// data directory), ready; stopped with SIGTERM when dropped.
+pub struct FactoryUp {
+    pub child: std::process::Child,
+    pub http: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl FactoryUp {
+    /// Starts it; `None` (with a note) when the binary is not built.
+    pub async fn start() -> anyhow::Result<Option<Self>> {
+        let exe = std::env::current_exe()?.with_file_name("factory");
+        if !exe.exists() {
+            println!("skipped: {} not built (`cargo build --release -p factory`)", exe.display());
+            return Ok(None);
+        }
+        let dir = tempfile::tempdir()?;
+        let port = jetsource_testkit::server::free_port;
+        let (nats, monitor, http) = (port()?, port()?, port()?);
+        let child = std::process::Command::new(&exe)
+            .args(["up", "--data-dir"])
+            .arg(dir.path())
+            .args([
+                "--nats-port",
+                &nats.to_string(),
+                "--nats-monitor-port",
+                &monitor.to_string(),
+                "--http",
+                &format!("127.0.0.1:{http}"),
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()?;
+        let up = Self { child, http, _dir: dir };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while jetsource_testkit::server::http_status(http, "/readyz") != Some(200) {
+            anyhow::ensure!(Instant::now() < deadline, "factory up did not become ready");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(Some(up))
+    }
+}
+
+impl Drop for FactoryUp {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = self.child.wait();
+    }
+}
+
+/// Resident memory of process `pid`, MiB.
+pub fn rss_mib(pid: u32) -> anyhow::Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kib: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    Ok(kib / 1024.0)
+}

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Writes every Prometheus expression of the Grafana dashboards (panels at every depth, rows
 included) as a recording rule, so `promtool check rules` parses each one as PromQL. Grafana's
-interval variables become durations; any other `$variable` fails the check, as nothing would
-substitute it."""
+interval variables become durations and the board's own query variables their "All" value; any
+other `$variable` fails the check, as nothing would substitute it."""
 import json
 import pathlib
 import re
@@ -20,12 +20,18 @@ def panels(items):
 def main(out):
     rules = []
     for board in sorted(pathlib.Path("observability/grafana/dashboards").glob("*.json")):
-        for panel in panels(json.loads(board.read_text())["panels"]):
+        document = json.loads(board.read_text())
+        own = {
+            "$" + v["name"]: v.get("allValue", ".*")
+            for v in document.get("templating", {}).get("list", [])
+            if v.get("type") == "query"
+        }
+        for panel in panels(document["panels"]):
             for target in panel.get("targets", []):
                 if target.get("datasource", {}).get("type") != "prometheus":
                     continue
                 expr = target["expr"]
-                for name, value in VARIABLES.items():
+                for name, value in {**VARIABLES, **own}.items():
                     expr = expr.replace(name, value)
                 left = re.findall(r"\$\w+", expr)
                 if left:

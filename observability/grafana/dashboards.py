@@ -6,6 +6,7 @@ checks that every metric a panel names exists in the running services.
 """
 import json
 import os
+import re
 
 # Every panel reads the Prometheus data source the dashboard's `datasource` variable picks.
 PROM = {"type": "prometheus", "uid": "${datasource}"}
@@ -13,9 +14,24 @@ LOKI = {"type": "loki", "uid": "loki"}
 TEMPO = {"type": "tempo", "uid": "tempo"}
 
 
+# A metric selector: a factory or NATS metric name, with or without its matchers.
+SELECTOR = re.compile(r"\b((?:factory|nats|gnatsd|jetstream|process)_[a-z_]+|up)\b(\{[^}]*\})?(?!\s*\()")
+
+
+def in_namespace(expr):
+    """Every selector of `expr` restricted to the `namespace` variable (all of them by default;
+    series without the label, as from a local `factory up`, match too)."""
+    def narrow(m):
+        matchers = m.group(2)[1:-1] if m.group(2) else ""
+        joined = 'namespace=~"$namespace"' + (", " + matchers if matchers else "")
+        return m.group(1) + "{" + joined + "}"
+    return SELECTOR.sub(narrow, expr)
+
+
 def panel(pid, title, exprs, x, y, w=12, h=8, kind="timeseries", unit=None, description=""):
-    # Rates over Grafana's own interval (at least four scrapes), not a fixed window.
-    exprs = [(e.replace("[1m]", "[$__rate_interval]").replace("[5m]", "[$__rate_interval]"), l) for e, l in exprs]
+    # Rates over Grafana's own interval (at least four scrapes), not a fixed window; one
+    # namespace at a time when several run the factory.
+    exprs = [(in_namespace(e.replace("[1m]", "[$__rate_interval]").replace("[5m]", "[$__rate_interval]")), l) for e, l in exprs]
     targets = [
         {"refId": chr(ord("A") + i), "datasource": PROM, "expr": expr, "legendFormat": legend}
         for i, (expr, legend) in enumerate(exprs)
@@ -85,6 +101,21 @@ def dashboard(uid, title, description, panels, tags):
                     "current": {"text": "prometheus", "value": "prometheus"},
                     "hide": 0,
                     "refresh": 1,
+                    "options": [],
+                },
+                {
+                    "name": "namespace",
+                    "label": "Namespace",
+                    "type": "query",
+                    "datasource": PROM,
+                    "query": {"query": "label_values(up, namespace)", "refId": "namespaces"},
+                    "includeAll": True,
+                    "allValue": ".*",
+                    "multi": True,
+                    "current": {"text": "All", "value": "$__all"},
+                    "hide": 0,
+                    "refresh": 2,
+                    "sort": 1,
                     "options": [],
                 },
             ],

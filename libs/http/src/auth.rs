@@ -301,13 +301,12 @@ fn verify(
     if date("nbf")?.is_some_and(|nbf| nbf - LEEWAY_SECONDS > now) {
         return Err(invalid("the token is not valid yet"));
     }
-    let role =
-        roles(&claims, jwt.role_claim.as_deref()).filter_map(Role::parse).max().ok_or_else(|| {
-            match &jwt.role_claim {
-                None => invalid("no role claim (viewer, operator or admin)"),
-                Some(path) => AuthError::Invalid(format!("no role (viewer, operator or admin) in claim {path:?}")),
-            }
-        })?;
+    let role = roles(&claims, jwt.role_claim.as_deref()).filter_map(Role::parse).max().ok_or_else(|| {
+        match &jwt.role_claim {
+            None => invalid("no role claim (viewer, operator or admin)"),
+            Some(path) => AuthError::Invalid(format!("no role (viewer, operator or admin) in claim {path:?}")),
+        }
+    })?;
     let actor = claims.get("sub").and_then(Value::as_str).filter(|s| !s.is_empty()).unwrap_or("jwt").to_owned();
     // The actor travels in a NATS header, which cannot carry control characters.
     if actor.chars().any(char::is_control) || actor.len() > 256 {

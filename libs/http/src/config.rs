@@ -176,8 +176,12 @@ pub struct GatewayConfig {
     pub addr: SocketAddr,
     /// Largest request body.
     pub max_body_bytes: usize,
-    /// Requests handled at once; more get 503 with `Retry-After`.
+    /// The most requests handled at once; the admission learns a limit up to it from their
+    /// latency (ADR 21, `docs/adr/0021-adaptive-admission.md`).
     pub max_in_flight: usize,
+    /// Longest a request waits for a place before it is answered `503 overloaded`
+    /// (`Retry-After`); at most 8 × `max_in_flight` wait at once.
+    pub admission_wait: Duration,
     /// Requests a second each caller (principal) may make; more get 429 with `Retry-After`.
     pub rate_limit: Option<RateLimit>,
     /// Longest a request may take; then 504.
@@ -274,6 +278,7 @@ impl Default for GatewayConfig {
             addr: ([127, 0, 0, 1], 8080).into(),
             max_body_bytes: 256 * 1024,
             max_in_flight: 1024,
+            admission_wait: Duration::from_secs(1),
             rate_limit: None,
             request_timeout: Duration::from_secs(10),
             consistency_wait: Duration::from_secs(5),

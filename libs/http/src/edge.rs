@@ -1,5 +1,5 @@
-//! What every route runs in: load shedding (503), authentication and roles, per-caller rate
-//! limits (429), a deadline (504),
+//! What every route runs in: admission (a place among the requests in flight, else 503),
+//! authentication and roles, per-caller rate limits (429), a deadline (504),
 //! a span continuing the caller's trace, metrics; and the helpers routes share (NATS requests
 //! with the error contract, path decoding, capped JSON bodies).
 
@@ -16,6 +16,7 @@ use tracing::Instrument;
 use warp::http::HeaderMap;
 
 use crate::Gateway;
+use crate::admission::Refused;
 use crate::auth::{AuthError, Principal, Role};
 use crate::problem::Problem;
 
@@ -47,6 +48,20 @@ where
     Fut: Future<Output = Result<warp::reply::Response, Problem>>,
 {
     let started = Instant::now();
+    // A place first, before any work on the request: what is shed costs next to nothing.
+    let mut place = match gw.admission.admit().await {
+        Ok(place) => place,
+        Err(Refused::Overloaded) => {
+            let response =
+                Problem::new(503, "overloaded", "the gateway is at its limit of requests in flight; retry shortly")
+                    .retry_after(1)
+                    .into_response();
+            gw.metrics.http_requests.get_or_create(&[("route", route.into()), ("status", "503".into())]).inc();
+            return response;
+        }
+    };
+    gw.metrics.http_in_flight.set(gw.admission.in_flight() as i64);
+    gw.metrics.http_concurrency_limit.set(gw.admission.limit() as i64);
     let span = tracing::info_span!(
         "jetsource.http",
         service = "gateway",
@@ -59,7 +74,8 @@ where
     let trace_id = propagation::trace_id(&span);
     let response = match admit(&gw, &headers, needs).await {
         Err(problem) => problem.trace(trace_id.clone()).into_response(),
-        Ok((principal, _permit)) => {
+        Ok(principal) => {
+            place.measured();
             span.record("actor", principal.actor.as_str());
             let ctx = Ctx { gw: Arc::clone(&gw), principal, span: span.clone(), headers };
             let timeout = gw.config.request_timeout;
@@ -90,17 +106,8 @@ where
     response
 }
 
-/// A place among the requests in flight (taken first: shedding must cost next to nothing),
-/// then authentication, role, and the caller's rate.
-async fn admit(
-    gw: &Gateway,
-    headers: &HeaderMap,
-    needs: Role,
-) -> Result<(Principal, Option<tokio::sync::OwnedSemaphorePermit>), Problem> {
-    let permit = Arc::clone(&gw.in_flight).try_acquire_owned().map_err(|_| {
-        Problem::new(503, "overloaded", "the gateway is at its limit of requests in flight; retry shortly")
-            .retry_after(1)
-    })?;
+/// Authentication, role, and the caller's rate.
+async fn admit(gw: &Gateway, headers: &HeaderMap, needs: Role) -> Result<Principal, Problem> {
     let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let principal = gw.auth.check(text("authorization"), text("x-api-key"), needs).await.map_err(|e| match e {
         AuthError::Forbidden { .. } => Problem::new(403, "forbidden", e.to_string()),
@@ -118,7 +125,7 @@ async fn admit(
         )
         .retry_after(seconds));
     }
-    Ok((principal, Some(permit)))
+    Ok(principal)
 }
 
 /// Continues the caller's W3C trace (`traceparent`, `tracestate`).

@@ -40,6 +40,7 @@
 // `ErrorBody` and `Problem` are the error replies themselves, built once per failed request.
 #![allow(clippy::result_large_err)]
 
+mod admission;
 pub mod auth;
 pub mod config;
 mod edge;
@@ -60,7 +61,6 @@ use jetsource_runtime::App;
 use jetsource_runtime::Shutdown;
 use jetsource_runtime::health::Readiness;
 use jetsource_telemetry::Metrics;
-use tokio::sync::Semaphore;
 
 pub use config::{AuthConfig, GatewayConfig};
 
@@ -76,7 +76,7 @@ pub struct Gateway {
     pub(crate) auth: auth::Authenticator,
     pub(crate) config: GatewayConfig,
     pub(crate) metrics: Arc<Metrics>,
-    pub(crate) in_flight: Arc<Semaphore>,
+    pub(crate) admission: Arc<admission::Admission>,
     /// Each caller's rate, when limited.
     pub(crate) rate_limiter: Option<governor::DefaultKeyedRateLimiter<String>>,
     pub(crate) readiness: Readiness,
@@ -130,7 +130,11 @@ impl Gateway {
         Ok(Arc::new(Self {
             openapi,
             app,
-            in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
+            admission: admission::Admission::new(
+                config.max_in_flight,
+                config.admission_wait,
+                config.max_in_flight.saturating_mul(8),
+            ),
             rate_limiter: config.rate_limit.map(|limit| {
                 governor::RateLimiter::keyed(governor::Quota::per_second(limit.per_second).allow_burst(limit.burst))
             }),

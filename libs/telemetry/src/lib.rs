@@ -35,6 +35,7 @@ mod init;
 mod json;
 pub mod metrics;
 mod otlp;
+mod process;
 pub mod propagation;
 mod ship;
 

@@ -1,6 +1,7 @@
 //! Prometheus metrics of an application's services, one registry per process, rendered at
-//! `/metrics`, every name prefixed with the application's name (`<app>_commands_total`). Names
-//! are the contract of the dashboards and alert rules an application ships.
+//! `/metrics`, every name prefixed with the application's name (`<app>_commands_total`), beside
+//! the standard `process_*` metrics (CPU, memory, file descriptors, start time). Names are the
+//! contract of the dashboards and alert rules an application ships.
 
 use std::borrow::Cow;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -72,6 +73,11 @@ pub struct Metrics {
     pub http_requests: Family<Labels<2>, Counter>,
     /// `<app>_http_request_duration_seconds{route}`.
     pub http_seconds: Family<Labels<1>, Histogram, fn() -> Histogram>,
+    /// `<app>_http_concurrency_limit`: requests the gateway lets in at once, as its admission
+    /// learned from their latency.
+    pub http_concurrency_limit: Gauge,
+    /// `<app>_http_in_flight`: requests the gateway works on now.
+    pub http_in_flight: Gauge,
     /// `<app>_nats_connected`: 1 while the NATS connection is up.
     pub nats_connected: Gauge,
     /// `<app>_logs_shipped_total{level}`.
@@ -101,7 +107,7 @@ impl Metrics {
     /// A fresh registry with every metric registered, each name prefixed with `app`.
     pub fn new(app: &str) -> Self {
         let metrics = Self {
-            registry: Mutex::new(Registry::with_prefix(app)),
+            registry: Mutex::new(Registry::default()),
             commands: Family::default(),
             command_seconds: Family::new_with_constructor(latency),
             conflicts: Family::default(),
@@ -121,6 +127,8 @@ impl Metrics {
             notifications: Family::default(),
             http_requests: Family::default(),
             http_seconds: Family::new_with_constructor(latency),
+            http_concurrency_limit: Gauge::default(),
+            http_in_flight: Gauge::default(),
             nats_connected: Gauge::default(),
             logs_shipped: Family::default(),
             service_instances: Family::default(),
@@ -134,7 +142,10 @@ impl Metrics {
         };
         metrics.build_info.get_or_create(&[("version", env!("CARGO_PKG_VERSION").into())]).set(1);
         {
-            let mut r = metrics.registry.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut root = metrics.registry.lock().unwrap_or_else(PoisonError::into_inner);
+            // The standard `process_*` metrics, unprefixed as every Prometheus client names them.
+            root.register_collector(Box::new(crate::process::ProcessCollector));
+            let r = root.sub_registry_with_prefix(app);
             r.register("commands", "Commands answered, by outcome code", metrics.commands.clone());
             r.register("command_duration_seconds", "Command handling time", metrics.command_seconds.clone());
             r.register("occ_conflicts", "Appends refused by optimistic concurrency", metrics.conflicts.clone());
@@ -170,6 +181,12 @@ impl Metrics {
             r.register("notifications", "Notifications sent, by status", metrics.notifications.clone());
             r.register("http_requests", "HTTP requests, by route and status", metrics.http_requests.clone());
             r.register("http_request_duration_seconds", "HTTP request time", metrics.http_seconds.clone());
+            r.register(
+                "http_concurrency_limit",
+                "Requests the gateway lets in at once, learned from their latency",
+                metrics.http_concurrency_limit.clone(),
+            );
+            r.register("http_in_flight", "Requests the gateway works on now", metrics.http_in_flight.clone());
             r.register("nats_connected", "1 while the NATS connection is up", metrics.nats_connected.clone());
             r.register("logs_shipped", "Log records shipped to the LOGS stream", metrics.logs_shipped.clone());
             r.register(
@@ -276,5 +293,14 @@ mod tests {
         );
         assert!(text.contains("shop_command_duration_seconds_bucket"), "{text}");
         assert!(text.contains("shop_nats_connected 1"), "{text}");
+        for standard in [
+            "process_cpu_seconds_total ",
+            "process_resident_memory_bytes ",
+            "process_open_fds ",
+            "process_start_time_seconds ",
+        ] {
+            assert!(text.contains(standard), "{standard}: {text}");
+        }
+        assert!(text.contains("shop_build_info{version="), "{text}");
     }
 }
