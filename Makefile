@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 NATS_SERVER := .tools/bin/nats-server
 
-.PHONY: up test bench lint server check-assets conformance browser
+.PHONY: up test bench lint deny server check-assets conformance browser observe
 
 ## up: install the pinned nats-server if missing, build, and run every service (factory up)
 up: $(NATS_SERVER)
@@ -18,8 +18,10 @@ test: $(NATS_SERVER)
 	fi
 	cargo test --workspace --doc
 	$(MAKE) check-assets
+	$(MAKE) deny
 	$(MAKE) conformance
 	$(MAKE) browser
+	$(MAKE) observe
 
 ## conformance: schemathesis, driven by the served /openapi.json, against a running factory up
 conformance: $(NATS_SERVER)
@@ -29,6 +31,12 @@ conformance: $(NATS_SERVER)
 ## (SHOTS=docs/img refreshes the README's screenshots)
 browser: $(NATS_SERVER)
 	services/factory/browser/run.sh
+
+## observe: Prometheus (Debian's, unpacked) scraping `factory up` under a generated workload:
+## every alert rule and dashboard query evaluated on real data (IMG=docs/img redraws the
+## README's panel picture)
+observe: $(NATS_SERVER)
+	observability/observe/run.sh
 
 ## check-assets: Kubernetes manifests (kustomize + kubernetes-validate --strict, CRDs included; the NATS config by nats-server -t),
 ## Prometheus config, rules and rule tests (promtool), Grafana dashboards (@grafana/schema + tsc)
@@ -45,6 +53,20 @@ bench: $(NATS_SERVER)
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -- -D warnings
+	$(MAKE) deny
+
+## deny: licences, bans (duplicate majors) and sources of every dependency (deny.toml), with
+## cargo-deny built once into .tools/; advisories too when the RustSec database (on GitHub)
+## can be fetched from this machine
+CARGO_DENY := .tools/cargo-deny/bin/cargo-deny
+deny:
+	@[ -x $(CARGO_DENY) ] || cargo install --quiet cargo-deny --locked --version 0.20.2 --root .tools/cargo-deny
+	$(CARGO_DENY) check bans licenses sources
+	@if curl -sf --max-time 5 -o /dev/null https://github.com/rustsec/advisory-db; then \
+		$(CARGO_DENY) check advisories; \
+	else \
+		echo "deny: advisories not checked: the RustSec database (github.com/rustsec/advisory-db) cannot be reached from here"; \
+	fi
 
 ## server: just install the pinned nats-server into .tools/
 server: $(NATS_SERVER)

@@ -6,7 +6,9 @@
   container of those pods exposes (by number or name);
 - each Secret and ConfigMap a pod names (env, envFrom, volumes) is defined in the tree, unless
   it is listed as provided from outside (`--external Secret/name`, as the prod overlay's
-  comment tells the operator to create it).
+  comment tells the operator to create it);
+- each ServiceMonitor selects some Service, and each of its endpoints names a port that
+  Service has.
 Usage: refs.py [--external Kind/name]... <rendered.yaml>"""
 import sys
 
@@ -90,6 +92,19 @@ def check(path, external):
             target = port.get("targetPort", port["port"])
             if target not in exposed:
                 errors.append(f"{name}: port {port.get('name', port['port'])} targets {target}, which no selected container exposes")
+    services = [o for o in objects if o["kind"] == "Service"]
+    for monitor in (o for o in objects if o["kind"] == "ServiceMonitor"):
+        name = f'ServiceMonitor/{monitor["metadata"]["name"]}'
+        wanted = monitor.get("spec", {}).get("selector", {}).get("matchLabels", {})
+        selected = [s for s in services if all(s["metadata"].get("labels", {}).get(k) == v for k, v in wanted.items())]
+        if not wanted or not selected:
+            errors.append(f"{name}: selector {wanted} matches no Service")
+            continue
+        for endpoint in monitor["spec"].get("endpoints", []):
+            for svc in selected:
+                ports = {p.get("name") for p in svc["spec"].get("ports", [])}
+                if endpoint.get("port") not in ports:
+                    errors.append(f'{name}: Service/{svc["metadata"]["name"]} has no port {endpoint.get("port")!r}')
     return errors
 
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Renders every overlay with kustomize and validates every object with kubernetes-validate
-# --strict, custom resources (NACK, KEDA) included. Installs what it needs into .tools/.
+# --strict, custom resources (NACK, KEDA) included, and the Prometheus Operator's objects against
+# its published schemas. Installs what it needs into .tools/ (and k8s/check/monitoring/node_modules).
 # Fails on an object it cannot validate, so nothing passes by being skipped; then checks what the
 # objects mean together (k8s/check/refs.py).
 set -euo pipefail
@@ -41,7 +42,12 @@ python3 k8s/check/crd_schemas.py "$K8S_VERSION" k8s/check/crds/*.yml
 OUT="$TOOLS/rendered"
 mkdir -p "$OUT"
 status=0
-for tree in overlays/dev overlays/prod extras/keda; do
+# The Prometheus Operator's kinds are validated by its published schemas (monitoring/), the
+# rest by kubernetes-validate.
+if [ ! -d k8s/check/monitoring/node_modules/@kubernetes-models/prometheus-operator ]; then
+    (cd k8s/check/monitoring && npm ci --no-audit --no-fund --loglevel=error)
+fi
+for tree in overlays/dev overlays/prod extras/keda extras/prometheus-operator; do
     name="$(echo "$tree" | tr / -)"
     if ! "$KUBECTL" kustomize "k8s/$tree" > "$OUT/$name.yaml" 2> "$OUT/$name.err"; then
         grep -v '^# Warning' "$OUT/$name.err" >&2 || true
@@ -49,7 +55,8 @@ for tree in overlays/dev overlays/prod extras/keda; do
         status=1
         continue
     fi
-    report="$(python3 -m kubernetes_validate --strict -k "$K8S_VERSION" "$OUT/$name.yaml" 2>&1)" || status=1
+    node k8s/check/monitoring/validate.mjs "$OUT/$name.yaml" > "$OUT/$name.core.yaml" || status=1
+    report="$(python3 -m kubernetes_validate --strict -k "$K8S_VERSION" "$OUT/$name.core.yaml" 2>&1)" || status=1
     if echo "$report" | grep -Eq "ERROR|Couldn't find schema|could not be validated"; then
         status=1
     fi

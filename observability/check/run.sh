@@ -2,29 +2,36 @@
 # Checks the observability assets, installing what it needs into .tools/ and node_modules:
 # - promtool (Debian's prometheus package, unpacked, not installed): the Prometheus config,
 #   the alert rules, and their unit tests, and every dashboard expression parsed as PromQL;
-# - the Grafana dashboards against Grafana's published schema (@grafana/schema, tsc).
+# - the Grafana dashboards against Grafana's published schema (@grafana/schema, tsc);
+# - compose.yaml (Debian's docker-compose: `config`, offline, no engine) and the Prometheus
+#   configuration it mounts, with the same rules.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-TOOLS="$PWD/.tools"
 
-PROMTOOL="$(command -v promtool || true)"
-if [ -z "$PROMTOOL" ]; then
-    PROMTOOL="$TOOLS/prometheus/usr/bin/promtool"
-    if [ ! -x "$PROMTOOL" ]; then
-        echo "observability check: fetching Debian's prometheus package into .tools/prometheus" >&2
-        tmp="$(mktemp -d)"
-        (cd "$tmp" && { apt-get download prometheus >/dev/null 2>&1 || { apt-get update -qq >/dev/null && apt-get download prometheus >/dev/null; }; })
-        mkdir -p "$TOOLS/prometheus"
-        dpkg -x "$tmp"/prometheus_*.deb "$TOOLS/prometheus"
-        rm -rf "$tmp"
-    fi
-fi
+. observability/check/tools.sh
+PROMTOOL="$(prometheus_bin promtool)"
 (
     cd observability/prometheus
     "$PROMTOOL" check config prometheus.yml
     "$PROMTOOL" check rules rules.yml
     "$PROMTOOL" test rules rules.test.yml
 )
+# compose.yaml's Prometheus: its config with the rules mounted beside it, as in the container.
+compose_prom="$(mktemp -d)"
+cp observability/compose/prometheus.yml observability/prometheus/rules.yml "$compose_prom/"
+(cd "$compose_prom" && "$PROMTOOL" check config prometheus.yml)
+rm -rf "$compose_prom"
+if ! command -v docker-compose >/dev/null; then
+    echo "observability check: installing Debian's docker-compose (to validate compose.yaml offline)" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null 2>&1 \
+        || { apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null; }
+fi
+docker-compose -f compose.yaml config -q
+# Every file and directory it mounts from the repository exists.
+for mounted in $(grep -oE '\./[a-z][^:]+' compose.yaml); do
+    [ -e "$mounted" ] || { echo "compose.yaml mounts $mounted, which does not exist" >&2; exit 1; }
+done
+echo "compose.yaml: $(docker-compose -f compose.yaml config --services | wc -l) services valid"
 # Every dashboard expression parsed as PromQL (as a recording rule; YAML is a superset of JSON).
 exprs="$(mktemp --suffix=.yml)"
 python3 observability/check/promql.py "$exprs"

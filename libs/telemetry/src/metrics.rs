@@ -49,11 +49,11 @@ pub struct Metrics {
     pub load_events: Family<Labels<1>, Counter>,
     /// `<app>_projection_events_total{view}`: events applied to a view.
     pub projection_events: Family<Labels<1>, Counter>,
-    /// `<app>_projection_lag{view}`: events in the stream not yet applied.
+    /// `<app>_projection_lag_events{view}`: events in the stream not yet applied.
     pub projection_lag: Family<Labels<1>, Gauge>,
     /// `<app>_projection_last_seq{view}`: stream sequence last applied.
     pub projection_last_seq: Family<Labels<1>, Gauge>,
-    /// `<app>_projection_parked{view}`: events parked (poison) awaiting a retry.
+    /// `<app>_projection_parked_events{view}`: events parked (poison) awaiting a retry.
     pub projection_parked: Family<Labels<1>, Gauge>,
     /// `<app>_projection_rebuilds_total{view}`.
     pub projection_rebuilds: Family<Labels<1>, Counter>,
@@ -85,7 +85,7 @@ pub struct Metrics {
     /// `<app>_service_instances{service}`: instances answering NATS discovery (the gateway
     /// keeps it).
     pub service_instances: Family<Labels<1>, Gauge>,
-    /// `<app>_archive_lag`: events of the event stream the archive has not copied yet.
+    /// `<app>_archive_lag_events`: events of the event stream the archive has not copied yet.
     pub archive_lag: Gauge,
     /// `<app>_stream_messages{tier}` (`hot`, `archive`): messages in the event stream and the
     /// archive, as the archiver last saw them.
@@ -162,13 +162,13 @@ impl Metrics {
                 metrics.load_events.clone(),
             );
             r.register("projection_events", "Events applied to views", metrics.projection_events.clone());
-            r.register("projection_lag", "Events not yet applied to a view", metrics.projection_lag.clone());
+            r.register("projection_lag_events", "Events not yet applied to a view", metrics.projection_lag.clone());
             r.register(
                 "projection_last_seq",
                 "Stream sequence last applied to a view",
                 metrics.projection_last_seq.clone(),
             );
-            r.register("projection_parked", "Events parked per view", metrics.projection_parked.clone());
+            r.register("projection_parked_events", "Events parked per view", metrics.projection_parked.clone());
             r.register("projection_rebuilds", "View rebuilds", metrics.projection_rebuilds.clone());
             r.register("saga_orders", "Orders the saga finished, by outcome", metrics.saga_orders.clone());
             r.register("saga_failures", "Orders failed by the saga, by reason", metrics.saga_failures.clone());
@@ -194,7 +194,7 @@ impl Metrics {
                 "Instances of each service answering NATS discovery",
                 metrics.service_instances.clone(),
             );
-            r.register("archive_lag", "Events the archive has not copied yet", metrics.archive_lag.clone());
+            r.register("archive_lag_events", "Events the archive has not copied yet", metrics.archive_lag.clone());
             r.register(
                 "stream_messages",
                 "Messages in the hot event stream and the archive",

@@ -56,6 +56,10 @@ pub fn generate(topology: &Topology) -> Result<Vec<Generated>, String> {
             deployments()
         ),
     });
+    files.push(Generated {
+        path: "extras/prometheus-operator/prometheusrule.yaml".into(),
+        text: format!("{}{}", header("observability/prometheus/rules.yml"), prometheus_rule()),
+    });
     for (overlay, replicas) in [("dev", 1), ("prod", 3)] {
         files.push(Generated {
             path: format!("overlays/{overlay}/topology.yaml").into(),
@@ -63,6 +67,24 @@ pub fn generate(topology: &Topology) -> Result<Vec<Generated>, String> {
         });
     }
     Ok(files)
+}
+
+/// The alert rules Prometheus reads from a file, for the Prometheus Operator: the same groups
+/// under `spec` of a PrometheusRule.
+fn prometheus_rule() -> String {
+    let rules = include_str!("../../../observability/prometheus/rules.yml");
+    let mut out =
+        String::from("apiVersion: monitoring.coreos.com/v1\nkind: PrometheusRule\nmetadata:\n  name: factory\nspec:\n");
+    for line in rules.lines().skip_while(|l| l.starts_with('#') || l.trim().is_empty()) {
+        if line.trim().is_empty() {
+            out.push('\n');
+        } else {
+            out.push_str("  ");
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
 }
 
 /// Writes the generated files under `dir`.
