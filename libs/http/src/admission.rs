@@ -39,6 +39,9 @@ pub(crate) struct Admission {
     max_waiting: usize,
     wait: Duration,
     latency: Mutex<Latency>,
+    /// Where the limit and the requests in flight are shown (`http_concurrency_limit`,
+    /// `http_in_flight`), kept current as they change.
+    metrics: Option<Arc<jetsource_telemetry::Metrics>>,
 }
 
 /// Request latency, in seconds: the window being filled, its average, and a long-run average
@@ -76,7 +79,10 @@ impl Place {
 
 impl Drop for Place {
     fn drop(&mut self) {
-        self.admission.in_flight.fetch_sub(1, Ordering::Relaxed);
+        let now = self.admission.in_flight.fetch_sub(1, Ordering::Relaxed) - 1;
+        if let Some(metrics) = &self.admission.metrics {
+            metrics.http_in_flight.set(now as i64);
+        }
         if let Some(permit) = self.permit.take() {
             let owed =
                 self.admission.debt.fetch_update(Ordering::AcqRel, Ordering::Acquire, |d| d.checked_sub(1)).is_ok();
@@ -93,8 +99,16 @@ impl Drop for Place {
 impl Admission {
     /// A gate letting at most `max` requests in at once, each waiting at most `wait` for a place
     /// with at most `max_waiting` waiting.
-    pub(crate) fn new(max: usize, wait: Duration, max_waiting: usize) -> Arc<Self> {
+    pub(crate) fn new(
+        max: usize,
+        wait: Duration,
+        max_waiting: usize,
+        metrics: Option<Arc<jetsource_telemetry::Metrics>>,
+    ) -> Arc<Self> {
         let limit = INITIAL_LIMIT.min(max);
+        if let Some(metrics) = &metrics {
+            metrics.http_concurrency_limit.set(limit as i64);
+        }
         Arc::new(Self {
             permits: Arc::new(Semaphore::new(limit)),
             limit: AtomicUsize::new(limit),
@@ -105,6 +119,7 @@ impl Admission {
             max_waiting,
             wait,
             latency: Mutex::new(Latency::default()),
+            metrics,
         })
     }
 
@@ -121,7 +136,10 @@ impl Admission {
     /// A place for one request: at once if there is one, else after a wait.
     pub(crate) async fn admit(self: &Arc<Self>) -> Result<Place, Refused> {
         let place = |permit| {
-            self.in_flight.fetch_add(1, Ordering::Relaxed);
+            let now = self.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+            if let Some(metrics) = &self.metrics {
+                metrics.http_in_flight.set(now as i64);
+            }
             Place { permit: Some(permit), admission: Arc::clone(self), started: Instant::now(), sample: false }
         };
         if let Ok(permit) = Arc::clone(&self.permits).try_acquire_owned() {
@@ -172,6 +190,9 @@ impl Admission {
     fn set_limit(&self, current: usize, next: usize) {
         if next == current || self.limit.compare_exchange(current, next, Ordering::AcqRel, Ordering::Acquire).is_err() {
             return;
+        }
+        if let Some(metrics) = &self.metrics {
+            metrics.http_concurrency_limit.set(next as i64);
         }
         if next > current {
             let mut more = next - current;
@@ -227,7 +248,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_request_past_the_limit_waits_for_a_place_then_is_refused() {
-        let gate = Admission::new(1, Duration::from_millis(50), 10);
+        let gate = Admission::new(1, Duration::from_millis(50), 10, None);
         let first = gate.admit().await.unwrap();
         let refused = gate.admit().await.err();
         assert_eq!(refused, Some(Refused::Overloaded), "no place within the wait");
@@ -240,7 +261,7 @@ mod tests {
         drop(first);
         assert_eq!(waiting.await.unwrap(), Ok(()), "a place freed during the wait is taken");
 
-        let none = Admission::new(0, Duration::from_secs(5), 10);
+        let none = Admission::new(0, Duration::from_secs(5), 10, None);
         let started = Instant::now();
         assert_eq!(none.admit().await.err(), Some(Refused::Overloaded));
         assert!(started.elapsed() < Duration::from_secs(5), "a gate with no places does not wait");
@@ -248,7 +269,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_lower_limit_takes_places_back_as_they_return() {
-        let gate = Admission::new(64, Duration::from_millis(10), 10);
+        let gate = Admission::new(64, Duration::from_millis(10), 10, None);
         let places: Vec<_> = futures::future::join_all((0..64).map(|_| gate.admit())).await;
         gate.set_limit(64, 16);
         drop(places);

@@ -265,7 +265,10 @@ fn verify(
     validation.validate_nbf = false;
     validation.required_spec_claims.clear();
     if let Some(issuer) = &jwt.issuer {
-        validation.set_issuer(&[issuer]);
+        // With or without one trailing slash: providers differ (Auth0 ends its issuer in `/`),
+        // and discovery already treats the two as one issuer.
+        let bare = issuer.trim_end_matches('/');
+        validation.set_issuer(&[bare.to_owned(), format!("{bare}/")]);
     }
     match &jwt.audience {
         Some(audience) => validation.set_audience(&[audience]),
@@ -418,6 +421,8 @@ mod tests {
         let token = hs256(serde_json::json!({"sub": "alice", "role": "operator", "exp": later(), "iss": "factory"}));
         let alice = auth.check(Some(&format!("Bearer {token}")), None, Role::Operator).await.unwrap();
         assert_eq!(alice, Principal { actor: "alice".into(), role: Role::Operator });
+        let slashed = hs256(serde_json::json!({"sub": "alice", "role": "operator", "exp": later(), "iss": "factory/"}));
+        assert!(auth.check(Some(&format!("Bearer {slashed}")), None, Role::Viewer).await.is_ok(), "one trailing slash");
         assert!(matches!(
             auth.check(Some(&format!("Bearer {token}")), None, Role::Admin).await,
             Err(AuthError::Forbidden { .. })

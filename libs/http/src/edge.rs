@@ -60,8 +60,6 @@ where
             return response;
         }
     };
-    gw.metrics.http_in_flight.set(gw.admission.in_flight() as i64);
-    gw.metrics.http_concurrency_limit.set(gw.admission.limit() as i64);
     let span = tracing::info_span!(
         "jetsource.http",
         service = "gateway",

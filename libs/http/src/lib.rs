@@ -134,6 +134,7 @@ impl Gateway {
                 config.max_in_flight,
                 config.admission_wait,
                 config.max_in_flight.saturating_mul(8),
+                Some(Arc::clone(&metrics)),
             ),
             rate_limiter: config.rate_limit.map(|limit| {
                 governor::RateLimiter::keyed(governor::Quota::per_second(limit.per_second).allow_burst(limit.burst))

@@ -87,6 +87,7 @@ pub fn document(app: &App, authenticated: bool) -> Value {
     set_enum(&mut doc, COMMAND_ROUTE, "post", "type", &types);
     let every_type: Vec<Value> = app.aggregates().iter().map(|a| a.aggregate_type().into()).collect();
     set_enum(&mut doc, "/v1/aggregates/{type}", "get", "type", &every_type);
+    set_enum(&mut doc, "/v1/tail", "get", "type", &every_type);
     for path in ["/v1/aggregates/{type}/{id}", "/v1/aggregates/{type}/{id}/events"] {
         set_enum(&mut doc, path, "get", "type", &types);
     }

@@ -92,6 +92,7 @@ impl Telemetry {
             .with_attribute(KeyValue::new("service.instance.id", config.instance.clone()))
             .build();
         let mut builder = SdkTracerProvider::builder().with_resource(resource.clone());
+        otlp::check_others(&otlp::process_env)?;
         let traces = otlp::plan(&otlp::process_env, Signal::Traces)?;
         let exporting = traces.is_some();
         if let Some(export) = traces {

@@ -33,7 +33,7 @@ impl Signal {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Export {
     pub(crate) protocol: Transport,
-    /// `https://` (or gRPC without `..._INSECURE=true` on a scheme-less endpoint).
+    /// The endpoint is `https://`.
     pub(crate) tls: bool,
     pub(crate) ca_file: Option<PathBuf>,
     pub(crate) client_cert: Option<(PathBuf, PathBuf)>,
@@ -114,6 +114,31 @@ pub(crate) fn plan(env: Env<'_>, signal: Signal) -> Result<Option<Export>, Telem
         }
     };
     Ok(Some(Export { protocol, tls, ca_file: path("CERTIFICATE"), client_cert }))
+}
+
+/// The other standard variables this build honours only in part: a value it cannot carry out
+/// is an error naming it.
+pub(crate) fn check_others(env: Env<'_>) -> Result<(), TelemetryError> {
+    match env("OTEL_METRICS_EXPORTER").map(|v| v.trim().to_ascii_lowercase()).as_deref() {
+        None | Some("prometheus") | Some("none") => {}
+        Some(other) => {
+            return Err(TelemetryError::Exporter(format!(
+                "OTEL_METRICS_EXPORTER={other:?}: metrics are served for Prometheus at /metrics; this build \
+                 exports no metrics over OTLP (use prometheus or none, and scrape /metrics, or let a \
+                 collector's prometheus receiver do it)"
+            )));
+        }
+    }
+    if let Some(list) = env("OTEL_PROPAGATORS") {
+        for propagator in list.split(',').map(|p| p.trim().to_ascii_lowercase()) {
+            if !matches!(propagator.as_str(), "tracecontext" | "none" | "") {
+                return Err(TelemetryError::Exporter(format!(
+                    "OTEL_PROPAGATORS names {propagator:?}: this build propagates W3C tracecontext only"
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn read(path: &PathBuf) -> Result<Vec<u8>, TelemetryError> {
@@ -231,5 +256,12 @@ mod tests {
             let err = plan_with(&vars, Signal::Traces).unwrap_err().to_string();
             assert!(err.contains(needle), "{err}");
         }
+        let others = |vars: &[(&str, &str)]| {
+            let table: HashMap<String, String> = vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+            check_others(&move |name: &str| table.get(name).cloned()).map_err(|e| e.to_string())
+        };
+        assert!(others(&[("OTEL_METRICS_EXPORTER", "prometheus"), ("OTEL_PROPAGATORS", "tracecontext")]).is_ok());
+        assert!(others(&[("OTEL_METRICS_EXPORTER", "otlp")]).unwrap_err().contains("OTEL_METRICS_EXPORTER=\"otlp\""));
+        assert!(others(&[("OTEL_PROPAGATORS", "tracecontext,b3")]).unwrap_err().contains("\"b3\""));
     }
 }

@@ -1,7 +1,8 @@
 //! Live event streams as Server-Sent Events (`event: event`, `id:` the stream sequence): an
 //! ordered consumer on the event stream, for at most ten minutes a connection; EventSource
 //! reconnects with the last id and misses nothing.
-//! - `GET /v1/tail`: every event as it is stored (a summary of each), from now on.
+//! - `GET /v1/tail[?type=T]`: every event (or those of aggregate type `T`) as it is stored, a
+//!   summary of each, from now on.
 //! - `GET /v1/aggregates/{type}/{id}/stream`: one aggregate's events as CloudEvents, its history
 //!   first (through the archive where it was compacted), then each new one.
 
@@ -37,13 +38,30 @@ static TAILS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_TAI
 pub(super) fn routes(
     gw: &Arc<Gateway>,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = warp::Rejection> + Clone + use<> {
-    warp::path!("v1" / "tail").and(warp::get()).and(with(gw)).and(stream_headers()).then(
-        |gw: Arc<Gateway>, headers: HeaderMap| async move { handle(gw, "/v1/tail", Role::Viewer, headers, tail).await },
-    )
+    warp::path!("v1" / "tail")
+        .and(warp::get())
+        .and(with(gw))
+        .and(stream_headers())
+        .and(warp::query::<std::collections::HashMap<String, String>>())
+        .then(|gw: Arc<Gateway>, headers: HeaderMap, query: std::collections::HashMap<String, String>| async move {
+            handle(gw, "/v1/tail", Role::Viewer, headers, |ctx| tail(ctx, query)).await
+        })
 }
 
-async fn tail(ctx: Ctx) -> Result<warp::reply::Response, Problem> {
-    let filter = format!("{}.>", ctx.gw.store.config().subject_prefix);
+/// Every event, or those of one aggregate type (`?type=stock`).
+async fn tail(ctx: Ctx, query: std::collections::HashMap<String, String>) -> Result<warp::reply::Response, Problem> {
+    if let Some(other) = query.keys().find(|k| !["type", "access_token", "api_key"].contains(&k.as_str())) {
+        return Err(Problem::new(400, "invalid", format!("unknown query parameter {other:?}; this takes type")));
+    }
+    let prefix = &ctx.gw.store.config().subject_prefix;
+    let filter = match query.get("type") {
+        None => format!("{prefix}.>"),
+        Some(kind) => {
+            let aggregate =
+                ctx.gw.app.aggregate_or_error(kind).map_err(|e| Problem::new(404, "not_found", e.to_string()))?;
+            format!("{prefix}.{}.>", aggregate.aggregate_type())
+        }
+    };
     stream(ctx, filter, Start::New, Render::Summary).await
 }
 

@@ -421,6 +421,19 @@ async fn the_tail_streams_every_event_and_resumes_after_last_event_id() {
             break events.unwrap();
         }
     };
+    // one type's tail: an order event passes it by, the stock event after it is shown
+    let mut stock_only = tokio::task::spawn_blocking(move || sse_events(addr, "/v1/tail?type=stock", &[], 1));
+    let mut round = 0;
+    let stock_only = loop {
+        round += 1;
+        let product = format!(r#"{{"name": "Typed {round}", "bom": [{{"sku": "bolt", "qty": 1}}]}}"#);
+        stack.command(&format!("/v1/commands/product/typed-{round}/define"), &product).await;
+        stack.command("/v1/commands/stock/typed@main/receive", r#"{"qty": 1}"#).await;
+        if let Ok(events) = tokio::time::timeout(std::time::Duration::from_millis(100), &mut stock_only).await {
+            break events.unwrap();
+        }
+    };
+    let unknown_type = stack.call("GET", "/v1/tail?type=gizmo", &[], b"").await;
     let bad = stack.call("GET", "/v1/tail", &[("last-event-id", "x")], b"").await;
     let beyond = stack.call("GET", "/v1/tail", &[("last-event-id", "18446744073709551615")], b"").await;
 
@@ -437,6 +450,9 @@ async fn the_tail_streams_every_event_and_resumes_after_last_event_id() {
     assert_eq!(after_first[0].0, ids[1].to_string(), "resumed after the first");
     let seen: serde_json::Value = serde_json::from_str(&live[0].1).unwrap();
     assert_eq!(seen["subject"], "evt.stock.live@main");
+    let typed: serde_json::Value = serde_json::from_str(&stock_only[0].1).unwrap();
+    assert!(typed["subject"].as_str().is_some_and(|s| s.starts_with("evt.stock.")), "{typed}");
+    assert_eq!((unknown_type.status, unknown_type.code()), (404, "not_found".to_owned()));
     assert_eq!((bad.status, bad.code()), (400, "invalid".to_owned()));
     assert_eq!(beyond.status, 400, "no sequence follows the last one");
 }

@@ -178,6 +178,16 @@ async fn a_conflict_that_outlasts_the_retries_answers_409() {
 }
 
 #[tokio::test]
+async fn a_method_a_path_does_not_take_is_405_naming_the_ones_it_does() {
+    let stack = Stack::start().await;
+
+    let resp = stack.call("DELETE", "/v1/views/stock/bolt@main", &[], b"").await;
+
+    assert_eq!((resp.status, resp.code().as_str()), (405, "method_not_allowed"));
+    assert_eq!(resp.header("allow"), Some("GET"));
+}
+
+#[tokio::test]
 async fn past_the_in_flight_bound_requests_get_503_with_retry_after() {
     // Global overload is the server's state, not the caller's fault: 503 (it was 429 until
     // per-caller rate limits took that status).
