@@ -242,13 +242,22 @@ impl RateLimit {
 
 impl GatewayConfig {
     /// Reads what the environment says about the gateway: authentication
-    /// ([`AuthConfig::from_env`]), per-caller rate limits ([`RateLimit::from_env`]), CORS origins
-    /// and the console's trace links.
+    /// ([`AuthConfig::from_env`]), the most requests in flight (`<PREFIX>_MAX_IN_FLIGHT`),
+    /// per-caller rate limits ([`RateLimit::from_env`]), CORS origins and the console's trace
+    /// links.
     ///
     /// # Errors
     /// A message naming the setting that does not parse.
     pub fn apply_env(&mut self, prefix: &str) -> Result<(), String> {
         self.auth = AuthConfig::from_env(prefix)?;
+        if let Ok(text) = std::env::var(format!("{prefix}_MAX_IN_FLIGHT"))
+            && !text.trim().is_empty()
+        {
+            self.max_in_flight = text
+                .trim()
+                .parse()
+                .map_err(|_| format!("{prefix}_MAX_IN_FLIGHT must be a number of requests, got {text:?}"))?;
+        }
         self.rate_limit = RateLimit::from_env(prefix)?;
         self.cors_origins = Self::cors_from_env(prefix);
         self.console_trace_url = Self::console_trace_url_from_env(prefix);

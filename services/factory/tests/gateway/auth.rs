@@ -260,7 +260,7 @@ async fn the_binary_reads_api_keys_and_an_es256_key_with_issuer_and_audience_fro
             .stderr(std::process::Stdio::piped());
         command
     };
-    let mut factory = up(&keys).spawn().unwrap();
+    let factory = crate::support::Spawned(up(&keys).spawn().unwrap());
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while jetsource_testkit::server::http_status(port, "/readyz") != Some(200) {
         assert!(std::time::Instant::now() < deadline, "factory up did not become ready");
@@ -302,8 +302,7 @@ async fn the_binary_reads_api_keys_and_an_es256_key_with_issuer_and_audience_fro
         ),
         status_of(port, "GET", view, &[], ""),
     ];
-    let _ = factory.kill();
-    let _ = factory.wait();
+    drop(factory);
     // the same through variables: keys inline, an HS256 secret
     let mut inline = up(&dir.path().join("none"));
     inline
@@ -311,7 +310,7 @@ async fn the_binary_reads_api_keys_and_an_es256_key_with_issuer_and_audience_fro
         .env_remove("FACTORY_JWT_PUBLIC_KEY_FILE")
         .env("FACTORY_API_KEYS", "ci:admin:admin-key-0123456789")
         .env("FACTORY_JWT_HS256_SECRET", SECRET);
-    let mut factory = inline.spawn().unwrap();
+    let factory = crate::support::Spawned(inline.spawn().unwrap());
     while jetsource_testkit::server::http_status(port, "/readyz") != Some(200) {
         assert!(std::time::Instant::now() < deadline, "factory up did not become ready again");
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -322,8 +321,7 @@ async fn the_binary_reads_api_keys_and_an_es256_key_with_issuer_and_audience_fro
         status_of(port, "POST", command, &[("Authorization", &hs)], r#"{"qty": 1}"#),
         status_of(port, "POST", command, &[("X-Api-Key", "viewer-key-0123456789")], r#"{"qty": 1}"#),
     ];
-    let _ = factory.kill();
-    let _ = factory.wait();
+    drop(factory);
     std::fs::write(&keys, "watcher:viewer:short\n").unwrap();
     let refused = up(&keys).output().unwrap();
 
@@ -414,7 +412,7 @@ async fn an_oidc_provider_is_found_by_discovery_and_its_key_rotation_followed() 
     provider.serve(&[&a]);
     let server = jetsource_testkit::NatsServer::start();
     let port = jetsource_testkit::server::free_port().unwrap();
-    let mut factory = std::process::Command::new(env!("CARGO_BIN_EXE_factory"))
+    let factory = std::process::Command::new(env!("CARGO_BIN_EXE_factory"))
         .args(["up", "--nats-url", &server.url(), "--http", &format!("127.0.0.1:{port}"), "--log", "error"])
         .env("FACTORY_OIDC_ISSUER", &provider.issuer)
         .env("FACTORY_JWT_AUDIENCE", "factory")
@@ -423,6 +421,7 @@ async fn an_oidc_provider_is_found_by_discovery_and_its_key_rotation_followed() 
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
+    let factory = crate::support::Spawned(factory);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while jetsource_testkit::server::http_status(port, "/readyz") != Some(200) {
         assert!(std::time::Instant::now() < deadline, "factory up did not become ready");
@@ -469,8 +468,7 @@ async fn an_oidc_provider_is_found_by_discovery_and_its_key_rotation_followed() 
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
     assert_eq!(send(b.bearer("b", operator.clone())), 200);
-    let _ = factory.kill();
-    let _ = factory.wait();
+    drop(factory);
 
     // A provider that cannot be reached stops the start, naming its URL
     let unreachable = std::process::Command::new(env!("CARGO_BIN_EXE_factory"))

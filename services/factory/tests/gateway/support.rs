@@ -13,6 +13,16 @@ use jetsource_runtime::Shutdown;
 use jetsource_testkit::NatsServer;
 use serde_json::Value;
 
+/// A child process killed (and reaped) when dropped, so a failing test leaves none behind.
+pub struct Spawned(pub std::process::Child);
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 pub struct Stack {
     pub server: NatsServer,
     pub http: SocketAddr,
