@@ -56,11 +56,19 @@ fn access_token(query: &str) -> Option<&str> {
 }
 
 /// The headers of a request for a Server-Sent Events stream. EventSource cannot set headers: a
-/// stream may carry its bearer token as `?access_token=` or its API key as `?api_key=`, each
-/// taken only when the header itself is absent.
+/// stream may carry its credentials in the session cookie (`POST /v1/session`), or its bearer
+/// token as `?access_token=` or its API key as `?api_key=`, each taken only when no credential
+/// header is present.
 pub(super) fn stream_headers() -> impl Filter<Extract = (HeaderMap,), Error = Infallible> + Clone {
     warp::header::headers_cloned().and(warp::query::raw().or(warp::any().map(String::new)).unify()).map(
         |mut headers: HeaderMap, query: String| {
+            if !headers.contains_key("authorization")
+                && !headers.contains_key("x-api-key")
+                && let Some((name, value)) = super::session::credential(&headers)
+                && let Ok(value) = warp::http::HeaderValue::from_str(&value)
+            {
+                headers.insert(name, value);
+            }
             if let Some(token) = access_token(&query)
                 && !headers.contains_key("authorization")
                 && let Ok(value) = warp::http::HeaderValue::from_str(&format!("Bearer {token}"))

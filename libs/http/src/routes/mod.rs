@@ -5,6 +5,7 @@ mod commands;
 mod console;
 mod logs;
 mod ops;
+mod session;
 mod tail;
 mod views;
 
@@ -43,6 +44,8 @@ pub(crate) fn all(
         .or(console::routes(&gw))
         .unify()
         .or(tail::routes(&gw))
+        .unify()
+        .or(session::routes(&gw))
         .unify()
         .or(method_not_allowed(methods))
         .unify()

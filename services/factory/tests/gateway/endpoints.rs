@@ -290,6 +290,36 @@ async fn an_event_stream_takes_its_token_in_the_query_and_cors_lets_a_named_orig
     assert_eq!(stranger.status, 403, "{stranger:?}");
     assert_eq!(simple.header("access-control-allow-origin"), Some("https://console.example"));
     assert!(simple.header("access-control-expose-headers").is_some_and(|h| h.contains("x-trace-id")));
+
+    // A cookie session: made with the bearer header, then carried by the browser alone — to the
+    // event stream, never to a command.
+    let session = stack.call("POST", "/v1/session", &[("authorization", &bearer)], b"").await;
+    let set_cookie = session.header("set-cookie").unwrap_or_default().to_owned();
+    let cookie = set_cookie.split(';').next().unwrap_or_default().to_owned();
+    let by_cookie = stack.call("GET", &path, &[("cookie", &cookie)], b"").await;
+    let command_by_cookie = stack
+        .call(
+            "POST",
+            "/v1/commands/stock/bolt@main/receive",
+            &[("cookie", &cookie), ("content-type", "application/json")],
+            br#"{"qty": 1}"#,
+        )
+        .await;
+    let no_session = stack.call("POST", "/v1/session", &[], b"").await;
+    let closed = stack.call("DELETE", "/v1/session", &[], b"").await;
+    assert_eq!(session.status, 204, "{session:?}");
+    assert!(set_cookie.starts_with("jetsource_session=b."), "{set_cookie}");
+    for attribute in ["HttpOnly", "SameSite=Strict", "Path=/v1", "Max-Age=43200"] {
+        assert!(set_cookie.contains(attribute), "{attribute}: {set_cookie}");
+    }
+    assert_eq!(by_cookie.status, 200, "{by_cookie:?}");
+    assert!(String::from_utf8_lossy(&by_cookie.body).contains("event:status"));
+    assert_eq!(command_by_cookie.status, 401, "a command is never authenticated by the cookie");
+    assert_eq!(no_session.status, 401);
+    assert_eq!(closed.status, 204);
+    assert!(
+        closed.header("set-cookie").is_some_and(|c| c.starts_with("jetsource_session=;") && c.contains("Max-Age=0"))
+    );
 }
 
 #[tokio::test]
