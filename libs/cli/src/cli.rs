@@ -532,7 +532,7 @@ async fn logs_command(ctx: &Ctx, args: LogsArgs) -> anyhow::Result<()> {
         trace_id: args.trace_id.clone(),
         limit: Some(args.limit),
     };
-    query.validate().map_err(anyhow::Error::msg)?;
+    query.validate()?;
     let client = jetsource::connect(&args.nats.nats_url, &ctx.connection("logs")).await?;
     let show = |record: &serde_json::Value| {
         if args.json {
@@ -544,7 +544,7 @@ async fn logs_command(ctx: &Ctx, args: LogsArgs) -> anyhow::Result<()> {
     // Subscribe first so nothing falls between the history and the live records.
     let mut live = if args.follow {
         let mut subscriptions = Vec::new();
-        for subject in query.subjects().map_err(anyhow::Error::msg)? {
+        for subject in query.subjects()? {
             subscriptions.push(client.subscribe(subject).await?);
         }
         Some(futures::stream::select_all(subscriptions))

@@ -142,25 +142,41 @@ pub fn new_command_id() -> String {
     uuid::Builder::from_unix_timestamp_millis(millis, &random).into_uuid().hyphenated().to_string()
 }
 
+/// Why a command id, idempotency key or data subject is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandIdError {
+    /// Nothing given.
+    #[error("command id is empty")]
+    Empty,
+    /// Longer than [`MAX_COMMAND_ID_LEN`] bytes.
+    #[error("command id is {0} bytes long; the limit is {MAX_COMMAND_ID_LEN}")]
+    TooLong(usize),
+    /// A character outside the alphabet.
+    #[error("command id contains {0:?}; allowed are A-Z a-z 0-9 - _ . : @ =")]
+    Character(char),
+    /// A dot at either end or two in a row (ids travel in subjects, where a dot separates tokens).
+    #[error("command id cannot start or end with a dot, or hold two in a row")]
+    Dots,
+}
+
 /// Checks a command id or idempotency key: 1–128 printable ASCII characters without spaces, as
 /// it becomes part of `Nats-Msg-Id` and of KV keys.
 ///
 /// # Errors
-/// A message naming the problem.
-pub fn validate_command_id(id: &str) -> Result<(), String> {
+/// [`CommandIdError`], naming the problem.
+pub fn validate_command_id(id: &str) -> Result<(), CommandIdError> {
     if id.is_empty() {
-        return Err("command id is empty".into());
+        return Err(CommandIdError::Empty);
     }
     if id.len() > MAX_COMMAND_ID_LEN {
-        return Err(format!("command id is {} bytes long; the limit is {MAX_COMMAND_ID_LEN}", id.len()));
+        return Err(CommandIdError::TooLong(id.len()));
     }
     if let Some(c) = id.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':' | '@' | '=')))
     {
-        return Err(format!("command id contains {c:?}; allowed are A-Z a-z 0-9 - _ . : @ ="));
+        return Err(CommandIdError::Character(c));
     }
-    // Ids travel in subjects (`qry.commands.<id>`), where a dot separates tokens.
     if id.starts_with('.') || id.ends_with('.') || id.contains("..") {
-        return Err("command id cannot start or end with a dot, or hold two in a row".into());
+        return Err(CommandIdError::Dots);
     }
     Ok(())
 }

@@ -190,7 +190,37 @@ fn algorithm_of(jwk: &Jwk) -> Option<Algorithm> {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// Whatever a provider (or whoever answers in its place) sends, the key set is parsed or
+        /// refused with a reason, never a panic.
+        #[test]
+        fn any_key_set_document_is_parsed_or_refused(
+            keys in proptest::collection::vec(
+                prop_oneof![
+                    Just(serde_json::json!({"kty": "EC", "crv": "P-256", "x": "AA", "y": "AA"})),
+                    Just(serde_json::json!({"kty": "RSA", "n": "AQAB", "e": "AQAB", "alg": "RS512"})),
+                    Just(serde_json::json!({"kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"})),
+                    "[ -~]{0,30}".prop_map(serde_json::Value::String),
+                    any::<i64>().prop_map(serde_json::Value::from),
+                    ("[a-z]{1,5}", "[ -~]{0,12}").prop_map(|(k, v)| serde_json::json!({"kty": v, k: "x"})),
+                ],
+                0..6,
+            ),
+            junk in "[ -~]{0,80}",
+        ) {
+            for body in [serde_json::json!({"keys": keys}).to_string(), junk] {
+                if let Err(reason) = parse(body.as_bytes()) {
+                    prop_assert!(!reason.is_empty());
+                }
+            }
+        }
+    }
 
     #[test]
     fn unusable_keys_are_skipped_and_an_empty_set_is_an_error() {

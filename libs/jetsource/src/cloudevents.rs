@@ -85,6 +85,31 @@ pub struct Attributes {
     pub metadata: Metadata,
 }
 
+/// Why stored headers are not the attributes of an event.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AttributeError {
+    /// A required header is absent.
+    #[error("missing header {0}")]
+    Missing(&'static str),
+    /// A header's value is not what it must be.
+    #[error("{header} {value:?} is not {expected}")]
+    Malformed {
+        /// The header.
+        header: &'static str,
+        /// What it holds.
+        value: String,
+        /// What it must be.
+        expected: &'static str,
+    },
+}
+
+/// Where a reason is text (a view's parking reason), the error is its message.
+impl From<AttributeError> for String {
+    fn from(error: AttributeError) -> Self {
+        error.to_string()
+    }
+}
+
 impl Attributes {
     /// The event name: the last segment of `ce-type` (`StockReceived`).
     pub fn event_name(&self) -> &str {
@@ -136,10 +161,10 @@ impl Attributes {
     /// version 1, as another client may have written the event.
     ///
     /// # Errors
-    /// A message naming the missing or malformed header.
-    pub fn read(headers: &HeaderMap) -> Result<Self, String> {
+    /// [`AttributeError`] naming the missing or malformed header.
+    pub fn read(headers: &HeaderMap) -> Result<Self, AttributeError> {
         let get = |name: HeaderName| headers.get(name).map(|v| decode(v.as_str()));
-        let event_type = get(name::TYPE).ok_or("missing header ce-type")?;
+        let event_type = get(name::TYPE).ok_or(AttributeError::Missing("ce-type"))?;
         Ok(Self {
             id: get(name::ID).unwrap_or_default(),
             source: get(name::SOURCE).unwrap_or_default(),
@@ -260,11 +285,13 @@ pub fn correlation_id(headers: &HeaderMap) -> &str {
 ///
 /// # Errors
 /// When present but not a positive integer.
-pub fn schema_version(headers: &HeaderMap) -> Result<u32, String> {
+pub fn schema_version(headers: &HeaderMap) -> Result<u32, AttributeError> {
     match headers.get(name::SCHEMAVERSION) {
-        Some(v) => {
-            v.as_str().parse().map_err(|_| format!("ce-schemaversion {:?} is not a positive integer", v.as_str()))
-        }
+        Some(v) => v.as_str().parse().map_err(|_| AttributeError::Malformed {
+            header: "ce-schemaversion",
+            value: v.as_str().to_owned(),
+            expected: "a positive integer",
+        }),
         None => Ok(1),
     }
 }
@@ -273,10 +300,16 @@ pub fn schema_version(headers: &HeaderMap) -> Result<u32, String> {
 ///
 /// # Errors
 /// When present but not an integer.
-pub fn aggregate_version(headers: &HeaderMap) -> Result<Option<u64>, String> {
+pub fn aggregate_version(headers: &HeaderMap) -> Result<Option<u64>, AttributeError> {
     headers
         .get(name::AGGREGATEVERSION)
-        .map(|v| v.as_str().parse().map_err(|_| format!("ce-aggregateversion {:?} is not an integer", v.as_str())))
+        .map(|v| {
+            v.as_str().parse().map_err(|_| AttributeError::Malformed {
+                header: "ce-aggregateversion",
+                value: v.as_str().to_owned(),
+                expected: "an integer",
+            })
+        })
         .transpose()
 }
 
@@ -328,10 +361,10 @@ mod tests {
     #[test]
     fn malformed_headers_are_named() {
         let mut headers = HeaderMap::new();
-        assert!(Attributes::read(&headers).unwrap_err().contains("ce-type"));
+        assert!(Attributes::read(&headers).unwrap_err().to_string().contains("ce-type"));
         headers.insert("ce-type", "x.y.Z");
         headers.insert("ce-schemaversion", "two");
-        assert!(Attributes::read(&headers).unwrap_err().contains("ce-schemaversion"));
+        assert!(Attributes::read(&headers).unwrap_err().to_string().contains("ce-schemaversion"));
     }
 
     #[test]

@@ -52,7 +52,7 @@ impl<E: DomainEvent> Codec<E> {
                 event_type: full_type.to_owned(),
             });
         };
-        let version = cloudevents::schema_version(&stored.headers).map_err(|e| stored.undecodable(e))?;
+        let version = cloudevents::schema_version(&stored.headers).map_err(|e| stored.undecodable(e.to_string()))?;
         let event = if version == target {
             decode_current::<E>(known, &stored.data)
         } else {

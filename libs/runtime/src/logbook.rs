@@ -71,12 +71,29 @@ pub struct LogQuery {
     pub limit: Option<usize>,
 }
 
+/// Which field of a [`LogQuery`] is malformed, and how.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LogQueryError {
+    /// Not a service name.
+    #[error("service {0:?}: use letters, digits, _ and - (at most 64)")]
+    Service(String),
+    /// Not a level.
+    #[error("level {0:?}: use one of {levels}", levels = LEVELS.join(", "))]
+    Level(String),
+    /// Not a W3C trace id.
+    #[error("trace_id {0:?}: 32 hex digits")]
+    TraceId(String),
+    /// Outside 1 to the largest page.
+    #[error("limit {0}: 1 to {MAX_LIMIT}")]
+    Limit(usize),
+}
+
 impl LogQuery {
     /// The subjects this query reads.
     ///
     /// # Errors
-    /// A message naming a malformed field.
-    pub fn subjects(&self) -> Result<Vec<String>, String> {
+    /// [`LogQueryError`] naming a malformed field.
+    pub fn subjects(&self) -> Result<Vec<String>, LogQueryError> {
         let service = match &self.service {
             None => "*".to_owned(),
             Some(s)
@@ -86,14 +103,14 @@ impl LogQuery {
             {
                 s.clone()
             }
-            Some(s) => return Err(format!("service {s:?}: use letters, digits, _ and - (at most 64)")),
+            Some(s) => return Err(LogQueryError::Service(s.clone())),
         };
         let levels: Vec<&str> = match &self.level {
             None => vec!["*"],
             Some(level) => {
                 let level = level.to_ascii_lowercase();
                 let Some(from) = LEVELS.iter().position(|l| *l == level) else {
-                    return Err(format!("level {level:?}: use one of {}", LEVELS.join(", ")));
+                    return Err(LogQueryError::Level(level));
                 };
                 LEVELS[from..].to_vec()
             }
@@ -104,18 +121,18 @@ impl LogQuery {
     /// Checks the fields.
     ///
     /// # Errors
-    /// A message naming the malformed field.
-    pub fn validate(&self) -> Result<(), String> {
+    /// [`LogQueryError`] naming the malformed field.
+    pub fn validate(&self) -> Result<(), LogQueryError> {
         self.subjects()?;
         if let Some(trace) = &self.trace_id
             && !(trace.len() == 32 && trace.bytes().all(|b| b.is_ascii_hexdigit()))
         {
-            return Err(format!("trace_id {trace:?}: 32 hex digits"));
+            return Err(LogQueryError::TraceId(trace.clone()));
         }
         if let Some(limit) = self.limit
             && !(1..=MAX_LIMIT).contains(&limit)
         {
-            return Err(format!("limit {limit}: 1 to {MAX_LIMIT}"));
+            return Err(LogQueryError::Limit(limit));
         }
         Ok(())
     }
@@ -193,7 +210,7 @@ impl Inner {
         } else {
             serde_json::from_slice(body).map_err(|e| ErrorBody::new(ErrorCode::Invalid, format!("log query: {e}")))?
         };
-        query.validate().map_err(|e| ErrorBody::new(ErrorCode::Invalid, e))?;
+        query.validate().map_err(|e| ErrorBody::new(ErrorCode::Invalid, e.to_string()))?;
         let limit = query.limit.unwrap_or(100);
         let unavailable = |e: &dyn std::fmt::Display| ErrorBody::new(ErrorCode::Unavailable, format!("LOGS: {e}"));
         let mut stream = self.js.get_stream("LOGS").await.map_err(|e| unavailable(&e))?;
@@ -201,7 +218,7 @@ impl Inner {
         if state.messages == 0 {
             return Ok(LogPage::default());
         }
-        let subjects = query.subjects().map_err(|e| ErrorBody::new(ErrorCode::Invalid, e))?;
+        let subjects = query.subjects().map_err(|e| ErrorBody::new(ErrorCode::Invalid, e.to_string()))?;
         let start = state.last_sequence.saturating_sub(SCAN_LIMIT).max(state.first_sequence).max(1);
         let mut consumer = stream
             .create_consumer(OrderedConfig {

@@ -205,7 +205,7 @@ pub trait AggregateEntry: Send + Sync {
     ///
     /// # Errors
     /// `invalid <type> id: <why>`.
-    fn id(&self, raw: &str) -> Result<AggregateId, String>;
+    fn id(&self, raw: &str) -> Result<AggregateId, InvalidId>;
     /// The aggregate from the event store as JSON (see [`crate::inspect`]).
     fn inspect<'a>(
         &'a self,
@@ -222,12 +222,28 @@ pub trait AggregateEntry: Send + Sync {
     ) -> BoxFuture<'a, Result<RunningService, async_nats::SubscribeError>>;
 }
 
+/// An id that aggregate type `aggregate_type` refuses: `invalid <type> id: <why>`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {aggregate_type} id: {reason}")]
+pub struct InvalidId {
+    /// The type whose id it is not.
+    pub aggregate_type: &'static str,
+    /// Why: the common alphabet's rule, or the type's own ([`Aggregate::check_id`]).
+    pub reason: String,
+}
+
+impl From<InvalidId> for String {
+    fn from(error: InvalidId) -> Self {
+        error.to_string()
+    }
+}
+
 /// The id check of aggregate type `A`: the common alphabet, then [`Aggregate::check_id`].
 ///
 /// # Errors
-/// `invalid <type> id: <why>`.
-pub fn aggregate_id<A: Aggregate>(raw: &str) -> Result<AggregateId, String> {
-    let invalid = |why: String| format!("invalid {} id: {why}", A::TYPE);
+/// [`InvalidId`].
+pub fn aggregate_id<A: Aggregate>(raw: &str) -> Result<AggregateId, InvalidId> {
+    let invalid = |reason: String| InvalidId { aggregate_type: A::TYPE, reason };
     let id = AggregateId::new(raw).map_err(|e| invalid(e.to_string()))?;
     A::check_id(&id).map_err(invalid)?;
     Ok(id)
@@ -266,7 +282,7 @@ where
             .ok_or_else(|| CommandParseError::unknown(A::TYPE, name, <A::Command as Command>::SPECS))
     }
 
-    fn id(&self, raw: &str) -> Result<AggregateId, String> {
+    fn id(&self, raw: &str) -> Result<AggregateId, InvalidId> {
         aggregate_id::<A>(raw)
     }
 
@@ -763,7 +779,7 @@ pub(crate) mod tests {
         let teleport = stock.command("teleport").unwrap_err();
         assert!(teleport.is_not_found() && teleport.to_string().contains("receive, ship"), "{teleport}");
         assert!(stock.id("bolt@main").is_ok());
-        assert!(stock.id("a.b").unwrap_err().starts_with("invalid stock id: "));
+        assert!(stock.id("a.b").unwrap_err().to_string().starts_with("invalid stock id: "));
     }
 
     #[test]

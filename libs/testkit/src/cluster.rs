@@ -25,11 +25,23 @@ impl NatsCluster {
         }
     }
 
-    /// Starts a cluster of `size` nodes.
+    /// Starts a cluster of `size` nodes. Retries with fresh ports when a node does not come up:
+    /// a port chosen free may be taken by another test before the node binds it.
     ///
     /// # Errors
-    /// [`ServerError`] when a node does not come up.
+    /// [`ServerError`] when a node does not come up in three attempts.
     pub fn try_start(size: usize) -> Result<Self, ServerError> {
+        let mut last = None;
+        for _ in 0..3 {
+            match Self::try_start_once(size) {
+                Ok(cluster) => return Ok(cluster),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or(ServerError::NotFound))
+    }
+
+    fn try_start_once(size: usize) -> Result<Self, ServerError> {
         let binary = find_server_binary()?;
         let dir = tempfile::Builder::new().prefix("jetsource-cluster-").tempdir()?;
         let routes: Vec<u16> = (0..size).map(|_| free_port()).collect::<Result<_, _>>()?;

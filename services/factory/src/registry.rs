@@ -78,7 +78,7 @@ fn warehouse_key(natural: &str) -> Result<String, String> {
 }
 
 fn command_key(natural: &str) -> Result<String, String> {
-    jetsource::metadata::validate_command_id(natural)?;
+    jetsource::metadata::validate_command_id(natural).map_err(|e| e.to_string())?;
     Ok(escape_kv_token(natural))
 }
 

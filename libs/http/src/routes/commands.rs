@@ -271,7 +271,7 @@ fn unquoted(value: &str) -> &str {
 
 async fn command_status(ctx: Ctx, id: String) -> Result<warp::reply::Response, Problem> {
     let id = segment(&id)?;
-    validate_command_id(&id).map_err(|e| Problem::new(400, "invalid", e))?;
+    validate_command_id(&id).map_err(|e| Problem::new(400, "invalid", e.to_string()))?;
     // `Consistency-Token: <stream_seq>` (the command's answer) waits until the status shows it.
     let headers = super::views::consistency(&ctx)?;
     let reply = request(&ctx, subject::query("commands", Some(&id)), headers, Bytes::new(), "projector").await?;
@@ -284,7 +284,7 @@ async fn command_status(ctx: Ctx, id: String) -> Result<warp::reply::Response, P
 /// is not); an asynchronous outcome also waits a moment for its notification.
 async fn command_events(ctx: Ctx, id: String) -> Result<warp::reply::Response, Problem> {
     let id = segment(&id)?;
-    validate_command_id(&id).map_err(|e| Problem::new(400, "invalid", e))?;
+    validate_command_id(&id).map_err(|e| Problem::new(400, "invalid", e.to_string()))?;
     let gw = &ctx.gw;
     let js = async_nats::jetstream::new(gw.client.clone());
     let unavailable = |e: &dyn std::fmt::Display| {

@@ -50,7 +50,7 @@ async fn logs(ctx: Ctx, params: HashMap<String, String>) -> Result<warp::reply::
             }
         }
     }
-    query.validate().map_err(|e| Problem::new(400, "invalid", e))?;
+    query.validate().map_err(|e| Problem::new(400, "invalid", e.to_string()))?;
     let body = serde_json::to_vec(&query).unwrap_or_default();
     let reply = request(&ctx, QUERY_SUBJECT.into(), async_nats::HeaderMap::new(), body.into(), "logbook").await?;
     let page: Value = serde_json::from_slice(&reply.payload).unwrap_or(Value::Null);

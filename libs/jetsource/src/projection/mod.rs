@@ -111,7 +111,7 @@ impl<'a> EventView<'a> {
     ///
     /// # Errors
     /// When the headers are malformed.
-    pub fn attributes(&self) -> Result<Attributes, String> {
+    pub fn attributes(&self) -> Result<Attributes, crate::cloudevents::AttributeError> {
         Attributes::read(&self.stored.headers)
     }
 }

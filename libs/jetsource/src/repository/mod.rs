@@ -142,7 +142,7 @@ impl<A: Aggregate> Repository<A> {
         command: A::Command,
         ctx: &CommandContext,
     ) -> Result<CommandOutcome, CommandError<A::Error>> {
-        validate_command_id(&ctx.command_id).map_err(CommandError::Invalid)?;
+        validate_command_id(&ctx.command_id).map_err(|e| CommandError::Invalid(e.to_string()))?;
         let span = tracing::debug_span!("jetsource.execute", aggregate_type = A::TYPE, aggregate_id = %id, command_id = %ctx.command_id);
         self.execute_locked(id, command, ctx).instrument(span).await
     }

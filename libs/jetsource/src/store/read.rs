@@ -74,7 +74,7 @@ impl StoredEvent {
     /// [`StoreError::Undecodable`] naming subject and sequence when `ce-type` is missing or a
     /// number is malformed.
     pub fn attributes(&self) -> Result<Attributes, StoreError> {
-        Attributes::read(&self.headers).map_err(|reason| self.undecodable(reason))
+        Attributes::read(&self.headers).map_err(|reason| self.undecodable(reason.to_string()))
     }
 
     /// The error for this event being unreadable.

@@ -97,7 +97,7 @@ fn cloudevents_headers() {
                 headers.insert(name, value.as_str());
             }
             if let Err(reason) = jetsource::cloudevents::Attributes::read(&headers) {
-                prop_assert!(!reason.is_empty());
+                prop_assert!(!reason.to_string().is_empty());
             }
             Ok(())
         })
@@ -121,7 +121,7 @@ fn aggregate_ids_and_command_subjects() {
             {
                 match check(&text) {
                     Ok(id) => prop_assert!(!id.as_str().contains(['.', '*', '>', ' '])),
-                    Err(reason) => prop_assert!(reason.starts_with("invalid")),
+                    Err(reason) => prop_assert!(reason.to_string().starts_with("invalid") && !reason.reason.is_empty()),
                 }
             }
             if let Some((kind, id, command)) = jetsource_runtime::wire::subject::parse_command(&text) {
@@ -129,7 +129,7 @@ fn aggregate_ids_and_command_subjects() {
                 prop_assert!(text.ends_with(command));
             }
             if let Err(e) = jetsource::metadata::validate_command_id(&text) {
-                prop_assert!(!e.is_empty());
+                prop_assert!(!e.to_string().is_empty());
             }
             Ok(())
         })
@@ -208,7 +208,7 @@ fn log_queries() {
         .run(&strategy, |(service, level, trace_id, limit)| {
             let query = jetsource_runtime::logbook::LogQuery { service, level, trace_id, limit };
             if let Err(reason) = query.validate() {
-                prop_assert!(!reason.is_empty());
+                prop_assert!(!reason.to_string().is_empty());
             }
             Ok(())
         })
