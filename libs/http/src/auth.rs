@@ -13,40 +13,9 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::Value;
 use thiserror::Error;
 
+pub use crate::config::Role;
 use crate::config::{AuthConfig, JwtConfig, JwtKey};
 use crate::jwks::{Key, KeySet};
-
-/// What a caller may do; each role includes the ones before it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Role {
-    /// Reads: views, aggregates, history, command status, status.
-    Viewer,
-    /// Sends commands.
-    Operator,
-    /// Runs rebuilds and retries.
-    Admin,
-}
-
-impl Role {
-    /// Parses `viewer`, `operator` or `admin`.
-    pub fn parse(text: &str) -> Option<Self> {
-        match text {
-            "viewer" => Some(Role::Viewer),
-            "operator" => Some(Role::Operator),
-            "admin" => Some(Role::Admin),
-            _ => None,
-        }
-    }
-
-    /// Its name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Viewer => "viewer",
-            Role::Operator => "operator",
-            Role::Admin => "admin",
-        }
-    }
-}
 
 /// An authenticated caller.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -5,7 +5,37 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::auth::Role;
+/// What a caller may do; each role includes the ones before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Role {
+    /// Reads: views, aggregates, history, command status, status.
+    Viewer,
+    /// Sends commands.
+    Operator,
+    /// Runs rebuilds and retries.
+    Admin,
+}
+
+impl Role {
+    /// Parses `viewer`, `operator` or `admin`.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "viewer" => Some(Role::Viewer),
+            "operator" => Some(Role::Operator),
+            "admin" => Some(Role::Admin),
+            _ => None,
+        }
+    }
+
+    /// Its name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Operator => "operator",
+            Role::Admin => "admin",
+        }
+    }
+}
 
 /// Text that must not be printed (secrets, keys): `Debug` shows `***`.
 #[derive(Clone, PartialEq, Eq)]

@@ -164,3 +164,11 @@ pub async fn recover(rejection: warp::Rejection) -> Result<warp::reply::Response
     };
     Ok(problem.into_response())
 }
+
+/// What a store failure is to an HTTP caller.
+pub(crate) fn store_problem(e: jetsource::StoreError) -> Problem {
+    match e {
+        jetsource::StoreError::Unavailable(m) => Problem::new(503, "unavailable", m).with("unavailable", "nats"),
+        other => Problem::new(500, "internal", other.to_string()),
+    }
+}

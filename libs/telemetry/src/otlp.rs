@@ -145,6 +145,24 @@ fn read(path: &PathBuf) -> Result<Vec<u8>, TelemetryError> {
     std::fs::read(path).map_err(|e| TelemetryError::Exporter(format!("{}: {e}", path.display())))
 }
 
+/// One exporter from an OTLP exporter builder (spans and logs have no common trait for it): the
+/// tonic one, with TLS for an `https://` endpoint, or the HTTP one with our client.
+macro_rules! exporter {
+    ($export:expr, $builder:expr) => {{
+        let export = $export;
+        let built = match export.protocol {
+            Transport::Grpc => {
+                let tonic = $builder.with_tonic().with_protocol(Protocol::Grpc);
+                if export.tls { tonic.with_tls_config(export.tonic_tls()?).build() } else { tonic.build() }
+            }
+            Transport::Http(protocol) => {
+                $builder.with_http().with_protocol(protocol).with_http_client(export.http_client()?).build()
+            }
+        };
+        built.map_err(|e| TelemetryError::Exporter(e.to_string()))
+    }};
+}
+
 impl Export {
     /// The TLS settings for gRPC: system roots, the CA file, the client certificate.
     fn tonic_tls(&self) -> Result<ClientTlsConfig, TelemetryError> {
@@ -167,32 +185,12 @@ impl Export {
 
     /// The span exporter.
     pub(crate) fn spans(&self) -> Result<opentelemetry_otlp::SpanExporter, TelemetryError> {
-        let builder = opentelemetry_otlp::SpanExporter::builder();
-        let built = match self.protocol {
-            Transport::Grpc => {
-                let tonic = builder.with_tonic().with_protocol(Protocol::Grpc);
-                if self.tls { tonic.with_tls_config(self.tonic_tls()?).build() } else { tonic.build() }
-            }
-            Transport::Http(protocol) => {
-                builder.with_http().with_protocol(protocol).with_http_client(self.http_client()?).build()
-            }
-        };
-        built.map_err(|e| TelemetryError::Exporter(e.to_string()))
+        exporter!(self, opentelemetry_otlp::SpanExporter::builder())
     }
 
     /// The log exporter.
     pub(crate) fn logs(&self) -> Result<opentelemetry_otlp::LogExporter, TelemetryError> {
-        let builder = opentelemetry_otlp::LogExporter::builder();
-        let built = match self.protocol {
-            Transport::Grpc => {
-                let tonic = builder.with_tonic().with_protocol(Protocol::Grpc);
-                if self.tls { tonic.with_tls_config(self.tonic_tls()?).build() } else { tonic.build() }
-            }
-            Transport::Http(protocol) => {
-                builder.with_http().with_protocol(protocol).with_http_client(self.http_client()?).build()
-            }
-        };
-        built.map_err(|e| TelemetryError::Exporter(e.to_string()))
+        exporter!(self, opentelemetry_otlp::LogExporter::builder())
     }
 }
 

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use jetsource::{StoreError, Until};
+use jetsource::Until;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -50,7 +50,7 @@ pub(super) fn routes(
     let live = warp::path!("v1" / "aggregates" / String / String / "stream")
         .and(warp::get())
         .and(with(gw))
-        .and(super::commands::stream_headers())
+        .and(super::tail::stream_headers())
         .then(|kind: String, id: String, gw: Arc<Gateway>, headers: HeaderMap| async move {
             handle(gw, "/v1/aggregates/{type}/{id}/stream", Role::Viewer, headers, |ctx| async move {
                 let (kind, id) = target(&ctx, &kind, &id)?;
@@ -107,14 +107,6 @@ fn target(ctx: &Ctx, kind: &str, id: &str) -> Result<(Entry, jetsource::Aggregat
     Ok((std::sync::Arc::clone(aggregate), id))
 }
 
-/// What a store failure is to an HTTP caller.
-pub(super) fn store_problem(e: StoreError) -> Problem {
-    match e {
-        StoreError::Unavailable(m) => Problem::new(503, "unavailable", m).with("unavailable", "nats"),
-        other => Problem::new(500, "internal", other.to_string()),
-    }
-}
-
 fn only(query: &HashMap<String, String>, allowed: &[&str]) -> Result<(), Problem> {
     match query.keys().find(|k| !allowed.contains(&k.as_str())) {
         Some(other) => {
@@ -152,7 +144,7 @@ async fn aggregate(
         (None, Some(at)) => Until::Time(at),
         (None, None) => Until::End,
     };
-    let value = kind.inspect(&ctx.gw.store, &id, until, false).await.map_err(store_problem)?;
+    let value = kind.inspect(&ctx.gw.store, &id, until, false).await.map_err(crate::problem::store_problem)?;
     if value["exists"] == false {
         return Err(Problem::new(404, "not_found", format!("no {} {id} (at that point)", kind.aggregate_type())));
     }
@@ -177,10 +169,12 @@ async fn history(
         return Err(Problem::new(400, "invalid", format!("limit must be 1 to 1000, not {limit}")));
     }
     let subject = ctx.gw.store.subject(kind.aggregate_type(), &id);
-    let mut stored = ctx.gw.store.read(&subject, from, limit as usize + 1).await.map_err(store_problem)?;
+    let mut stored =
+        ctx.gw.store.read(&subject, from, limit as usize + 1).await.map_err(crate::problem::store_problem)?;
     let next = (stored.len() > limit as usize).then(|| stored.pop().map(|e| e.seq)).flatten();
-    let events: Vec<_> = stored.iter().map(structured).collect::<Result<_, _>>().map_err(store_problem)?;
+    let events: Vec<_> =
+        stored.iter().map(structured).collect::<Result<_, _>>().map_err(crate::problem::store_problem)?;
     let mut events = Value::Array(events);
-    ctx.gw.store.reveal(&mut events).await.map_err(store_problem)?;
+    ctx.gw.store.reveal(&mut events).await.map_err(crate::problem::store_problem)?;
     Ok(json(200, &json!({ "events": events, "next": next })))
 }

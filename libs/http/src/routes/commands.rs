@@ -1,7 +1,6 @@
 //! `POST /v1/commands/{type}/{id}/{command}`, `GET /v1/commands/{command_id}`,
 //! `GET /v1/commands/{command_id}/events` (Server-Sent Events).
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,6 +14,7 @@ use warp::Filter;
 use warp::http::{HeaderMap, StatusCode};
 use warp::sse::Event;
 
+use super::tail::{sse, stream_headers};
 use super::with;
 use crate::Gateway;
 use crate::auth::Role;
@@ -48,54 +48,6 @@ async fn notifications(
     // From the creation's answer: the edge's user may not ask for consumer info.
     let pending = consumer.cached_info().num_pending;
     Some((consumer.messages().await.ok()?, pending))
-}
-
-/// The `access_token` of a query string (a JWT: its characters need no decoding).
-fn access_token(query: &str) -> Option<&str> {
-    query.split('&').find_map(|pair| pair.strip_prefix("access_token=")).filter(|t| !t.is_empty())
-}
-
-/// The headers of a request for a Server-Sent Events stream. EventSource cannot set headers: a
-/// stream may carry its credentials in the session cookie (`POST /v1/session`), or its bearer
-/// token as `?access_token=` or its API key as `?api_key=`, each taken only when no credential
-/// header is present.
-pub(super) fn stream_headers() -> impl Filter<Extract = (HeaderMap,), Error = Infallible> + Clone {
-    warp::header::headers_cloned().and(warp::query::raw().or(warp::any().map(String::new)).unify()).map(
-        |mut headers: HeaderMap, query: String| {
-            if !headers.contains_key("authorization")
-                && !headers.contains_key("x-api-key")
-                && let Some((name, value)) = super::session::credential(&headers)
-                && let Ok(value) = warp::http::HeaderValue::from_str(&value)
-            {
-                headers.insert(name, value);
-            }
-            if let Some(token) = access_token(&query)
-                && !headers.contains_key("authorization")
-                && let Ok(value) = warp::http::HeaderValue::from_str(&format!("Bearer {token}"))
-            {
-                headers.insert("authorization", value);
-            }
-            let key = query.split('&').find_map(|pair| pair.strip_prefix("api_key=")).filter(|k| !k.is_empty());
-            if let Some(key) = key
-                && !headers.contains_key("x-api-key")
-            {
-                let key = percent_encoding::percent_decode_str(key).decode_utf8_lossy();
-                if let Ok(value) = warp::http::HeaderValue::from_str(&key) {
-                    headers.insert("x-api-key", value);
-                }
-            }
-            headers
-        },
-    )
-}
-
-/// The Server-Sent Events `rx` receives, as a 200 response with a keep-alive every 15 s.
-pub(super) fn sse(mut rx: tokio::sync::mpsc::Receiver<Event>) -> warp::reply::Response {
-    let events = futures::stream::poll_fn(move |cx| rx.poll_recv(cx).map(|e| e.map(Ok::<Event, Infallible>)));
-    let reply = warp::sse::reply(warp::sse::keep_alive().interval(Duration::from_secs(15)).stream(events));
-    let mut response = warp::Reply::into_response(reply);
-    *response.status_mut() = StatusCode::OK;
-    response
 }
 
 /// Where an event stream of a command stands: the revision of the last status sent and the
@@ -191,7 +143,7 @@ async fn send_command(
         // Aggregates are never deleted, so "it exists" checked now stays true for the append.
         Some(IfMatch::Exists) => {
             let subject = ctx.gw.store.subject(aggregate.aggregate_type(), &aggregate_id);
-            let last = ctx.gw.store.last_seq(&subject).await.map_err(super::aggregates::store_problem)?;
+            let last = ctx.gw.store.last_seq(&subject).await.map_err(crate::problem::store_problem)?;
             if last == 0 {
                 return Err(Problem::new(
                     412,

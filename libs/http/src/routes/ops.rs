@@ -90,8 +90,8 @@ pub(super) fn routes(
                 let subject = segment(&subject)?;
                 jetsource::metadata::validate_command_id(&subject)
                     .map_err(|e| Problem::new(400, "invalid", format!("invalid data subject: {e}")))?;
-                let keyring = ctx.gw.store.keyring().map_err(super::aggregates::store_problem)?;
-                let forgotten = keyring.forget(&subject).await.map_err(super::aggregates::store_problem)?;
+                let keyring = ctx.gw.store.keyring().map_err(crate::problem::store_problem)?;
+                let forgotten = keyring.forget(&subject).await.map_err(crate::problem::store_problem)?;
                 Ok(json(200, &serde_json::json!({ "subject": subject, "forgotten": forgotten })))
             })
             .await

@@ -6,6 +6,7 @@
 //! - `GET /v1/aggregates/{type}/{id}/stream`: one aggregate's events as CloudEvents, its history
 //!   first (through the archive where it was compacted), then each new one.
 
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,7 +17,6 @@ use warp::Filter;
 use warp::http::HeaderMap;
 use warp::sse::Event;
 
-use super::commands::{sse, stream_headers};
 use super::with;
 use crate::Gateway;
 use crate::auth::Role;
@@ -111,7 +111,7 @@ pub(super) async fn stream(
     let mut next_seq = after.map(|seq| seq + 1);
     if matches!(start, Start::History) {
         let from = next_seq.unwrap_or(1);
-        history = store.read(&filter, from, HISTORY).await.map_err(super::aggregates::store_problem)?;
+        history = store.read(&filter, from, HISTORY).await.map_err(crate::problem::store_problem)?;
         // Live from right after the last event read: nothing appended meanwhile is missed.
         next_seq = Some(history.last().map_or(from, |e| e.seq + 1));
     }
@@ -184,4 +184,52 @@ async fn event(store: &jetsource::EventStore, render: &Render, stored: jetsource
         }
     };
     Event::default().event("event").id(stored.seq.to_string()).json_data(&data).ok()
+}
+
+/// The `access_token` of a query string (a JWT: its characters need no decoding).
+fn access_token(query: &str) -> Option<&str> {
+    query.split('&').find_map(|pair| pair.strip_prefix("access_token=")).filter(|t| !t.is_empty())
+}
+
+/// The headers of a request for a Server-Sent Events stream. EventSource cannot set headers: a
+/// stream may carry its credentials in the session cookie (`POST /v1/session`), or its bearer
+/// token as `?access_token=` or its API key as `?api_key=`, each taken only when no credential
+/// header is present.
+pub(super) fn stream_headers() -> impl Filter<Extract = (HeaderMap,), Error = Infallible> + Clone {
+    warp::header::headers_cloned().and(warp::query::raw().or(warp::any().map(String::new)).unify()).map(
+        |mut headers: HeaderMap, query: String| {
+            if !headers.contains_key("authorization")
+                && !headers.contains_key("x-api-key")
+                && let Some((name, value)) = super::session::credential(&headers)
+                && let Ok(value) = warp::http::HeaderValue::from_str(&value)
+            {
+                headers.insert(name, value);
+            }
+            if let Some(token) = access_token(&query)
+                && !headers.contains_key("authorization")
+                && let Ok(value) = warp::http::HeaderValue::from_str(&format!("Bearer {token}"))
+            {
+                headers.insert("authorization", value);
+            }
+            let key = query.split('&').find_map(|pair| pair.strip_prefix("api_key=")).filter(|k| !k.is_empty());
+            if let Some(key) = key
+                && !headers.contains_key("x-api-key")
+            {
+                let key = percent_encoding::percent_decode_str(key).decode_utf8_lossy();
+                if let Ok(value) = warp::http::HeaderValue::from_str(&key) {
+                    headers.insert("x-api-key", value);
+                }
+            }
+            headers
+        },
+    )
+}
+
+/// The Server-Sent Events `rx` receives, as a 200 response with a keep-alive every 15 s.
+pub(super) fn sse(mut rx: tokio::sync::mpsc::Receiver<Event>) -> warp::reply::Response {
+    let events = futures::stream::poll_fn(move |cx| rx.poll_recv(cx).map(|e| e.map(Ok::<Event, Infallible>)));
+    let reply = warp::sse::reply(warp::sse::keep_alive().interval(Duration::from_secs(15)).stream(events));
+    let mut response = warp::Reply::into_response(reply);
+    *response.status_mut() = warp::http::StatusCode::OK;
+    response
 }

@@ -1,5 +1,6 @@
 //! Command services: one generic service per registered aggregate type, and the router.
 
+pub mod id;
 pub mod router;
 pub mod service;
 

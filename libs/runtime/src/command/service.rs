@@ -308,7 +308,7 @@ where
             ErrorBody::new(ErrorCode::NotFound, e.to_string())
         })?;
         answer.command = spec.name;
-        let id = crate::registry::aggregate_id::<A>(id).map_err(|e| invalid(e.to_string()))?;
+        let id = super::id::aggregate_id::<A>(id).map_err(|e| invalid(e.to_string()))?;
         if message.payload.len() > self.config.max_body_bytes {
             return Err(invalid(format!(
                 "command body is {} bytes; the limit is {}",
