@@ -96,11 +96,11 @@ mod tests {
 
     #[test]
     fn proc_files_are_read_as_prometheus_clients_do() {
-        let stat = "4242 (factory up) S 1 4242 4242 0 -1 4194560 5000 0 0 0 250 50 0 0 20 0 12 0 12345 900000000 2000 18446744073709551615";
+        let stat = "4242 (shop up) S 1 4242 4242 0 -1 4194560 5000 0 0 0 250 50 0 0 20 0 12 0 12345 900000000 2000 18446744073709551615";
         let reading = parse(
             stat,
             "cpu  1 2 3\nbtime 1700000000\n",
-            "Name:\tfactory\nVmSize:\t  878906 kB\nVmRSS:\t   10240 kB\n",
+            "Name:\tshop\nVmSize:\t  878906 kB\nVmRSS:\t   10240 kB\n",
             "Limit                     Soft Limit           Hard Limit           Units\nMax open files            20000                20000                files\n",
             17.0,
         )
