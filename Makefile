@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 NATS_SERVER := .tools/bin/nats-server
 
-.PHONY: up test bench lint deny server check-assets conformance browser observe
+.PHONY: up test bench bench-peer lint deny server check-assets conformance browser observe
 
 ## up: install the pinned nats-server if missing, build, and run every service (factory up)
 up: $(NATS_SERVER)
@@ -44,10 +44,20 @@ check-assets:
 	k8s/check/run.sh
 	observability/check/run.sh
 
-## bench: every benchmark, each with its raw JetStream baseline from the same run
+## bench: every benchmark, each with its raw JetStream baseline from the same run; the append,
+## command and projection suites on R1, R1 fsync'd, R3 and R3 fsync'd
 bench: $(NATS_SERVER)
 	cargo build --release -p factory -p jetsource-bench
 	./target/release/jetsource-bench all
+
+## bench-peer: the factory's commands beside cqrs-es + postgres-es on a PostgreSQL from Debian's
+## packages (unpacked into .tools/postgres), fsync on both sides; its own crate, outside the
+## workspace and `make test`
+bench-peer: $(NATS_SERVER)
+	bench/peer/postgres.sh
+	cargo build --release --manifest-path bench/peer/Cargo.toml --target-dir target/peer
+	cargo build --release -p factory -p jetsource-bench
+	./target/release/jetsource-bench peer
 
 ## lint: formatting and clippy, as before every commit
 lint:

@@ -7,28 +7,32 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::message::PublishMessage;
 use factory::app::{App, AppConfig};
 use futures::StreamExt;
-use jetsource::topology::{ProvisionOptions, Topology, provision};
+use jetsource::topology::{Topology, provision};
 use jetsource_runtime::Shutdown;
-use jetsource_testkit::NatsServer;
 
+use crate::deploy::Deployment;
 use crate::measure::{Rate, header, raw_occ_publish, run_workers};
 
 const CONCURRENCY: [usize; 4] = [1, 16, 64, 128];
 
-pub async fn run(window: Duration) -> anyhow::Result<()> {
-    let server = NatsServer::try_start()?;
-    let url = server.url();
+pub async fn run(window: Duration, deployment: Deployment) -> anyhow::Result<()> {
+    let servers = deployment.start()?;
+    let url = servers.url();
     let client = jetsource::connect(&url, "bench-client").await?;
     let js = async_nats::jetstream::new(client.clone());
     let topology = Topology::parse(factory::TOPOLOGY)?;
-    provision(&js, &topology, ProvisionOptions::default()).await?;
+    provision(&js, &topology, deployment.provision()).await?;
     println!(
-        "# Command services benchmark\n\nnats-server {} (R1, file storage), {}s per figure",
+        "# Command services benchmark: {}\n\nnats-server {} ({}, file storage), {}s per figure; acknowledged = {}",
+        deployment.name(),
         client.server_info().version,
-        window.as_secs_f64()
+        deployment.name(),
+        window.as_secs_f64(),
+        deployment.promise()
     );
     println!("Each figure starts on a freshly created EVENTS stream; every worker sends `receive` to its own");
     println!("stock item, one request at a time; the client is a separate NATS connection.\n");
@@ -37,7 +41,9 @@ pub async fn run(window: Duration) -> anyhow::Result<()> {
     let _minimal_event = MinimalResponder::start(&url, "mev", Some(event_headers())).await?;
     let shutdown = Shutdown::new();
     let services = factory::app::all_services().into_iter().filter(|s| *s != "gateway").collect();
-    let app = App::build(AppConfig::new(&url, services)).await?;
+    let mut config = AppConfig::new(&url, services);
+    config.replicas = Some(deployment.replicas());
+    let app = App::build(config).await?;
     tokio::spawn(app.run_until_stopped(shutdown.clone()));
 
     header("Commands over NATS request/reply");
@@ -49,12 +55,12 @@ pub async fn run(window: Duration) -> anyhow::Result<()> {
     );
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     if std::env::var("BENCH_ONLY_FACTORY").is_ok() {
-        let spid = server.pid().unwrap_or(0).to_string();
+        let spid = servers.pids().first().copied().unwrap_or(0).to_string();
         let prefixes: Vec<&'static str> = std::env::var("BENCH_PREFIXES")
             .map(|v| v.split(',').map(|p| &*Box::leak(p.to_owned().into_boxed_str())).collect())
             .unwrap_or_else(|_| vec!["mev", "cmd", "mev", "cmd"]);
         for prefix in prefixes {
-            fresh(&js, &topology).await?;
+            fresh(&js, &topology, deployment).await?;
             let (s0, c0) = (cpu_ticks(&spid), cpu_ticks("self"));
             let r = requests(&client, prefix, 64, window).await?;
             let (s1, c1) = (cpu_ticks(&spid), cpu_ticks("self"));
@@ -69,13 +75,13 @@ pub async fn run(window: Duration) -> anyhow::Result<()> {
         return Ok(());
     }
     for concurrency in CONCURRENCY {
-        fresh(&js, &topology).await?;
+        fresh(&js, &topology, deployment).await?;
         let raw = raw_occ_publish(&js, concurrency, window).await?;
-        fresh(&js, &topology).await?;
+        fresh(&js, &topology, deployment).await?;
         let floor = requests(&client, "min", concurrency, window).await?;
-        fresh(&js, &topology).await?;
+        fresh(&js, &topology, deployment).await?;
         let floor_event = requests(&client, "mev", concurrency, window).await?;
-        fresh(&js, &topology).await?;
+        fresh(&js, &topology, deployment).await?;
         let ours = requests(&client, "cmd", concurrency, window).await?;
         println!(
             "| {concurrency} | {:.0} | {:.0} | {:.0} | {}/{} | {:.0} | {}/{} | {:.2} | {:.2} |",
@@ -94,15 +100,42 @@ pub async fn run(window: Duration) -> anyhow::Result<()> {
     shutdown.trigger();
     drop(minimal);
     drop(_minimal_event);
-    idle_memory().await
+    Ok(())
+}
+
+/// The factory's commands over NATS on `deployment` at each of `concurrency`, each figure on
+/// a freshly created event store (the other suites' comparisons: the peer, the memory load).
+pub async fn factory_rates(
+    window: Duration,
+    deployment: Deployment,
+    concurrency: &[usize],
+) -> anyhow::Result<Vec<Rate>> {
+    let servers = deployment.start()?;
+    let url = servers.url();
+    let client = jetsource::connect(&url, "bench-client").await?;
+    let js = async_nats::jetstream::new(client.clone());
+    let topology = Topology::parse(factory::TOPOLOGY)?;
+    provision(&js, &topology, deployment.provision()).await?;
+    let shutdown = Shutdown::new();
+    let services = factory::app::all_services().into_iter().filter(|s| *s != "gateway").collect();
+    let mut config = AppConfig::new(&url, services);
+    config.replicas = Some(deployment.replicas());
+    tokio::spawn(App::build(config).await?.run_until_stopped(shutdown.clone()));
+    let mut rates = Vec::new();
+    for &c in concurrency {
+        fresh(&js, &topology, deployment).await?;
+        rates.push(requests(&client, "cmd", c, window).await?);
+    }
+    shutdown.trigger();
+    Ok(rates)
 }
 
 /// A fresh event store: the stream, the snapshots and the ledger recreated.
-async fn fresh(js: &async_nats::jetstream::Context, topology: &Topology) -> anyhow::Result<()> {
+async fn fresh(js: &async_nats::jetstream::Context, topology: &Topology, deployment: Deployment) -> anyhow::Result<()> {
     js.delete_stream("EVENTS").await?;
     js.delete_key_value("snapshots").await?;
     js.delete_key_value("idempotency").await?;
-    provision(js, topology, ProvisionOptions::default()).await?;
+    provision(js, topology, deployment.provision()).await?;
     Ok(())
 }
 
@@ -157,7 +190,7 @@ struct MinimalResponder {
 
 impl MinimalResponder {
     async fn start(url: &str, prefix: &'static str, headers: Option<async_nats::HeaderMap>) -> anyhow::Result<Self> {
-        let client = async_nats::connect(url).await?;
+        let client = jetsource::connect(url, "bench").await?;
         let js = async_nats::jetstream::new(client.clone());
         let mut requests = client.queue_subscribe(format!("{prefix}.>"), prefix.into()).await?;
         let last: Arc<Mutex<HashMap<String, u64>>> = Arc::default();
@@ -167,21 +200,42 @@ impl MinimalResponder {
                 tokio::spawn(async move {
                     let id = request.subject.split('.').nth(2).unwrap_or_default().to_owned();
                     let subject = format!("evt.{prefix}.{id}");
-                    let expected = last.lock().map(|m| m.get(&subject).copied().unwrap_or(0)).unwrap_or(0);
-                    let mut publish = PublishMessage::build().payload(request.payload);
-                    if let Some(headers) = headers {
-                        publish = publish.headers(headers).message_id(format!("{id}-{}:0", expected + 1));
-                    }
-                    let publish = publish.expected_last_subject_sequence(expected);
-                    let seq = match js.send_publish(subject.clone(), publish).await {
-                        Ok(ack) => ack.await.map(|a| a.sequence).unwrap_or(0),
-                        Err(_) => 0,
+                    let mut expected = last.lock().map(|m| m.get(&subject).copied().unwrap_or(0)).unwrap_or(0);
+                    let outcome = loop {
+                        let mut publish = PublishMessage::build().payload(request.payload.clone());
+                        if let Some(headers) = &headers {
+                            publish = publish.headers(headers.clone()).message_id(format!("{id}-{}:0", expected + 1));
+                        }
+                        let publish = publish.expected_last_subject_sequence(expected);
+                        match js.send_publish(subject.clone(), publish).await {
+                            Ok(ack) => match ack.await {
+                                Ok(ack) => break Ok(ack.sequence),
+                                // R3: the leader had not applied the last write yet; as the
+                                // framework does on a conflict, it tries again.
+                                Err(e) if e.to_string().contains("10164") => tokio::task::yield_now().await,
+                                // A stream recreated for the next figure: the server names its
+                                // last sequence, and the floor goes on from there.
+                                Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
+                                    expected = last_sequence_in(&e.to_string()).unwrap_or(0);
+                                }
+                                Err(e) => break Err(e.to_string()),
+                            },
+                            Err(e) => break Err(e.to_string()),
+                        }
                     };
-                    if let Ok(mut m) = last.lock() {
-                        m.insert(subject, seq);
-                    }
-                    if let Some(reply) = request.reply {
-                        let _ = client.publish(reply, format!(r#"{{"stream_seq":{seq}}}"#).into()).await;
+                    let Some(reply) = request.reply else { return };
+                    match outcome {
+                        Ok(seq) => {
+                            if let Ok(mut m) = last.lock() {
+                                m.insert(subject, seq);
+                            }
+                            let _ = client.publish(reply, format!(r#"{{"stream_seq":{seq}}}"#).into()).await;
+                        }
+                        Err(e) => {
+                            let mut error = async_nats::HeaderMap::new();
+                            error.insert("Nats-Service-Error-Code", "503");
+                            let _ = client.publish_with_headers(reply, error, e.into()).await;
+                        }
                     }
                 });
             }
@@ -197,34 +251,16 @@ impl Drop for MinimalResponder {
     }
 }
 
-async fn client_barrier(url: &str) -> anyhow::Result<()> {
-    let client = async_nats::connect(url).await?;
-    client.flush().await?;
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    Ok(())
+/// The last sequence a `wrong last sequence: N` error names.
+fn last_sequence_in(error: &str) -> Option<u64> {
+    let (_, after) = error.rsplit_once("wrong last sequence: ")?;
+    after.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
 }
 
-/// Starts the release `factory up` (managed server on free ports), waits until ready and idle,
-/// and reads its resident memory.
-async fn idle_memory() -> anyhow::Result<()> {
-    header("Idle memory of `factory up` (all services in one process)");
-    let Some(up) = crate::measure::FactoryUp::start().await? else { return Ok(()) };
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let child = &up.child;
-    let rss = crate::measure::rss_mib;
-    let factory_rss = rss(child.id())?;
-    let server_rss = std::fs::read_dir("/proc")?
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/status"))
-                .is_ok_and(|s| s.contains(&format!("PPid:\t{}", child.id())))
-        })
-        .map(rss)
-        .sum::<anyhow::Result<f64>>()?;
-    println!("| process | RSS MiB |\n|---|---:|");
-    println!("| factory (every service and the gateway) | {factory_rss:.1} |");
-    println!("| its managed nats-server (a separate process) | {server_rss:.1} |");
-    drop(up);
+async fn client_barrier(url: &str) -> anyhow::Result<()> {
+    let client = jetsource::connect(url, "bench").await?;
+    client.flush().await?;
+    tokio::time::sleep(Duration::from_millis(100)).await;
     Ok(())
 }
 

@@ -5,31 +5,33 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::HeaderMap;
-use async_nats::jetstream::message::PublishMessage;
 use jetsource::cloudevents::Attributes;
 use jetsource::store::NewEvent;
-use jetsource::topology::{ProvisionOptions, Topology, provision};
+use jetsource::topology::{Topology, provision};
 use jetsource::{AggregateId, CommandContext, EventStore, Repository, RepositoryConfig, SnapshotStore, StoreConfig};
-use jetsource_testkit::NatsServer;
 use tokio::sync::Mutex;
 
-use crate::measure::{Rate, header, median_ms, run_workers};
+use crate::deploy::Deployment;
+use crate::measure::{Rate, header, median_ms, raw_publish, run_workers};
 use crate::model::{Meter, MeterEvent};
 
 const TOPOLOGY: &str = include_str!("../../nats/topology.toml");
 const BODY: &str = r#"{"qty":1,"source":"bench"}"#;
 
-pub async fn run(window: Duration) -> anyhow::Result<()> {
-    let server = NatsServer::try_start()?;
-    let client = jetsource::connect(&server.url(), "bench").await?;
+pub async fn run(window: Duration, deployment: Deployment) -> anyhow::Result<()> {
+    let servers = deployment.start()?;
+    let client = jetsource::connect(&servers.url(), "bench").await?;
     let js = async_nats::jetstream::new(client.clone());
-    provision(&js, &Topology::parse(TOPOLOGY)?, ProvisionOptions::default()).await?;
+    provision(&js, &Topology::parse(TOPOLOGY)?, deployment.provision()).await?;
     let store = EventStore::new(client.clone(), StoreConfig { service: "bench".into(), ..Default::default() });
     let snapshots = SnapshotStore::open(&js, "snapshots").await?;
     println!(
-        "# jetsource core benchmark\n\nnats-server {} (R1, file storage), {}s per figure",
+        "# jetsource core benchmark: {}\n\nnats-server {} ({}, file storage), {}s per figure; acknowledged = {}",
+        deployment.name(),
         client.server_info().version,
-        window.as_secs_f64()
+        deployment.name(),
+        window.as_secs_f64(),
+        deployment.promise()
     );
 
     header("Appends: framework vs raw JetStream OCC publish (same server, same run)");
@@ -42,13 +44,13 @@ pub async fn run(window: Duration) -> anyhow::Result<()> {
     );
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for concurrency in [1_usize, 16, 64] {
-        fresh_stream(&js).await?;
-        let bare = raw_publish(&js, concurrency, window, None).await?;
-        fresh_stream(&js).await?;
-        let same = raw_publish(&js, concurrency, window, Some(sample_headers(&store))).await?;
-        fresh_stream(&js).await?;
+        fresh_stream(&js, deployment).await?;
+        let bare = raw_publish(&js, concurrency, window, BODY, None).await?;
+        fresh_stream(&js, deployment).await?;
+        let same = raw_publish(&js, concurrency, window, BODY, Some(sample_headers(&store))).await?;
+        fresh_stream(&js, deployment).await?;
         let append = framework_append(&store, concurrency, window).await?;
-        fresh_stream(&js).await?;
+        fresh_stream(&js, deployment).await?;
         let command = framework_command(&store, concurrency, window).await?;
         println!(
             "| {concurrency} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} | {:.0} | {:.2} | {}/{} |",
@@ -63,7 +65,7 @@ pub async fn run(window: Duration) -> anyhow::Result<()> {
             append.p99_us
         );
     }
-    fresh_stream(&js).await?;
+    fresh_stream(&js, deployment).await?;
 
     header("Loading a 10,000-event aggregate");
     let (with_snapshot, without_snapshot, raw_fetch) = load_times(&store, &snapshots).await?;
@@ -79,9 +81,9 @@ pub async fn run(window: Duration) -> anyhow::Result<()> {
 }
 
 /// Deletes and re-creates the EVENTS stream.
-async fn fresh_stream(js: &async_nats::jetstream::Context) -> anyhow::Result<()> {
+async fn fresh_stream(js: &async_nats::jetstream::Context, deployment: Deployment) -> anyhow::Result<()> {
     js.delete_stream("EVENTS").await?;
-    provision(js, &Topology::parse(TOPOLOGY)?, ProvisionOptions::default()).await?;
+    provision(js, &Topology::parse(TOPOLOGY)?, deployment.provision()).await?;
     Ok(())
 }
 
@@ -111,33 +113,6 @@ fn uuid_like(id: &str, i: u64) -> String {
     format!("{id:0>8}-0000-7000-8000-{i:012}")
 }
 
-/// The baseline: each worker publishes to its own subject with the OCC header, and, when
-/// `headers` is given, those headers plus a fresh message id.
-async fn raw_publish(
-    js: &async_nats::jetstream::Context,
-    concurrency: usize,
-    window: Duration,
-    headers: Option<HeaderMap>,
-) -> anyhow::Result<Rate> {
-    let last: Arc<Vec<Mutex<u64>>> = Arc::new((0..concurrency).map(|_| Mutex::new(0)).collect());
-    let js = js.clone();
-    run_workers(concurrency, window, move |worker, i| {
-        let (js, last, headers) = (js.clone(), Arc::clone(&last), headers.clone());
-        async move {
-            let mut expected = last[worker].lock().await;
-            let mut publish = PublishMessage::build().payload(BODY.into());
-            if let Some(headers) = headers {
-                publish = publish.headers(headers).message_id(uuid_like(&format!("w{worker}"), i));
-            }
-            let publish = publish.expected_last_subject_sequence(*expected);
-            let ack = js.send_publish(format!("evt.raw.w{worker}"), publish).await?.await?;
-            *expected = ack.sequence;
-            Ok(())
-        }
-    })
-    .await
-}
-
 /// `EventStore::append`: CloudEvents headers, message id, OCC; one event per append.
 async fn framework_append(store: &EventStore, concurrency: usize, window: Duration) -> anyhow::Result<Rate> {
     let last: Arc<Vec<Mutex<u64>>> = Arc::new((0..concurrency).map(|_| Mutex::new(0)).collect());
@@ -149,10 +124,19 @@ async fn framework_append(store: &EventStore, concurrency: usize, window: Durati
             let id = format!("w{worker}");
             let event = MeterEvent::Counted { qty: 1, source: "bench".into() };
             let data = jetsource::event::encode_data(&event).map_err(anyhow::Error::msg)?;
-            let new = NewEvent::new(sample_attributes(&store, &id, i), data.into());
-            let appended = store.append(&format!("evt.meter.{id}"), *expected, vec![new]).await?;
-            *expected = appended.last_seq;
-            Ok(())
+            let data = bytes::Bytes::from(data);
+            loop {
+                let new = NewEvent::new(sample_attributes(&store, &id, i), data.clone());
+                match store.append(&format!("evt.meter.{id}"), *expected, vec![new]).await {
+                    Ok(appended) => {
+                        *expected = appended.last_seq;
+                        return Ok(());
+                    }
+                    // On R3, as the raw baseline: the leader had not applied the last write yet.
+                    Err(jetsource::StoreError::Conflict { .. }) => tokio::task::yield_now().await,
+                    Err(e) => return Err(e.into()),
+                }
+            }
         }
     })
     .await

@@ -96,8 +96,8 @@ async fn overload(window: Duration) -> anyhow::Result<()> {
     Ok(())
 }
 
-struct Flood {
-    ok_per_second: f64,
+pub(crate) struct Flood {
+    pub(crate) ok_per_second: f64,
     refused_per_second: f64,
     p50_us: u64,
     p99_us: u64,
@@ -106,7 +106,7 @@ struct Flood {
 
 /// `connections` keep-alive connections, each sending the next command as soon as the last is
 /// answered, whatever the answer.
-async fn flood(addr: std::net::SocketAddr, connections: usize, window: Duration) -> anyhow::Result<Flood> {
+pub(crate) async fn flood(addr: std::net::SocketAddr, connections: usize, window: Duration) -> anyhow::Result<Flood> {
     let start = std::time::Instant::now();
     let deadline = start + window;
     let tasks: Vec<_> = (0..connections)

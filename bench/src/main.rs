@@ -4,17 +4,23 @@
 //! the same server, as a ratio. Each suite starts its own nats-server (the pinned one).
 //!
 //! `cargo run --release -p jetsource-bench -- core` (or `make bench` for every suite).
+//! The append, command and projection suites take `--deployment` (R1, R1 with every write
+//! fsync'd, a 3-node R3 cluster, and R3 fsync'd); `all` runs them on each.
 
 mod archive;
 mod asynchronous;
 mod commands;
 mod consistency;
 mod core;
+mod deploy;
 mod failover;
 mod http;
 mod measure;
+mod memory;
 mod model;
+mod peer;
 mod projection;
+mod rebuild;
 
 use std::time::Duration;
 
@@ -31,6 +37,10 @@ struct Cli {
     /// Seconds each throughput figure is measured for.
     #[arg(long, env = "BENCH_SECONDS", default_value_t = 3.0)]
     seconds: f64,
+    /// The servers the core, commands and projection suites run on (each with its raw
+    /// baseline on the same servers); `all` runs those suites on every deployment.
+    #[arg(long, value_enum, default_value = "r1")]
+    deployment: deploy::Deployment,
     /// Which suite to run.
     #[command(subcommand)]
     suite: Option<Suite>,
@@ -42,7 +52,7 @@ enum Suite {
     /// aggregate with and without a snapshot.
     Core,
     /// Command services over NATS request/reply vs raw OCC publish and a minimal responder,
-    /// at concurrency 1/16/64/128; idle memory of `factory up`.
+    /// at concurrency 1/16/64/128.
     Commands,
     /// Projection throughput into KV vs a raw consumer of the same events; read-your-writes
     /// wait at 1k commands/s.
@@ -64,32 +74,55 @@ enum Suite {
     /// single-aggregate commands with their conflict rates at 1/16/64; appends conditioned on a
     /// tag beside plain OCC appends and raw publishes.
     Consistency,
-    /// Every suite in turn.
+    /// A view rebuilt over 1M events (BENCH_REBUILD_EVENTS) beside a raw ordered read of the
+    /// same events: the backfill, the live consumer path, and the projector's rebuild.
+    Rebuild,
+    /// Resident memory of `factory up` idle and under 2000 HTTP connections, and of each
+    /// service run alone.
+    Memory,
+    /// The factory beside cqrs-es + postgres-es on PostgreSQL (fsync on) in the same run; needs
+    /// the peer benchmark built (`make bench-peer` builds it and runs this).
+    Peer,
+    /// Every suite in turn (not the peer); core, commands and projection on every deployment.
     All,
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // BENCH_LOG=warn (any filter) shows what the services in the measured process log.
+    if let Ok(filter) = std::env::var("BENCH_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let window = Duration::from_secs_f64(cli.seconds);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
         match cli.suite.unwrap_or(Suite::All) {
-            Suite::Core => core::run(window).await,
-            Suite::Commands => commands::run(window).await,
-            Suite::Projection => projection::run(window).await,
+            Suite::Core => core::run(window, cli.deployment).await,
+            Suite::Commands => commands::run(window, cli.deployment).await,
+            Suite::Projection => projection::run(window, cli.deployment).await,
+            Suite::Memory => memory::run(window).await,
+            Suite::Rebuild => rebuild::run().await,
+            Suite::Peer => peer::run(window).await,
             Suite::Http => http::run(window).await,
             Suite::Async => asynchronous::run(window).await,
             Suite::Failover => failover::run(window).await,
             Suite::Archive => archive::run(window).await,
             Suite::Consistency => consistency::run(window).await,
             Suite::All => {
-                core::run(window).await?;
-                commands::run(window).await?;
-                projection::run(window).await?;
+                for deployment in deploy::Deployment::ALL {
+                    core::run(window, deployment).await?;
+                    commands::run(window, deployment).await?;
+                    projection::run(window, deployment).await?;
+                }
                 http::run(window).await?;
+                memory::run(window).await?;
                 asynchronous::run(window).await?;
                 failover::run(window).await?;
                 consistency::run(window).await?;
+                rebuild::run().await?;
                 archive::run(window).await
             }
         }

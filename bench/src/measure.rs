@@ -70,17 +70,33 @@ pub async fn raw_occ_publish(
     concurrency: usize,
     window: Duration,
 ) -> anyhow::Result<Rate> {
+    raw_publish(js, concurrency, window, r#"{"qty":1}"#, None).await
+}
+
+/// Each worker publishes `body` to its own subject (`evt.raw.w<n>`) with the OCC header and,
+/// when `headers` is given, those headers plus a fresh message id (`<n>-<i>`), and waits for
+/// the acknowledgement.
+pub async fn raw_publish(
+    js: &async_nats::jetstream::Context,
+    concurrency: usize,
+    window: Duration,
+    body: &'static str,
+    headers: Option<async_nats::HeaderMap>,
+) -> anyhow::Result<Rate> {
     let last: Arc<Vec<tokio::sync::Mutex<u64>>> =
         Arc::new((0..concurrency).map(|_| tokio::sync::Mutex::new(0)).collect());
     let js = js.clone();
-    run_workers(concurrency, window, move |worker, _| {
-        let (js, last) = (js.clone(), Arc::clone(&last));
+    run_workers(concurrency, window, move |worker, i| {
+        let (js, last, headers) = (js.clone(), Arc::clone(&last), headers.clone());
         async move {
             let mut expected = last[worker].lock().await;
             loop {
-                let publish = async_nats::jetstream::message::PublishMessage::build()
-                    .payload(r#"{"qty":1}"#.into())
-                    .expected_last_subject_sequence(*expected);
+                let mut publish = async_nats::jetstream::message::PublishMessage::build().payload(body.into());
+                if let Some(headers) = &headers {
+                    publish =
+                        publish.headers(headers.clone()).message_id(format!("{worker:0>8}-0000-7000-8000-{i:012}"));
+                }
+                let publish = publish.expected_last_subject_sequence(*expected);
                 match js.send_publish(format!("evt.raw.w{worker}"), publish).await?.await {
                     Ok(ack) => {
                         *expected = ack.sequence;

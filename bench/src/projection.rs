@@ -11,42 +11,50 @@ use factory::views::{CommandsView, StockView};
 use futures::StreamExt;
 use hdrhistogram::Histogram;
 use jetsource::projection::{Projection, ViewConfig, ViewWorker};
-use jetsource::topology::{ProvisionOptions, Topology, provision};
+use jetsource::topology::{Topology, provision};
 use jetsource::{AggregateId, CommandContext, EventStore, Repository, RepositoryConfig, StoreConfig};
 use jetsource_runtime::Shutdown;
 use jetsource_runtime::wire::{Client, CommandRequest};
-use jetsource_testkit::NatsServer;
 
+use crate::deploy::Deployment;
 use crate::measure::header;
 
 const AGGREGATES: u64 = 1_000;
 const EVENTS_PER_AGGREGATE: u64 = 100;
 
-pub async fn run(window: Duration) -> anyhow::Result<()> {
-    let server = NatsServer::try_start()?;
-    let client = jetsource::connect(&server.url(), "bench").await?;
+pub async fn run(window: Duration, deployment: Deployment) -> anyhow::Result<()> {
+    let servers = deployment.start()?;
+    let url = servers.url();
+    let client = jetsource::connect(&url, "bench").await?;
     let js = async_nats::jetstream::new(client.clone());
     let topology = Topology::parse(factory::TOPOLOGY)?;
-    provision(&js, &topology, ProvisionOptions::default()).await?;
-    println!("# Projection benchmark\n\nnats-server {} (R1, file storage)", client.server_info().version);
+    provision(&js, &topology, deployment.provision()).await?;
+    println!(
+        "# Projection benchmark: {}\n\nnats-server {} ({}, file storage); acknowledged = {}",
+        deployment.name(),
+        client.server_info().version,
+        deployment.name(),
+        deployment.promise()
+    );
+    let view = ViewConfig { replicas: deployment.replicas(), ..ViewConfig::default() };
 
     let total = prefill(&client).await?;
     header(&format!("Applying {total} stock events into KV (same stream, same run)"));
     println!("| reader | events/s | ÷ raw |\n|---|---:|---:|");
     let raw = raw_fetch_and_ack(&js, total).await?;
     println!("| raw pull consumer: fetch batches of 1000, ack each batch (baseline) | {raw:.0} | 1.00 |");
-    let stock = view_rate(&server.url(), &client, StockView::default, total, 1).await?;
+    let stock = view_rate(&url, &client, &view, StockView::default, total, 1).await?;
     println!("| view `stock` (decode, fold, KV write, ack) | {stock:.0} | {:.2} |", stock / raw);
-    let standby = view_rate(&server.url(), &client, StockView::default, total, 2).await?;
+    let standby = view_rate(&url, &client, &view, StockView::default, total, 2).await?;
     println!(
         "| view `stock`, 2 instances (one active, one on standby: availability, not throughput) | {standby:.0} | {:.2} |",
         standby / raw
     );
-    let commands = view_rate(&server.url(), &client, CommandsView::default, total, 1).await?;
+    let commands = view_rate(&url, &client, &view, CommandsView::default, total, 1).await?;
     println!("| view `commands` (one document per command) | {commands:.0} | {:.2} |", commands / raw);
 
-    drop(server);
-    read_your_writes(window).await
+    drop(servers);
+    read_your_writes(window, deployment).await
 }
 
 /// Writes `AGGREGATES × EVENTS_PER_AGGREGATE` stock events through the framework (commands of
@@ -120,6 +128,7 @@ async fn raw_fetch_and_ack(js: &async_nats::jetstream::Context, total: u64) -> a
 async fn view_rate<P: Projection>(
     url: &str,
     client: &async_nats::Client,
+    view: &ViewConfig,
     projection: impl Fn() -> P,
     total: u64,
     instances: usize,
@@ -132,7 +141,7 @@ async fn view_rate<P: Projection>(
     let mut workers = Vec::new();
     for _ in 0..instances {
         let connection = jetsource::connect(url, "bench-view").await?;
-        let worker = ViewWorker::open(connection, Arc::new(projection()), 99, ViewConfig::default(), None).await?;
+        let worker = ViewWorker::open(connection, Arc::new(projection()), 99, view.clone(), None).await?;
         handles.push(worker.handle());
         workers.push(worker);
     }
@@ -154,15 +163,17 @@ async fn view_rate<P: Projection>(
 }
 
 /// 1k commands/s for `window`: each command's reply, then a `Min-Seq` query of its view.
-async fn read_your_writes(window: Duration) -> anyhow::Result<()> {
-    header("Read your writes at 1,000 commands/s (all services in one process, as `factory up`; a fresh server)");
-    let server = NatsServer::try_start()?;
-    let url = &server.url();
+async fn read_your_writes(window: Duration, deployment: Deployment) -> anyhow::Result<()> {
+    header("Read your writes at 1,000 commands/s (all services in one process, as `factory up`; fresh servers)");
+    let servers = deployment.start()?;
+    let url = &servers.url();
     let shutdown = Shutdown::new();
     let services = factory::app::all_services().into_iter().filter(|s| *s != "gateway").collect();
-    let app = App::build(AppConfig::new(url, services)).await?;
+    let mut config = AppConfig::new(url, services);
+    config.replicas = Some(deployment.replicas());
+    let app = App::build(config).await?;
     tokio::spawn(app.run_until_stopped(shutdown.clone()));
-    let client = async_nats::connect(url).await?;
+    let client = jetsource::connect(url, "bench").await?;
     let sampler = tokio::spawn(sample_lag(client.clone(), window.max(Duration::from_secs(5))));
     let workers = 10;
     let per_worker = Duration::from_millis(10); // 100/s each

@@ -41,6 +41,7 @@ impl ManagedServer {
             work_dir: dir.clone(),
             cluster: None,
             max_file_store: "10G".into(),
+            sync_interval: None,
             extra: String::new(),
             env: Vec::new(),
         };

@@ -417,7 +417,7 @@ impl Archiver {
     }
 
     /// Every durable consumer of the event stream: its filters and its first unacknowledged
-    /// stream sequence.
+    /// stream sequence (or, for a view version reading its history, where it reads from).
     async fn consumer_floors(&self, events: &Stream) -> Result<Vec<(Vec<String>, u64)>, StoreError> {
         let mut floors = Vec::new();
         let mut listing = events.consumers();
@@ -426,7 +426,10 @@ impl Archiver {
             if !info.config.filter_subject.is_empty() {
                 filters.push(info.config.filter_subject.clone());
             }
-            floors.push((filters, info.ack_floor.stream_sequence + 1));
+            // A new view version still reading its history needs it kept from where it reads.
+            let reading = crate::projection::Backfill::of(&info.config.metadata).map(|b| b.from);
+            let floor = info.ack_floor.stream_sequence + 1;
+            floors.push((filters, reading.map_or(floor, |from| from.min(floor))));
         }
         Ok(floors)
     }

@@ -31,9 +31,18 @@ impl NatsCluster {
     /// # Errors
     /// [`ServerError`] when a node does not come up in three attempts.
     pub fn try_start(size: usize) -> Result<Self, ServerError> {
+        Self::try_start_with(size, |_| {})
+    }
+
+    /// Starts a cluster of `size` nodes whose configurations `tune` may change (each node's in
+    /// turn: `sync_interval`, say). Retries with fresh ports as [`Self::try_start`] does.
+    ///
+    /// # Errors
+    /// [`ServerError`] when a node does not come up in three attempts.
+    pub fn try_start_with(size: usize, tune: impl Fn(&mut ServerConfig)) -> Result<Self, ServerError> {
         let mut last = None;
         for _ in 0..3 {
-            match Self::try_start_once(size) {
+            match Self::try_start_once(size, &tune) {
                 Ok(cluster) => return Ok(cluster),
                 Err(e) => last = Some(e),
             }
@@ -41,14 +50,14 @@ impl NatsCluster {
         Err(last.unwrap_or(ServerError::NotFound))
     }
 
-    fn try_start_once(size: usize) -> Result<Self, ServerError> {
+    fn try_start_once(size: usize, tune: &impl Fn(&mut ServerConfig)) -> Result<Self, ServerError> {
         let binary = find_server_binary()?;
         let dir = tempfile::Builder::new().prefix("jetsource-cluster-").tempdir()?;
         let routes: Vec<u16> = (0..size).map(|_| free_port()).collect::<Result<_, _>>()?;
         let mut nodes = Vec::with_capacity(size);
         for (i, &route) in routes.iter().enumerate() {
             let node_dir = dir.path().join(format!("n{i}"));
-            let config = ServerConfig {
+            let mut config = ServerConfig {
                 name: format!("n{i}"),
                 port: free_port()?,
                 monitor_port: free_port()?,
@@ -56,9 +65,11 @@ impl NatsCluster {
                 work_dir: node_dir,
                 cluster: Some(ClusterConfig { name: "jetsource-test".into(), port: route, routes: routes.clone() }),
                 max_file_store: "2G".into(),
+                sync_interval: None,
                 extra: String::new(),
                 env: Vec::new(),
             };
+            tune(&mut config);
             // Launch all before waiting on any: a node is healthy only once it sees a quorum.
             nodes.push(ServerProcess::launch(&binary, config)?);
         }
@@ -66,6 +77,11 @@ impl NatsCluster {
             node.wait_ready(READY_WITHIN)?;
         }
         Ok(Self { nodes, _dir: dir })
+    }
+
+    /// Process ids of the running nodes.
+    pub fn pids(&self) -> Vec<u32> {
+        self.nodes.iter().filter_map(ServerProcess::pid).collect()
     }
 
     /// Client URLs of all nodes, comma-separated, as `async_nats::connect` accepts them.

@@ -119,6 +119,9 @@ pub struct ServerConfig {
     pub cluster: Option<ClusterConfig>,
     /// Upper bound on file storage.
     pub max_file_store: String,
+    /// JetStream's `sync_interval`: how often the store is fsync'd (`None`: the server's default,
+    /// every 2 minutes; `"always"`: every write before it is acknowledged).
+    pub sync_interval: Option<String>,
     /// More configuration appended as is (`include "/abs/accounts.conf"`).
     pub extra: String,
     /// Environment of the server process (variables the configuration refers to).
@@ -139,6 +142,7 @@ impl ServerConfig {
             work_dir: dir.to_path_buf(),
             cluster: None,
             max_file_store: "4G".into(),
+            sync_interval: None,
             extra: String::new(),
             env: Vec::new(),
         })
@@ -153,9 +157,10 @@ impl ServerConfig {
     /// services accept 256 KiB) still reaches its service and is answered `invalid`, rather
     /// than being refused by the client library or the server.
     fn render(&self) -> String {
+        let sync = self.sync_interval.as_ref().map(|s| format!("  sync_interval: {s}\n")).unwrap_or_default();
         let mut conf = format!(
             "server_name: {name}\nlisten: 127.0.0.1:{port}\nhttp: 127.0.0.1:{mon}\nmax_payload: 4MB\n\
-             jetstream {{\n  store_dir: {dir:?}\n  max_memory_store: 256MB\n  max_file_store: {file}\n}}\n",
+             jetstream {{\n  store_dir: {dir:?}\n  max_memory_store: 256MB\n  max_file_store: {file}\n{sync}}}\n",
             name = self.name,
             port = self.port,
             mon = self.monitor_port,

@@ -25,6 +25,7 @@ use thiserror::Error;
 
 pub use parked::{EventParked, ParkedRecord};
 pub use watch::{ViewUpdate, WatchFilter};
+pub(crate) use worker::Backfill;
 pub use worker::{Admin, RetryReport, ViewConfig, ViewHandle, ViewObserver, ViewWorker, delete_version};
 
 use crate::cloudevents::{self, Attributes};

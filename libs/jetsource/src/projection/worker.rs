@@ -38,6 +38,10 @@ pub struct ViewConfig {
     /// The archive holding the events purged from `stream`: a new view version reads it
     /// first, then the event stream from where the archive ended (`docs/adr/0016`).
     pub archive: Option<String>,
+    /// Events applied per batch while a new version reads the history that was there when it
+    /// was created (ordered consumers, no acknowledgements): the documents of a batch are
+    /// written once, however many of its events touch them (`docs/adr/0022`).
+    pub backfill_batch: usize,
 }
 
 impl Default for ViewConfig {
@@ -51,6 +55,7 @@ impl Default for ViewConfig {
             parked_bucket: "parked".into(),
             replicas: 1,
             archive: Some("ARCHIVE".into()),
+            backfill_batch: 20_000,
         }
     }
 }
@@ -258,9 +263,9 @@ pub struct ViewWorker<P: Projection> {
     bucket_prefix: String,
     parked_kv: kv::Store,
     consumer: PullConsumer,
-    /// For a new version over an archive: where the archive ended when the version was
-    /// created, still to be read before the consumer is.
-    backfill: Option<ArchiveEnd>,
+    /// For a new version: the history that was there when it was created (in the archive and
+    /// in the event stream), still to be read before the consumer is.
+    backfill: Option<Backfill>,
     cache: HashMap<String, Stored<P::Doc>>,
     /// The bucket revision of each cached document (0: taken as new). Every write expects it,
     /// so a document another instance wrote meanwhile is never overwritten: the write fails,
@@ -291,16 +296,53 @@ struct ArchiveEnd {
     event_seq: u64,
 }
 
-/// The consumer metadata key recording a reading of the archive still to do:
-/// `<archive seq> <event seq>`, removed once it is done. The consumer exists meanwhile (from
-/// the event after the archive's end), so its acknowledgement floor keeps the archiver from
-/// purging what the view has not seen.
+/// The history a new view version reads before its durable consumer delivers anything: the
+/// archive up to `archive_seq` (0: nothing), then the event stream from `from` to `to` (empty
+/// when `from > to`). The durable consumer starts after `to`. Recorded in the consumer's
+/// metadata ([`BACKFILL`]), so every instance reads the same, a restart goes on with what is
+/// left, and the archiver purges nothing from `from` on meanwhile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Backfill {
+    archive_seq: u64,
+    pub(crate) from: u64,
+    to: u64,
+}
+
+/// Document writes awaiting their acknowledgement at once, at most.
+const WRITES_IN_FLIGHT: usize = 1_000;
+
+/// The consumer metadata key recording a backfill still to do: `<archive seq> <from> <to>`,
+/// removed once it is done (the archive part set to 0 once that part is).
+pub(crate) const BACKFILL: &str = "jetsource.backfill";
+
+/// The key an earlier release recorded a reading of the archive under: `<archive seq>
+/// <event seq>`, its consumer starting after that event.
 const READING_ARCHIVE: &str = "jetsource.reading_archive";
 
-impl ArchiveEnd {
-    fn of(config: &async_nats::jetstream::consumer::Config) -> Option<Self> {
-        let (archive_seq, event_seq) = config.metadata.get(READING_ARCHIVE)?.split_once(' ')?;
-        Some(Self { archive_seq: archive_seq.parse().ok()?, event_seq: event_seq.parse().ok()? })
+impl Backfill {
+    /// What `metadata` records, if anything.
+    pub(crate) fn of(metadata: &HashMap<String, String>) -> Option<Self> {
+        if let Some(value) = metadata.get(BACKFILL) {
+            let mut parts = value.split(' ').map(str::parse::<u64>);
+            let (Some(Ok(archive_seq)), Some(Ok(from)), Some(Ok(to))) = (parts.next(), parts.next(), parts.next())
+            else {
+                return None;
+            };
+            return Some(Self { archive_seq, from, to });
+        }
+        let (archive_seq, event_seq) = metadata.get(READING_ARCHIVE)?.split_once(' ')?;
+        let event_seq: u64 = event_seq.parse().ok()?;
+        Some(Self { archive_seq: archive_seq.parse().ok()?, from: event_seq + 1, to: event_seq })
+    }
+
+    fn record(self) -> String {
+        format!("{} {} {}", self.archive_seq, self.from, self.to)
+    }
+
+    /// What the version lags by meanwhile: the last sequence it reads (at least 1, so it is
+    /// never taken as caught up before it has read it).
+    fn events(self) -> u64 {
+        self.to.max(1)
     }
 }
 
@@ -398,20 +440,27 @@ impl<P: Projection> ViewWorker<P> {
                 consumer
             }
             Err(e) if consumer_missing(&e) => {
-                // A new version: over an archive it starts after the archive's end, and reads
-                // the archive first (in `run`).
+                // A new version reads the history there is now first (in `run`): the archive,
+                // then the event stream from the archive's end to the stream's; its durable
+                // consumer starts after that.
                 let end = archive_end(&js, config.archive.as_deref()).await.map_err(|e| fail(&e))?;
+                let last = stream.get_info().await.map_err(|e| fail(&e))?.state.last_sequence;
+                let backfill = Backfill {
+                    archive_seq: end.map_or(0, |e| e.archive_seq),
+                    from: end.map_or(1, |e| e.event_seq + 1),
+                    to: last.max(end.map_or(0, |e| e.event_seq)),
+                };
                 let mut config = desired;
-                if let Some(end) = end {
-                    config.deliver_policy = DeliverPolicy::ByStartSequence { start_sequence: end.event_seq + 1 };
-                    config.metadata.insert(READING_ARCHIVE.into(), format!("{} {}", end.archive_seq, end.event_seq));
+                if backfill.archive_seq > 0 || backfill.from <= backfill.to {
+                    config.deliver_policy = DeliverPolicy::ByStartSequence { start_sequence: backfill.to + 1 };
+                    config.metadata.insert(BACKFILL.into(), backfill.record());
                 }
                 stream.get_or_create_consumer(&durable, config).await.map_err(|e| fail(&e))?
             }
             Err(e) => return Err(fail(&e)),
         };
         // Another instance may have created it: what it recorded is what this one reads.
-        let backfill = ArchiveEnd::of(&consumer.cached_info().config);
+        let backfill = Backfill::of(&consumer.cached_info().config.metadata);
         let keys = if projection.indexed() {
             let mut keys = BTreeSet::new();
             if let Ok(mut listing) = bucket.keys().await {
@@ -441,9 +490,9 @@ impl<P: Projection> ViewWorker<P> {
             applied,
             parked: Arc::new(AtomicU64::new(parked_count)),
             parked_kv: parked_kv.clone(),
-            // A version that has the archive to read is behind by as much until it has read
-            // it: nothing may take it as caught up (a rebuild's switch, /status) meanwhile.
-            lag: Arc::new(AtomicU64::new(backfill.map_or(0, |end| end.event_seq.max(1)))),
+            // A version that has history to read is behind by as much until it has read it:
+            // nothing may take it as caught up (a rebuild's switch, /status) meanwhile.
+            lag: Arc::new(AtomicU64::new(backfill.map_or(0, Backfill::events))),
             admin: admin_tx,
         };
         let store = EventStore::new(
@@ -482,15 +531,15 @@ impl<P: Projection> ViewWorker<P> {
     }
 
     /// Consumes until `stop` resolves, in the one consumer loop ([`crate::consume::run_batches`]).
-    /// A new version over an archive reads the archive first.
+    /// A new version reads the history that was there when it was created first.
     pub async fn run(mut self, stop: impl std::future::Future<Output = ()>) {
         let mut stop = std::pin::pin!(stop);
         let mut pause = crate::Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
         while self.backfill.is_some() {
             tokio::select! {
                 () = &mut stop => return,
-                result = self.read_archive() => if let Err(e) = result {
-                    tracing::warn!(view = self.projection.name(), error = %e, "reading the archive failed; trying again");
+                result = self.read_history() => if let Err(e) = result {
+                    tracing::warn!(view = self.projection.name(), error = %e, "reading the history failed; trying again");
                     tokio::time::sleep(pause.next_delay()).await;
                 },
             }
@@ -535,67 +584,105 @@ impl<P: Projection> ViewWorker<P> {
         Ok(())
     }
 
-    /// Reads the archive from its first event to where it ended when this version was
-    /// created, applying every event of the view's subjects (as the event stream had them:
-    /// their sequence there); then marks the consumer's reading done, and the consumer goes on
-    /// from the next event-stream sequence. Interrupted, it starts over: documents already
-    /// reflecting an event skip it.
-    async fn read_archive(&mut self) -> Result<(), ProjectionError> {
+    /// Reads the history this version was created over: the archive from its first event to
+    /// where it ended (applying every event of the view's subjects with its sequence in the
+    /// event stream), recording that part done, then the event stream up to where it ended;
+    /// then removes the record, and the durable consumer goes on from the next sequence. Both
+    /// parts are ordered consumers applied in batches of `backfill_batch`. Interrupted, a part
+    /// starts over: documents already reflecting an event skip it.
+    async fn read_history(&mut self) -> Result<(), ProjectionError> {
+        let name = self.projection.name();
+        let Some(mut backfill) = self.backfill else { return Ok(()) };
+        if backfill.archive_seq > 0 {
+            let archive = self.config.archive.clone().unwrap_or_default();
+            self.read_ordered(&archive, 1, backfill.archive_seq, true).await?;
+            tracing::info!(view = name, version = self.version, up_to = backfill.from - 1, "read the archive");
+            backfill.archive_seq = 0;
+            self.record_backfill(Some(backfill)).await?;
+        }
+        if backfill.from <= backfill.to {
+            let stream = self.config.stream.clone();
+            self.read_ordered(&stream, backfill.from, backfill.to, false).await?;
+        }
+        self.record_backfill(None).await?;
+        self.reached(backfill.to, 0);
+        tracing::info!(view = name, version = self.version, up_to = backfill.to, "read the history");
+        self.backfill = None;
+        Ok(())
+    }
+
+    /// Records what is left of the backfill in the durable consumer's metadata (`None`: done).
+    async fn record_backfill(&mut self, left: Option<Backfill>) -> Result<(), ProjectionError> {
+        let fail = |e: &dyn std::fmt::Display| unavailable(self.projection.name(), e);
+        let mut config = self.consumer.cached_info().config.clone();
+        config.metadata.remove(READING_ARCHIVE);
+        match left {
+            Some(left) => config.metadata.insert(BACKFILL.into(), left.record()),
+            None => config.metadata.remove(BACKFILL),
+        };
+        let events = self.js.get_stream(&self.config.stream).await.map_err(|e| fail(&e))?;
+        events.update_consumer(config).await.map_err(|e| fail(&e))?;
+        Ok(())
+    }
+
+    /// Applies the view's events of `stream` from sequence `from` to `to` (that stream's
+    /// sequences), read by an ordered consumer, in batches of `backfill_batch`. An archive's
+    /// events carry their event-stream sequence in a header (`archived`).
+    async fn read_ordered(&mut self, stream: &str, from: u64, to: u64, archived: bool) -> Result<(), ProjectionError> {
         let name = self.projection.name();
         let fail = |e: &dyn std::fmt::Display| unavailable(name, e);
-        let Some(end) = self.backfill else { return Ok(()) };
-        let archive = self.config.archive.clone().unwrap_or_default();
-        let stream = self.js.get_stream(&archive).await.map_err(|e| fail(&e))?;
+        let stream = self.js.get_stream(stream).await.map_err(|e| fail(&e))?;
         let subjects = self.projection.subjects();
         let (filter_subject, filter_subjects) = match subjects.as_slice() {
             [one] => (one.clone(), Vec::new()),
             many => (String::new(), many.to_vec()),
         };
         let ordered = stream
-            .create_consumer(pull::OrderedConfig { filter_subject, filter_subjects, ..Default::default() })
+            .create_consumer(pull::OrderedConfig {
+                filter_subject,
+                filter_subjects,
+                deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: from.max(1) },
+                ..Default::default()
+            })
             .await
             .map_err(|e| fail(&e))?;
         let mut probe = ordered.clone();
-        if probe.info().await.map_err(|e| fail(&e))?.num_pending > 0 {
-            let mut messages = ordered.messages().await.map_err(|e| fail(&e))?;
-            let mut events = Vec::with_capacity(self.config.batch);
-            loop {
-                let message = tokio::time::timeout(Duration::from_secs(10), messages.next())
-                    .await
-                    .map_err(|_| fail(&"the archive stopped delivering"))?
-                    .ok_or_else(|| fail(&"the archive's consumer ended"))?
-                    .map_err(|e| fail(&e))?;
-                let info = message.info().map_err(|e| fail(&e))?;
-                let (archived_at, left) = (info.stream_sequence, info.pending);
-                let done = archived_at >= end.archive_seq || left == 0;
-                let headers = message.headers.clone().unwrap_or_default();
-                if let Some(seq) = crate::store::source_sequence(&headers).filter(|_| archived_at <= end.archive_seq) {
-                    events.push(StoredEvent {
-                        subject: message.subject.to_string(),
-                        seq,
-                        stored_at: info.published,
-                        headers,
-                        data: message.payload.clone(),
-                    });
-                }
-                if events.len() >= self.config.batch || (done && !events.is_empty()) {
-                    self.apply_events(&events).await?;
-                    let last = events.last().map_or(0, |e| e.seq);
-                    self.reached(last, left.max(1));
-                    events.clear();
-                }
-                if done {
-                    break;
-                }
+        if probe.info().await.map_err(|e| fail(&e))?.num_pending == 0 {
+            return Ok(());
+        }
+        let batch = self.config.backfill_batch.max(1);
+        let mut messages = ordered.messages().await.map_err(|e| fail(&e))?;
+        let mut events = Vec::with_capacity(batch);
+        loop {
+            let message = tokio::time::timeout(Duration::from_secs(10), messages.next())
+                .await
+                .map_err(|_| fail(&"the history stopped arriving"))?
+                .ok_or_else(|| fail(&"the ordered consumer ended"))?
+                .map_err(|e| fail(&e))?;
+            let info = message.info().map_err(|e| fail(&e))?;
+            let (at, left) = (info.stream_sequence, info.pending);
+            let done = at >= to || left == 0;
+            let headers = message.headers.clone().unwrap_or_default();
+            let seq = if archived { crate::store::source_sequence(&headers) } else { Some(at) };
+            if let Some(seq) = seq.filter(|_| at <= to) {
+                events.push(StoredEvent {
+                    subject: message.subject.to_string(),
+                    seq,
+                    stored_at: info.published,
+                    headers,
+                    data: message.payload.clone(),
+                });
+            }
+            if events.len() >= batch || (done && !events.is_empty()) {
+                self.apply_events(&events).await?;
+                let last = events.last().map_or(0, |e| e.seq);
+                self.reached(last, left.max(1));
+                events.clear();
+            }
+            if done {
+                return Ok(());
             }
         }
-        let mut config = self.consumer.cached_info().config.clone();
-        config.metadata.remove(READING_ARCHIVE);
-        let events = self.js.get_stream(&self.config.stream).await.map_err(|e| fail(&e))?;
-        events.update_consumer(config).await.map_err(|e| fail(&e))?;
-        tracing::info!(view = name, version = self.version, up_to = end.event_seq, "read the archive");
-        self.backfill = None;
-        Ok(())
     }
 
     /// Applies events in order and writes the documents, again where another instance wrote
@@ -814,7 +901,13 @@ impl<P: Projection> ViewWorker<P> {
     ) -> Result<HashSet<String>, ProjectionError> {
         let name = self.projection.name();
         let mut acks = FuturesUnordered::new();
+        let mut outcomes = Vec::with_capacity(docs.len());
         for key in &docs {
+            // A JetStream context lets 5,000 acknowledgements be awaited at once, and releases a
+            // place only as one arrives: more unpolled writes than that would wait forever.
+            if acks.len() >= WRITES_IN_FLIGHT {
+                outcomes.extend(acks.next().await);
+            }
             let Some(stored) = self.cache.get(key) else { continue };
             let bytes = serde_json::to_vec(stored).map_err(|e| unavailable(name, e))?;
             // Documents fold stored (sealed) events; one a view built with plain personal data
@@ -832,9 +925,12 @@ impl<P: Projection> ViewWorker<P> {
             let key = key.clone();
             acks.push(ack.into_future().map(move |result| (key, result)));
         }
+        while let Some(outcome) = acks.next().await {
+            outcomes.push(outcome);
+        }
         let mut failed = None;
         let mut conflicted = HashSet::new();
-        while let Some((key, ack)) = acks.next().await {
+        for (key, ack) in outcomes {
             match ack {
                 Ok(ack) => {
                     self.revisions.insert(key, ack.sequence);

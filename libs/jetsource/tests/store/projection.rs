@@ -209,3 +209,76 @@ async fn a_watch_sees_each_change_and_resumes_after_the_revision_it_last_saw() {
     let mut all = Box::pin(handle.watch(WatchFilter::Prefix("w".into()), None).await.unwrap());
     assert_eq!(next(&mut all).await.key, "w1");
 }
+
+/// One document per event.
+#[derive(Default)]
+struct PerEvent;
+
+impl Projection for PerEvent {
+    type Doc = TallyDoc;
+    fn name(&self) -> &'static str {
+        "perevent"
+    }
+    fn subjects(&self) -> Vec<String> {
+        vec!["evt.bin.>".into()]
+    }
+    fn indexed(&self) -> bool {
+        false
+    }
+    fn keys(&self, event: &EventView<'_>) -> Result<Vec<String>, String> {
+        Ok(vec![format!("e{}", event.seq())])
+    }
+    fn apply(&self, _event: &EventView<'_>, _key: &str, doc: &mut TallyDoc) -> Result<(), String> {
+        doc.events += 1;
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_new_version_reads_its_history_in_batches_that_write_more_documents_than_acks_in_flight() {
+    // Arrange: 6,000 events that each make a document of their own: one backfill batch writes
+    // more documents than a JetStream context lets await an acknowledgement at once (5,000)
+    let env = Env::start().await;
+    let repo = env.repository(RepositoryConfig::default());
+    for _ in 0..6 {
+        repo.execute(&id("bolt@main"), BinCommand::ReceiveMany(vec![1; 1000]), &CommandContext::new()).await.unwrap();
+    }
+    let js = async_nats::jetstream::new(env.client.clone());
+    let last = js.get_stream("EVENTS").await.unwrap().get_info().await.unwrap().state.last_sequence;
+
+    // Act
+    let worker =
+        ViewWorker::open(env.client.clone(), Arc::new(PerEvent), 1, ViewConfig::default(), None).await.unwrap();
+    let handle = worker.handle();
+    let consumer = js.get_stream("EVENTS").await.unwrap().consumer_info("projector_perevent_v1").await.unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(worker.run(async move {
+        let _ = stopped.await;
+    }));
+    let read = handle.wait_applied(last, Duration::from_secs(30)).await;
+    // (a version is caught up once nothing lags: the record goes last)
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while handle.lag() > 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    // Assert: the history recorded as the backfill, read, one document per event; the durable
+    // consumer starts after it and its record is gone
+    // (`<archive seq> <from> <to>`: the archive may already hold some of it)
+    let record = consumer.config.metadata.get("jetsource.backfill").cloned().unwrap_or_default();
+    assert!(record.ends_with(&format!(" {last}")), "backfill record {record:?}");
+    assert!(read, "the backfill did not finish (applied {} of {last})", handle.applied());
+    assert_eq!(handle.documents().await, Some(6000));
+    assert_eq!(doc(&handle, "e6000").await.unwrap()["events"], 1);
+    let consumer = js.get_stream("EVENTS").await.unwrap().consumer_info("projector_perevent_v1").await.unwrap();
+    assert!(
+        matches!(
+            consumer.config.deliver_policy,
+            async_nats::jetstream::consumer::DeliverPolicy::ByStartSequence { start_sequence } if start_sequence == last + 1
+        ),
+        "{:?}",
+        consumer.config.deliver_policy
+    );
+    assert!(!consumer.config.metadata.contains_key("jetsource.backfill"), "{:?}", consumer.config.metadata);
+    let _ = stop.send(());
+}

@@ -142,7 +142,44 @@ async fn compaction_at_random_points_changes_no_read_and_a_rebuild_equals_the_fo
         "{:?}",
         consumer.config.deliver_policy
     );
-    assert!(consumer.config.metadata.keys().all(|k| !k.contains("reading_archive")), "{:?}", consumer.config.metadata);
+    assert!(
+        consumer.config.metadata.keys().all(|k| !k.contains("reading_archive") && !k.contains("backfill")),
+        "{:?}",
+        consumer.config.metadata
+    );
+}
+
+#[tokio::test]
+async fn a_version_still_reading_its_history_holds_compaction_back_from_where_it_reads() {
+    // Arrange: a history past its snapshot, archived; a view version that started after the
+    // stream's end and records the backfill of all of it still to do
+    let factory = Factory::start_without(&["archiver"]).await;
+    receive(&factory, "bolt@main", 150).await;
+    let js = async_nats::jetstream::new(factory.client.clone());
+    let events = js.get_stream("EVENTS").await.unwrap();
+    let last = events.get_info().await.unwrap().state.last_sequence;
+    events
+        .create_consumer(async_nats::jetstream::consumer::pull::Config {
+            durable_name: Some("projector_stock_v9".into()),
+            filter_subject: "evt.stock.>".into(),
+            deliver_policy: async_nats::jetstream::consumer::DeliverPolicy::ByStartSequence {
+                start_sequence: last + 1,
+            },
+            metadata: [("jetsource.backfill".to_owned(), format!("0 1 {last}"))].into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+
+    // Act
+    let held = compact(&factory).await;
+    events.delete_consumer("projector_stock_v9").await.unwrap();
+    let released = compact(&factory).await;
+
+    // Assert: nothing the version has still to read left the hot stream; once it is gone,
+    // compaction goes on
+    assert_eq!(hot_events(&held), 0, "{held:?}");
+    assert!(hot_events(&released) > 0, "{released:?}");
 }
 
 #[tokio::test]

@@ -1,0 +1,97 @@
+//! The server configurations a figure is measured on: one node or a 3-node loopback cluster,
+//! with JetStream's default fsync or with every write fsync'd before it is acknowledged. Each
+//! suite that takes a [`Deployment`] measures its raw baseline on the same one.
+
+use jetsource::topology::ProvisionOptions;
+use jetsource_testkit::{NatsCluster, NatsServer};
+
+/// Where the streams live, and what an acknowledgement promises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Deployment {
+    /// One server, R1 streams, JetStream's default `sync_interval` (2 minutes).
+    R1,
+    /// One server, R1 streams, `sync_interval: always`.
+    R1Sync,
+    /// A 3-node loopback cluster, R3 streams, default `sync_interval`.
+    R3,
+    /// A 3-node loopback cluster, R3 streams, `sync_interval: always` on every node.
+    R3Sync,
+}
+
+impl Deployment {
+    /// Every configuration, in the order `make bench` runs them.
+    pub const ALL: [Self; 4] = [Self::R1, Self::R1Sync, Self::R3, Self::R3Sync];
+
+    /// A short name for tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::R1 => "R1",
+            Self::R1Sync => "R1, fsync always",
+            Self::R3 => "R3",
+            Self::R3Sync => "R3, fsync always",
+        }
+    }
+
+    /// What an acknowledged write survives in this configuration.
+    pub fn promise(self) -> &'static str {
+        match self {
+            Self::R1 => "in one server's memory (on disk within 2 min): survives a process crash, not a power loss",
+            Self::R1Sync => "on one server's disk: survives a power loss, not the loss of that disk",
+            Self::R3 => "in the memory of 2 of 3 servers: survives the loss of any one server",
+            Self::R3Sync => "on the disks of 2 of 3 servers: survives a power loss and the loss of any one server",
+        }
+    }
+
+    /// Replicas of every stream, bucket and consumer.
+    pub fn replicas(self) -> usize {
+        match self {
+            Self::R1 | Self::R1Sync => 1,
+            Self::R3 | Self::R3Sync => 3,
+        }
+    }
+
+    /// Provisioning with this configuration's replicas.
+    pub fn provision(self) -> ProvisionOptions {
+        ProvisionOptions { replicas: Some(self.replicas()), ..Default::default() }
+    }
+
+    fn sync(self) -> Option<String> {
+        matches!(self, Self::R1Sync | Self::R3Sync).then(|| "always".to_owned())
+    }
+
+    /// Starts the servers (the pinned nats-server, free ports, temporary stores).
+    ///
+    /// # Errors
+    /// When a server does not come up.
+    pub fn start(self) -> anyhow::Result<Servers> {
+        let sync = self.sync();
+        Ok(match self.replicas() {
+            1 => Servers::One(Box::new(NatsServer::try_start_with(|c| c.sync_interval.clone_from(&sync))?)),
+            n => Servers::Cluster(NatsCluster::try_start_with(n, |c| c.sync_interval.clone_from(&sync))?),
+        })
+    }
+}
+
+/// The running servers of a [`Deployment`]; stopped when dropped.
+pub enum Servers {
+    One(Box<NatsServer>),
+    Cluster(NatsCluster),
+}
+
+impl Servers {
+    /// The URL to connect to (every node of a cluster).
+    pub fn url(&self) -> String {
+        match self {
+            Self::One(server) => server.url(),
+            Self::Cluster(cluster) => cluster.urls(),
+        }
+    }
+
+    /// Process ids of the servers.
+    pub fn pids(&self) -> Vec<u32> {
+        match self {
+            Self::One(server) => server.pid().into_iter().collect(),
+            Self::Cluster(cluster) => cluster.pids(),
+        }
+    }
+}
