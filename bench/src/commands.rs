@@ -11,7 +11,7 @@ use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::message::PublishMessage;
 use factory::app::{App, AppConfig};
 use futures::StreamExt;
-use jetsource::topology::{Topology, provision};
+use jetsource::topology::Topology;
 use jetsource_runtime::Shutdown;
 
 use crate::deploy::Deployment;
@@ -25,7 +25,7 @@ pub async fn run(window: Duration, deployment: Deployment) -> anyhow::Result<()>
     let client = jetsource::connect(&url, "bench-client").await?;
     let js = async_nats::jetstream::new(client.clone());
     let topology = Topology::parse(factory::TOPOLOGY)?;
-    provision(&js, &topology, deployment.provision()).await?;
+    deployment.provision(&js, &topology).await?;
     println!(
         "# Command services benchmark: {}\n\nnats-server {} ({}, file storage), {}s per figure; acknowledged = {}",
         deployment.name(),
@@ -115,7 +115,7 @@ pub async fn factory_rates(
     let client = jetsource::connect(&url, "bench-client").await?;
     let js = async_nats::jetstream::new(client.clone());
     let topology = Topology::parse(factory::TOPOLOGY)?;
-    provision(&js, &topology, deployment.provision()).await?;
+    deployment.provision(&js, &topology).await?;
     let shutdown = Shutdown::new();
     let services = factory::app::all_services().into_iter().filter(|s| *s != "gateway").collect();
     let mut config = AppConfig::new(&url, services);
@@ -135,7 +135,7 @@ async fn fresh(js: &async_nats::jetstream::Context, topology: &Topology, deploym
     js.delete_stream("EVENTS").await?;
     js.delete_key_value("snapshots").await?;
     js.delete_key_value("idempotency").await?;
-    provision(js, topology, deployment.provision()).await?;
+    deployment.provision(js, topology).await?;
     Ok(())
 }
 

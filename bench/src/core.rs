@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use async_nats::HeaderMap;
 use jetsource::cloudevents::Attributes;
 use jetsource::store::NewEvent;
-use jetsource::topology::{Topology, provision};
+use jetsource::topology::Topology;
 use jetsource::{AggregateId, CommandContext, EventStore, Repository, RepositoryConfig, SnapshotStore, StoreConfig};
 use tokio::sync::Mutex;
 
@@ -22,7 +22,7 @@ pub async fn run(window: Duration, deployment: Deployment) -> anyhow::Result<()>
     let servers = deployment.start()?;
     let client = jetsource::connect(&servers.url(), "bench").await?;
     let js = async_nats::jetstream::new(client.clone());
-    provision(&js, &Topology::parse(TOPOLOGY)?, deployment.provision()).await?;
+    deployment.provision(&js, &Topology::parse(TOPOLOGY)?).await?;
     let store = EventStore::new(client.clone(), StoreConfig { service: "bench".into(), ..Default::default() });
     let snapshots = SnapshotStore::open(&js, "snapshots").await?;
     println!(
@@ -83,7 +83,7 @@ pub async fn run(window: Duration, deployment: Deployment) -> anyhow::Result<()>
 /// Deletes and re-creates the EVENTS stream.
 async fn fresh_stream(js: &async_nats::jetstream::Context, deployment: Deployment) -> anyhow::Result<()> {
     js.delete_stream("EVENTS").await?;
-    provision(js, &Topology::parse(TOPOLOGY)?, deployment.provision()).await?;
+    deployment.provision(js, &Topology::parse(TOPOLOGY)?).await?;
     Ok(())
 }
 

@@ -2,7 +2,7 @@
 //! with JetStream's default fsync or with every write fsync'd before it is acknowledged. Each
 //! suite that takes a [`Deployment`] measures its raw baseline on the same one.
 
-use jetsource::topology::ProvisionOptions;
+use jetsource::topology::{ProvisionOptions, Topology, provision};
 use jetsource_testkit::{NatsCluster, NatsServer};
 
 /// Where the streams live, and what an acknowledgement promises.
@@ -50,9 +50,26 @@ impl Deployment {
         }
     }
 
-    /// Provisioning with this configuration's replicas.
-    pub fn provision(self) -> ProvisionOptions {
-        ProvisionOptions { replicas: Some(self.replicas()), ..Default::default() }
+    /// Provisions `topology` with this configuration's replicas. A cluster just started may
+    /// not answer a JetStream request in time while it settles: provisioning is idempotent, so
+    /// it is tried again (five times, a second apart).
+    ///
+    /// # Errors
+    /// The last refusal.
+    pub async fn provision(self, js: &async_nats::jetstream::Context, topology: &Topology) -> anyhow::Result<()> {
+        let options = ProvisionOptions { replicas: Some(self.replicas()), ..Default::default() };
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match provision(js, topology, options).await {
+                Ok(_) => return Ok(()),
+                Err(e) if attempt < 5 => {
+                    eprintln!("provisioning on {} failed ({e}); trying again", self.name());
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     fn sync(self) -> Option<String> {

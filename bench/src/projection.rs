@@ -11,7 +11,7 @@ use factory::views::{CommandsView, StockView};
 use futures::StreamExt;
 use hdrhistogram::Histogram;
 use jetsource::projection::{Projection, ViewConfig, ViewWorker};
-use jetsource::topology::{Topology, provision};
+use jetsource::topology::Topology;
 use jetsource::{AggregateId, CommandContext, EventStore, Repository, RepositoryConfig, StoreConfig};
 use jetsource_runtime::Shutdown;
 use jetsource_runtime::wire::{Client, CommandRequest};
@@ -28,7 +28,7 @@ pub async fn run(window: Duration, deployment: Deployment) -> anyhow::Result<()>
     let client = jetsource::connect(&url, "bench").await?;
     let js = async_nats::jetstream::new(client.clone());
     let topology = Topology::parse(factory::TOPOLOGY)?;
-    provision(&js, &topology, deployment.provision()).await?;
+    deployment.provision(&js, &topology).await?;
     println!(
         "# Projection benchmark: {}\n\nnats-server {} ({}, file storage); acknowledged = {}",
         deployment.name(),

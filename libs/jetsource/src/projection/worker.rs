@@ -188,6 +188,25 @@ impl ViewHandle {
         Ok(raw.and_then(|bytes| serde_json::from_slice(&bytes).ok()))
     }
 
+    /// The document of `key` as the bucket's leader has it: what a reader who waited for a
+    /// sequence (`Min-Seq`) must see. [`Self::get`] uses Direct Get, which a replica may answer
+    /// before it has the last write (R3).
+    ///
+    /// # Errors
+    /// When the bucket does not answer.
+    pub async fn get_current(&self, key: &str) -> Result<Option<Value>, ProjectionError> {
+        use async_nats::jetstream::stream::LastRawMessageErrorKind;
+        let subject = format!("$KV.{}.{key}", self.bucket.name);
+        match self.bucket.stream.get_last_raw_message_by_subject(&subject).await {
+            Ok(message) => {
+                let removed = message.headers.get("KV-Operation").is_some_and(|op| op.as_str() != "PUT");
+                Ok((!removed).then(|| serde_json::from_slice(&message.payload).ok()).flatten())
+            }
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(e) => Err(self.unavailable(e)),
+        }
+    }
+
     /// Keys in order, starting with `prefix`, after `after`, at most `limit`; plus the key to
     /// continue after when there are more. Views that are not indexed list their bucket's keys
     /// (a scan: fine for occasional listings, not for hot paths).

@@ -113,7 +113,12 @@ async fn query(projector: &Projector, message: &Message) -> Result<Value, ErrorB
             let key = kind
                 .key(natural)
                 .map_err(|e| ErrorBody::new(ErrorCode::Invalid, format!("invalid {view} key: {e}")))?;
-            match handle.get(&key).await.map_err(unavailable)? {
+            // A reader who waited for a sequence reads what the leader has (ADR 22).
+            let doc = match min_seq {
+                Some(_) => handle.get_current(&key).await,
+                None => handle.get(&key).await,
+            };
+            match doc.map_err(unavailable)? {
                 Some(doc) => Ok(doc),
                 None => Err(ErrorBody::new(ErrorCode::NotFound, format!("no {view} document {natural:?}"))),
             }
@@ -127,7 +132,15 @@ async fn query(projector: &Projector, message: &Message) -> Result<Value, ErrorB
             }
             let prefix = kind.prefix(&request.prefix);
             let (keys, next) = handle.keys(&prefix, request.after.as_deref(), limit).await.map_err(unavailable)?;
-            let mut docs: FuturesOrdered<_> = keys.iter().map(|k| handle.get(k)).collect();
+            let mut docs: FuturesOrdered<_> = keys
+                .iter()
+                .map(|k| async {
+                    match min_seq {
+                        Some(_) => handle.get_current(k).await,
+                        None => handle.get(k).await,
+                    }
+                })
+                .collect();
             let mut items = Vec::with_capacity(keys.len());
             while let Some(doc) = docs.next().await {
                 if let Some(doc) = doc.map_err(unavailable)? {
