@@ -237,8 +237,8 @@ async fn rebuild_s(server: &NatsServer, archive: Option<&str>) -> anyhow::Result
     Ok((took, raw))
 }
 
-/// Waits until the stock view is at `version` (any, when none) with no lag.
-async fn wait_switch(client: &async_nats::Client, version: Option<u64>) -> anyhow::Result<()> {
+/// Waits until every view is caught up and the stock view is at `version` (any, when none).
+pub(crate) async fn wait_switch(client: &async_nats::Client, version: Option<u64>) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
         let reply = client.request("projector.status", "".into()).await?;

@@ -157,35 +157,14 @@ async fn projector_rebuild(url: &str, client: &async_nats::Client) -> anyhow::Re
     let started = Instant::now();
     let app = App::build(AppConfig::new(url, vec!["projector"])).await?;
     let running = tokio::spawn(app.run_until_stopped(shutdown.clone()));
-    wait_switch(client, None).await?;
+    crate::archive::wait_switch(client, None).await?;
     let first = started.elapsed().as_secs_f64();
     let started = Instant::now();
     let reply = client.request("projector.rebuild.stock", "".into()).await?;
     let version: serde_json::Value = serde_json::from_slice(&reply.payload)?;
-    wait_switch(client, version["version"].as_u64()).await?;
+    crate::archive::wait_switch(client, version["version"].as_u64()).await?;
     let took = started.elapsed().as_secs_f64();
     shutdown.trigger();
     running.await?;
     Ok((took, first))
-}
-
-/// Waits until every view is caught up and the stock view is at `version` (any, when none).
-async fn wait_switch(client: &async_nats::Client, version: Option<u64>) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(900);
-    let js = async_nats::jetstream::new(client.clone());
-    loop {
-        let reply = client.request("projector.status", "".into()).await?;
-        let status: serde_json::Value = serde_json::from_slice(&reply.payload)?;
-        let views = status["views"].as_array().cloned().unwrap_or_default();
-        let stock = views.iter().find(|v| v["view"] == "stock");
-        let last = js.get_stream("EVENTS").await?.cached_info().state.last_sequence;
-        let caught_up = views.iter().all(|v| {
-            v["lag"] == 0 && v["rebuilding"].is_null() && v["applied_seq"].as_u64().is_some_and(|a| a >= last)
-        });
-        if caught_up && stock.is_some_and(|s| version.is_none_or(|want| s["version"].as_u64() == Some(want))) {
-            return Ok(());
-        }
-        anyhow::ensure!(Instant::now() < deadline, "the stock view did not switch: {status}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
