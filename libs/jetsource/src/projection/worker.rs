@@ -384,6 +384,14 @@ async fn archive_end(js: &jetstream::Context, archive: Option<&str>) -> Result<O
     Ok(Some(ArchiveEnd { archive_seq, event_seq }))
 }
 
+/// A consumer's filter for a view's subjects: one subject, or several.
+fn filters(mut subjects: Vec<String>) -> (String, Vec<String>) {
+    match subjects.len() {
+        1 => (subjects.remove(0), Vec::new()),
+        _ => (String::new(), subjects),
+    }
+}
+
 /// Whether a consumer lookup failed because the consumer does not exist.
 fn consumer_missing(error: &async_nats::Error) -> bool {
     use async_nats::jetstream::context::{ConsumerInfoError, ConsumerInfoErrorKind};
@@ -428,11 +436,7 @@ impl<P: Projection> ViewWorker<P> {
         let parked_kv =
             js.get_key_value(&config.parked_bucket).await.map_err(|e| fail(&format!("parked bucket: {e}")))?;
         let stream = js.get_stream(&config.stream).await.map_err(|e| fail(&e))?;
-        let subjects = projection.subjects();
-        let (filter_subject, filter_subjects) = match subjects.as_slice() {
-            [one] => (one.clone(), Vec::new()),
-            many => (String::new(), many.to_vec()),
-        };
+        let (filter_subject, filter_subjects) = filters(projection.subjects());
         let desired = crate::consume::standby(pull::Config {
             durable_name: Some(consumer_name(name, version)),
             description: Some(format!("projector of view {name}, version {version}")),
@@ -651,11 +655,7 @@ impl<P: Projection> ViewWorker<P> {
         let name = self.projection.name();
         let fail = |e: &dyn std::fmt::Display| unavailable(name, e);
         let stream = self.js.get_stream(stream).await.map_err(|e| fail(&e))?;
-        let subjects = self.projection.subjects();
-        let (filter_subject, filter_subjects) = match subjects.as_slice() {
-            [one] => (one.clone(), Vec::new()),
-            many => (String::new(), many.to_vec()),
-        };
+        let (filter_subject, filter_subjects) = filters(self.projection.subjects());
         let ordered = stream
             .create_consumer(pull::OrderedConfig {
                 filter_subject,
