@@ -60,7 +60,7 @@ pub async fn run(window: Duration, deployment: Deployment) -> anyhow::Result<()>
             .map(|v| v.split(',').map(|p| &*Box::leak(p.to_owned().into_boxed_str())).collect())
             .unwrap_or_else(|_| vec!["mev", "cmd", "mev", "cmd"]);
         for prefix in prefixes {
-            fresh(&js, &topology, deployment).await?;
+            deployment.fresh_store(&js, &topology).await?;
             let (s0, c0) = (cpu_ticks(&spid), cpu_ticks("self"));
             let r = requests(&client, prefix, 64, window).await?;
             let (s1, c1) = (cpu_ticks(&spid), cpu_ticks("self"));
@@ -75,13 +75,13 @@ pub async fn run(window: Duration, deployment: Deployment) -> anyhow::Result<()>
         return Ok(());
     }
     for concurrency in CONCURRENCY {
-        fresh(&js, &topology, deployment).await?;
+        deployment.fresh_store(&js, &topology).await?;
         let raw = raw_occ_publish(&js, concurrency, window).await?;
-        fresh(&js, &topology, deployment).await?;
+        deployment.fresh_store(&js, &topology).await?;
         let floor = requests(&client, "min", concurrency, window).await?;
-        fresh(&js, &topology, deployment).await?;
+        deployment.fresh_store(&js, &topology).await?;
         let floor_event = requests(&client, "mev", concurrency, window).await?;
-        fresh(&js, &topology, deployment).await?;
+        deployment.fresh_store(&js, &topology).await?;
         let ours = requests(&client, "cmd", concurrency, window).await?;
         println!(
             "| {concurrency} | {:.0} | {:.0} | {:.0} | {}/{} | {:.0} | {}/{} | {:.2} | {:.2} |",
@@ -123,20 +123,11 @@ pub async fn factory_rates(
     tokio::spawn(App::build(config).await?.run_until_stopped(shutdown.clone()));
     let mut rates = Vec::new();
     for &c in concurrency {
-        fresh(&js, &topology, deployment).await?;
+        deployment.fresh_store(&js, &topology).await?;
         rates.push(requests(&client, "cmd", c, window).await?);
     }
     shutdown.trigger();
     Ok(rates)
-}
-
-/// A fresh event store: the stream, the snapshots and the ledger recreated.
-async fn fresh(js: &async_nats::jetstream::Context, topology: &Topology, deployment: Deployment) -> anyhow::Result<()> {
-    js.delete_stream("EVENTS").await?;
-    js.delete_key_value("snapshots").await?;
-    js.delete_key_value("idempotency").await?;
-    deployment.provision(js, topology).await?;
-    Ok(())
 }
 
 /// Each worker sends `<prefix>.stock.w<n>@main.receive` and waits for the reply. The factory and

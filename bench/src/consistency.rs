@@ -14,13 +14,14 @@ use factory_domain::stock::StockCommand;
 use factory_domain::values::{Qty, Warehouse};
 use jetsource::cloudevents::Attributes;
 use jetsource::store::{Expect, NewEvent, Write};
-use jetsource::topology::{ProvisionOptions, Topology, provision};
+use jetsource::topology::Topology;
 use jetsource::{
     AggregateId, CommandContext, CommandError, EventStore, Observer, Repository, RepositoryConfig, StoreConfig, Tag,
 };
 use jetsource_testkit::NatsServer;
 use tokio::sync::Mutex;
 
+use crate::deploy::Deployment;
 use crate::measure::{Rate, header, raw_occ_publish, run_workers};
 
 const TOPOLOGY: &str = include_str!("../../nats/topology.toml");
@@ -62,19 +63,19 @@ pub async fn run(window: Duration) -> anyhow::Result<()> {
     println!("batches. Commands with an empty scope keep the single-publish path.");
     {
         let server = NatsServer::try_start()?;
-        suite(&server.url(), 1, window).await?;
+        suite(&server.url(), Deployment::R1, window).await?;
     }
     let cluster = jetsource_testkit::NatsCluster::try_start(3)?;
-    suite(&cluster.urls(), 3, window).await
+    suite(&cluster.urls(), Deployment::R3, window).await
 }
 
-async fn suite(url: &str, replicas: usize, window: Duration) -> anyhow::Result<()> {
+async fn suite(url: &str, deployment: Deployment, window: Duration) -> anyhow::Result<()> {
     let client = jetsource::connect(url, "bench").await?;
     let js = async_nats::jetstream::new(client.clone());
-    let options = ProvisionOptions { replicas: Some(replicas), ..Default::default() };
-    provision_retrying(&js, options).await?;
+    let topology = Topology::parse(TOPOLOGY)?;
+    deployment.provision(&js, &topology).await?;
     let store = EventStore::new(client.clone(), StoreConfig { service: "bench".into(), ..Default::default() });
-    let config = format!("R{replicas}, nats-server {}", client.server_info().version);
+    let config = format!("{}, nats-server {}", deployment.name(), client.server_info().version);
     header(&format!(
         "Transfers (one command, two aggregates, one atomic batch) beside single-aggregate commands, {config}"
     ));
@@ -87,13 +88,13 @@ async fn suite(url: &str, replicas: usize, window: Duration) -> anyhow::Result<(
     );
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for concurrency in [1_usize, 16, 64] {
-        fresh_stream(&js, options).await?;
+        deployment.fresh_store(&js, &topology).await?;
         let raw = raw_occ_publish(&js, concurrency, window).await?;
-        fresh_stream(&js, options).await?;
+        deployment.fresh_store(&js, &topology).await?;
         let (receive, _) = commands(&store, concurrency, window, Workload::Receive).await?;
-        fresh_stream(&js, options).await?;
+        deployment.fresh_store(&js, &topology).await?;
         let (own, own_counts) = commands(&store, concurrency, window, Workload::OwnPair).await?;
-        fresh_stream(&js, options).await?;
+        deployment.fresh_store(&js, &topology).await?;
         let (shared, shared_counts) = commands(&store, concurrency, window, Workload::Shared).await?;
         println!(
             "| {concurrency} | {:.0} | {:.0} | {:.2} | {:.0} | {:.1}% | {:.2} | {:.0} | {:.1}% | {} |",
@@ -119,13 +120,13 @@ async fn suite(url: &str, replicas: usize, window: Duration) -> anyhow::Result<(
     );
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
     for concurrency in [1_usize, 16, 64] {
-        fresh_stream(&js, options).await?;
+        deployment.fresh_store(&js, &topology).await?;
         let raw = raw_occ_publish(&js, concurrency, window).await?;
-        fresh_stream(&js, options).await?;
+        deployment.fresh_store(&js, &topology).await?;
         let plain = appends(&store, concurrency, window, false).await?;
-        fresh_stream(&js, options).await?;
+        deployment.fresh_store(&js, &topology).await?;
         let conditional = appends(&store, concurrency, window, true).await?;
-        fresh_stream(&js, options).await?;
+        deployment.fresh_store(&js, &topology).await?;
         let define = defines(&store, concurrency, window).await?;
         println!(
             "| {concurrency} | {:.0} | {:.0} | {:.2} | {:.0} | {:.2} | {:.2} | {:.0} |",
@@ -139,27 +140,6 @@ async fn suite(url: &str, replicas: usize, window: Duration) -> anyhow::Result<(
         );
     }
     Ok(())
-}
-
-async fn fresh_stream(js: &async_nats::jetstream::Context, options: ProvisionOptions) -> anyhow::Result<()> {
-    js.delete_stream("EVENTS").await?;
-    let _ = js.delete_key_value("snapshots").await;
-    provision_retrying(js, options).await
-}
-
-/// Provisions the topology; on a cluster just started a peer may still be joining (10005).
-async fn provision_retrying(js: &async_nats::jetstream::Context, options: ProvisionOptions) -> anyhow::Result<()> {
-    let topology = Topology::parse(TOPOLOGY)?;
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        match provision(js, &topology, options).await {
-            Ok(_) => return Ok(()),
-            Err(e) if e.to_string().contains("10005") && std::time::Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -22,7 +22,8 @@ pub async fn run(window: Duration, deployment: Deployment) -> anyhow::Result<()>
     let servers = deployment.start()?;
     let client = jetsource::connect(&servers.url(), "bench").await?;
     let js = async_nats::jetstream::new(client.clone());
-    deployment.provision(&js, &Topology::parse(TOPOLOGY)?).await?;
+    let topology = Topology::parse(TOPOLOGY)?;
+    deployment.provision(&js, &topology).await?;
     let store = EventStore::new(client.clone(), StoreConfig { service: "bench".into(), ..Default::default() });
     let snapshots = SnapshotStore::open(&js, "snapshots").await?;
     println!(
@@ -44,13 +45,13 @@ pub async fn run(window: Duration, deployment: Deployment) -> anyhow::Result<()>
     );
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for concurrency in [1_usize, 16, 64] {
-        fresh_stream(&js, deployment).await?;
+        deployment.fresh_store(&js, &topology).await?;
         let bare = raw_publish(&js, concurrency, window, BODY, None).await?;
-        fresh_stream(&js, deployment).await?;
+        deployment.fresh_store(&js, &topology).await?;
         let same = raw_publish(&js, concurrency, window, BODY, Some(sample_headers(&store))).await?;
-        fresh_stream(&js, deployment).await?;
+        deployment.fresh_store(&js, &topology).await?;
         let append = framework_append(&store, concurrency, window).await?;
-        fresh_stream(&js, deployment).await?;
+        deployment.fresh_store(&js, &topology).await?;
         let command = framework_command(&store, concurrency, window).await?;
         println!(
             "| {concurrency} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} | {:.0} | {:.2} | {}/{} |",
@@ -65,7 +66,7 @@ pub async fn run(window: Duration, deployment: Deployment) -> anyhow::Result<()>
             append.p99_us
         );
     }
-    fresh_stream(&js, deployment).await?;
+    deployment.fresh_store(&js, &topology).await?;
 
     header("Loading a 10,000-event aggregate");
     let (with_snapshot, without_snapshot, raw_fetch) = load_times(&store, &snapshots).await?;
@@ -81,12 +82,6 @@ pub async fn run(window: Duration, deployment: Deployment) -> anyhow::Result<()>
 }
 
 /// Deletes and re-creates the EVENTS stream.
-async fn fresh_stream(js: &async_nats::jetstream::Context, deployment: Deployment) -> anyhow::Result<()> {
-    js.delete_stream("EVENTS").await?;
-    deployment.provision(js, &Topology::parse(TOPOLOGY)?).await?;
-    Ok(())
-}
-
 /// The CloudEvents headers the framework writes for one event, prebuilt.
 fn sample_headers(store: &EventStore) -> HeaderMap {
     let mut headers = HeaderMap::new();

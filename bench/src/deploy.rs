@@ -72,6 +72,22 @@ impl Deployment {
         }
     }
 
+    /// A fresh event store for the next figure: the event stream and its archive, the
+    /// snapshots and the idempotency ledger deleted, then the topology provisioned again. The
+    /// archive goes too: its sourcing would otherwise wait behind the deleted stream's last
+    /// sequence, and the figures after the first would not pay for the copy the first paid for.
+    ///
+    /// # Errors
+    /// A stream that cannot be deleted, or provisioning's last refusal.
+    pub async fn fresh_store(self, js: &async_nats::jetstream::Context, topology: &Topology) -> anyhow::Result<()> {
+        js.delete_stream("EVENTS").await?;
+        js.delete_stream("ARCHIVE").await?;
+        // Buckets a suite did not use may not exist yet.
+        let _ = js.delete_key_value("snapshots").await;
+        let _ = js.delete_key_value("idempotency").await;
+        self.provision(js, topology).await
+    }
+
     fn sync(self) -> Option<String> {
         matches!(self, Self::R1Sync | Self::R3Sync).then(|| "always".to_owned())
     }

@@ -10,10 +10,11 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use jetsource::topology::{ProvisionOptions, Topology, provision};
+use jetsource::topology::Topology;
 use jetsource_runtime::Shutdown;
 use jetsource_testkit::NatsServer;
 
+use crate::deploy::Deployment;
 use crate::measure::{Rate, header, run_workers};
 
 pub async fn run(window: Duration) -> anyhow::Result<()> {
@@ -38,28 +39,69 @@ pub async fn run(window: Duration) -> anyhow::Result<()> {
         client.server_info().version,
         window.as_secs_f64()
     );
+    let floor = minimal_proxy(&url).await?;
     header("Commands: HTTP (gateway → NATS → service) vs NATS request/reply, same run");
-    println!("| concurrency | NATS request/reply/s | p50/p99 µs | HTTP/s | p50/p99 µs | ÷ NATS |");
-    println!("|---:|---:|---:|---:|---:|---:|");
+    println!("The floor, `minimal proxy`, is a warp route in this process that sends the body to the same");
+    println!("service as a NATS request and answers the reply as it came: the HTTP hop alone, without the");
+    println!("gateway's admission, authentication, tracing, metrics and checks.\n");
+    println!(
+        "| concurrency | NATS request/reply/s | p50/p99 µs | minimal proxy/s | ÷ NATS | HTTP/s | p50/p99 µs | ÷ NATS | ÷ minimal proxy |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for concurrency in [16_usize, 64, 128] {
-        fresh(&js, &topology).await?;
+        Deployment::R1.fresh_store(&js, &topology).await?;
         let nats = nats_commands(&client, concurrency, window).await?;
-        fresh(&js, &topology).await?;
+        Deployment::R1.fresh_store(&js, &topology).await?;
+        let proxied = http_commands(floor, concurrency, window).await?;
+        Deployment::R1.fresh_store(&js, &topology).await?;
         let over_http = http_commands(http, concurrency, window).await?;
         println!(
-            "| {concurrency} | {:.0} | {}/{} | {:.0} | {}/{} | {:.2} |",
+            "| {concurrency} | {:.0} | {}/{} | {:.0} | {:.2} | {:.0} | {}/{} | {:.2} | {:.2} |",
             nats.per_second,
             nats.p50_us,
             nats.p99_us,
+            proxied.per_second,
+            proxied.per_second / nats.per_second,
             over_http.per_second,
             over_http.p50_us,
             over_http.p99_us,
-            over_http.per_second / nats.per_second
+            over_http.per_second / nats.per_second,
+            over_http.per_second / proxied.per_second
         );
     }
     shutdown.trigger();
     overload(window).await?;
     Ok(())
+}
+
+/// The HTTP floor: `POST /v1/commands/<type>/<id>/<command>` sent on as the NATS request
+/// `cmd.<type>.<id>.<command>` over its own connection, the reply's body answered with 200 (or
+/// 500 when the service answered an error). Served until the process ends.
+async fn minimal_proxy(url: &str) -> anyhow::Result<std::net::SocketAddr> {
+    use warp::Filter;
+    let client = jetsource::connect(url, "bench-proxy").await?;
+    let route = warp::path!("v1" / "commands" / String / String / String)
+        .and(warp::post())
+        .and(warp::body::bytes())
+        .then(move |kind: String, id: String, command: String, body: Bytes| {
+            let client = client.clone();
+            async move {
+                let (status, body) = match client.request(format!("cmd.{kind}.{id}.{command}"), body).await {
+                    Ok(reply) if reply.headers.is_none() => (200, reply.payload),
+                    Ok(reply) => (500, reply.payload),
+                    Err(e) => (502, Bytes::from(e.to_string())),
+                };
+                warp::http::Response::builder()
+                    .status(status)
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .unwrap_or_default()
+            }
+        });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(warp::serve(route).incoming(listener).run());
+    Ok(addr)
 }
 
 /// Goodput under overload: connections that send commands as fast as they are answered (no
@@ -160,13 +202,6 @@ async fn scrape_limit(addr: std::net::SocketAddr) -> Option<String> {
         .find(|l| !l.starts_with('#') && l.contains("http_concurrency_limit "))
         .and_then(|l| l.split(' ').nth(1))
         .map(str::to_owned)
-}
-
-async fn fresh(js: &async_nats::jetstream::Context, topology: &Topology) -> anyhow::Result<()> {
-    js.delete_stream("EVENTS").await?;
-    js.delete_key_value("snapshots").await?;
-    provision(js, topology, ProvisionOptions::default()).await?;
-    Ok(())
 }
 
 async fn nats_commands(client: &async_nats::Client, concurrency: usize, window: Duration) -> anyhow::Result<Rate> {
