@@ -81,7 +81,6 @@ pub async fn run(window: Duration, deployment: Deployment) -> anyhow::Result<()>
     Ok(())
 }
 
-/// Deletes and re-creates the EVENTS stream.
 /// The CloudEvents headers the framework writes for one event, prebuilt.
 fn sample_headers(store: &EventStore) -> HeaderMap {
     let mut headers = HeaderMap::new();

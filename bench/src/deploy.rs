@@ -80,8 +80,14 @@ impl Deployment {
     /// # Errors
     /// A stream that cannot be deleted, or provisioning's last refusal.
     pub async fn fresh_store(self, js: &async_nats::jetstream::Context, topology: &Topology) -> anyhow::Result<()> {
-        js.delete_stream("EVENTS").await?;
-        js.delete_stream("ARCHIVE").await?;
+        let (events, archive) = match &topology.archive {
+            Some(tier) => (tier.events.as_str(), Some(tier.stream.as_str())),
+            None => ("EVENTS", None),
+        };
+        js.delete_stream(events).await?;
+        if let Some(archive) = archive {
+            js.delete_stream(archive).await?;
+        }
         // Buckets a suite did not use may not exist yet.
         let _ = js.delete_key_value("snapshots").await;
         let _ = js.delete_key_value("idempotency").await;

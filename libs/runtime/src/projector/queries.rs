@@ -113,12 +113,7 @@ async fn query(projector: &Projector, message: &Message) -> Result<Value, ErrorB
             let key = kind
                 .key(natural)
                 .map_err(|e| ErrorBody::new(ErrorCode::Invalid, format!("invalid {view} key: {e}")))?;
-            // A reader who waited for a sequence reads what the leader has (ADR 22).
-            let doc = match min_seq {
-                Some(_) => handle.get_current(&key).await,
-                None => handle.get(&key).await,
-            };
-            match doc.map_err(unavailable)? {
+            match read(&handle, &key, min_seq.is_some()).await.map_err(unavailable)? {
                 Some(doc) => Ok(doc),
                 None => Err(ErrorBody::new(ErrorCode::NotFound, format!("no {view} document {natural:?}"))),
             }
@@ -132,15 +127,7 @@ async fn query(projector: &Projector, message: &Message) -> Result<Value, ErrorB
             }
             let prefix = kind.prefix(&request.prefix);
             let (keys, next) = handle.keys(&prefix, request.after.as_deref(), limit).await.map_err(unavailable)?;
-            let mut docs: FuturesOrdered<_> = keys
-                .iter()
-                .map(|k| async {
-                    match min_seq {
-                        Some(_) => handle.get_current(k).await,
-                        None => handle.get(k).await,
-                    }
-                })
-                .collect();
+            let mut docs: FuturesOrdered<_> = keys.iter().map(|k| read(&handle, k, min_seq.is_some())).collect();
             let mut items = Vec::with_capacity(keys.len());
             while let Some(doc) = docs.next().await {
                 if let Some(doc) = doc.map_err(unavailable)? {
@@ -154,6 +141,12 @@ async fn query(projector: &Projector, message: &Message) -> Result<Value, ErrorB
 
 /// The active version of `view`, once it reflects `min_seq` (following a switch of versions
 /// while waiting).
+/// One document: from the bucket's leader when the reader waited for a sequence (`Min-Seq`),
+/// which a replica's Direct Get may not have yet (ADR 22); else by Direct Get.
+async fn read(handle: &ViewHandle, key: &str, waited: bool) -> Result<Option<Value>, ProjectionError> {
+    if waited { handle.get_current(key).await } else { handle.get(key).await }
+}
+
 async fn wait_for(projector: &Projector, view: &str, min_seq: Option<u64>) -> Result<ViewHandle, ErrorBody> {
     let missing = || ErrorBody::new(ErrorCode::Unavailable, format!("view {view} is not running"));
     let Some(min_seq) = min_seq else { return projector.view(view).ok_or_else(missing) };
