@@ -139,14 +139,14 @@ async fn query(projector: &Projector, message: &Message) -> Result<Value, ErrorB
     }
 }
 
-/// The active version of `view`, once it reflects `min_seq` (following a switch of versions
-/// while waiting).
 /// One document: from the bucket's leader when the reader waited for a sequence (`Min-Seq`),
 /// which a replica's Direct Get may not have yet (ADR 22); else by Direct Get.
 async fn read(handle: &ViewHandle, key: &str, waited: bool) -> Result<Option<Value>, ProjectionError> {
     if waited { handle.get_current(key).await } else { handle.get(key).await }
 }
 
+/// The active version of `view`, once it reflects `min_seq` (following a switch of versions
+/// while waiting).
 async fn wait_for(projector: &Projector, view: &str, min_seq: Option<u64>) -> Result<ViewHandle, ErrorBody> {
     let missing = || ErrorBody::new(ErrorCode::Unavailable, format!("view {view} is not running"));
     let Some(min_seq) = min_seq else { return projector.view(view).ok_or_else(missing) };
